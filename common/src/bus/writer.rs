@@ -1,0 +1,162 @@
+//! The process-wide event writer: batches events of all runs into one Redis
+//! pipeline and one PostgreSQL statement.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+use crate::db::events::{EventRecord, insert_batch};
+use crate::domain::RunId;
+use crate::events::RunEvent;
+use crate::redis_conn::Keys;
+
+use super::entry_id;
+
+/// Live streams are kept this long after their last event; PostgreSQL keeps
+/// the events for as long as the run exists.
+const STREAM_TTL_SECS: i64 = 24 * 3600;
+/// Bound on a stream's length (approximate trimming).
+const STREAM_MAX_LEN: usize = 10_000;
+/// Most events written in one batch.
+const BATCH: usize = 512;
+
+#[derive(Clone)]
+struct Item {
+    run_id: RunId,
+    seq: i64,
+    event: std::sync::Arc<RunEvent>,
+}
+
+enum PgCommand {
+    Write(Item),
+    /// Answer once everything sent before it is stored.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Handle to the writer tasks; cheap to clone.
+#[derive(Clone)]
+pub struct EventWriter {
+    redis: mpsc::UnboundedSender<Item>,
+    pg: mpsc::UnboundedSender<PgCommand>,
+}
+
+impl EventWriter {
+    /// Start the writer tasks on `tracker`. They end when every handle is dropped.
+    pub fn start(pool: PgPool, redis: ConnectionManager, keys: Keys, tracker: &TaskTracker) -> Self {
+        let (redis_tx, redis_rx) = mpsc::unbounded_channel();
+        let (pg_tx, pg_rx) = mpsc::unbounded_channel();
+        tracker.spawn(redis_loop(redis, keys, redis_rx));
+        tracker.spawn(pg_loop(pool, pg_rx));
+        Self {
+            redis: redis_tx,
+            pg: pg_tx,
+        }
+    }
+
+    /// Queue an event for both stores.
+    pub fn write(&self, run_id: RunId, seq: i64, event: RunEvent) {
+        let item = Item {
+            run_id,
+            seq,
+            event: std::sync::Arc::new(event),
+        };
+        // A send fails only once the writer tasks have stopped, which happens
+        // after every handle (including this one) is gone.
+        let _ = self.redis.send(item.clone());
+        let _ = self.pg.send(PgCommand::Write(item));
+    }
+
+    /// Publish to Redis only: for events already committed to PostgreSQL
+    /// in the caller's own transaction.
+    pub fn publish_only(&self, run_id: RunId, seq: i64, event: RunEvent) {
+        let _ = self.redis.send(Item {
+            run_id,
+            seq,
+            event: std::sync::Arc::new(event),
+        });
+    }
+
+    /// Wait until every event written so far is in PostgreSQL.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.pg.send(PgCommand::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn redis_loop(mut conn: ConnectionManager, keys: Keys, mut rx: mpsc::UnboundedReceiver<Item>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        let mut last_key = String::new();
+        for item in &batch {
+            let key = keys.run_events(item.run_id);
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(STREAM_MAX_LEN)
+                .arg(entry_id(item.seq))
+                .arg("k")
+                .arg(item.event.kind())
+                .arg("d")
+                .arg(item.event.data().to_string())
+                .ignore();
+            if key != last_key {
+                pipe.cmd("EXPIRE").arg(&key).arg(STREAM_TTL_SECS).ignore();
+                last_key = key;
+            }
+        }
+        // Redis is the fast path only: on failure live readers fall back to
+        // PostgreSQL, so the batch is not retried.
+        if let Err(error) = pipe.query_async::<()>(&mut conn).await {
+            tracing::warn!(%error, events = batch.len(), "publishing run events to Redis failed");
+        }
+        batch.clear();
+    }
+}
+
+async fn pg_loop(pool: PgPool, mut rx: mpsc::UnboundedReceiver<PgCommand>) {
+    let mut commands = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut commands, BATCH).await > 0 {
+        let mut items = Vec::with_capacity(commands.len());
+        let mut waiters = Vec::new();
+        for command in commands.drain(..) {
+            match command {
+                PgCommand::Write(item) => items.push(item),
+                PgCommand::Flush(done) => waiters.push(done),
+            }
+        }
+        let records: Vec<EventRecord<'_>> = items
+            .iter()
+            .map(|i| EventRecord {
+                run_id: i.run_id,
+                seq: i.seq,
+                event: &i.event,
+            })
+            .collect();
+        // Nothing accepted is lost: keep retrying while PostgreSQL is away.
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let result = match pool.acquire().await {
+                Ok(mut conn) => insert_batch(&mut conn, &records).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::error!(%error, events = records.len(), "storing run events failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        for waiter in waiters {
+            let _ = waiter.send(());
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! Runs: creation with their user message, the conditional claim that gives
+//! one worker ownership, and the terminal transition.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+use super::Page;
+use super::messages::{self, MessageRow, NewMessage};
+use super::threads::{ThreadRow, thread_columns};
+use crate::domain::{
+    MessageId, MessageRole, Multitask, Run, RunError, RunId, RunStatus, ThreadId, Usage, UserId,
+};
+use crate::events::RunEvent;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: RunId,
+    pub thread_id: ThreadId,
+    pub owner_id: UserId,
+    pub agent_id: String,
+    pub model: String,
+    pub priority: i16,
+    pub status: RunStatus,
+    pub attempt: i32,
+    pub input_message_id: MessageId,
+    pub output_message_id: Option<MessageId>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: Option<f64>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Active runs ahead of this one on its thread, while it is queued.
+    pub queue_position: Option<i64>,
+}
+
+impl RunRow {
+    pub fn to_resource(&self) -> Run {
+        Run {
+            id: self.id,
+            thread_id: self.thread_id,
+            agent_id: self.agent_id.clone(),
+            model: self.model.clone(),
+            priority: self.priority,
+            status: self.status,
+            queue_position: self.queue_position,
+            attempt: self.attempt,
+            usage: Usage {
+                input_tokens: self.input_tokens,
+                output_tokens: self.output_tokens,
+            },
+            cost_usd: self.cost_usd,
+            error: match (&self.error_code, &self.error_message) {
+                (Some(code), message) => Some(RunError {
+                    code: code.clone(),
+                    message: message.clone().unwrap_or_default(),
+                }),
+                _ => None,
+            },
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
+    }
+}
+
+/// `select … from runs r` with the computed queue position, then the rest.
+macro_rules! select_runs {
+    ($rest:literal) => {
+        concat!(
+            "select r.id, r.thread_id, r.owner_id, r.agent_id, r.model, r.priority, r.status,
+                    r.attempt, r.input_message_id, r.output_message_id, r.input_tokens,
+                    r.output_tokens, r.cost_usd, r.error_code, r.error_message, r.created_at,
+                    r.started_at, r.finished_at,
+                    case when r.status = 'queued' then
+                        (select count(*) from runs a
+                         where a.thread_id = r.thread_id and a.id < r.id
+                           and a.status in ('queued', 'in_progress'))
+                    end as queue_position
+             from runs r ",
+            $rest
+        )
+    };
+}
+
+pub struct NewRun<'a> {
+    pub owner: UserId,
+    pub thread_id: ThreadId,
+    pub agent_id: String,
+    pub model: String,
+    pub priority: i16,
+    pub multitask: Multitask,
+    pub content: &'a str,
+    /// The `Idempotency-Key` header and a hash of the request it came with.
+    pub idempotency: Option<(&'a str, String)>,
+}
+
+/// What became of a request to start a run.
+#[derive(Debug)]
+pub enum Created {
+    /// A new run, its user message, the thread as it is now, and the
+    /// `run.queued` event stored with them (sequence 1).
+    New {
+        run: RunRow,
+        message: MessageRow,
+        thread: ThreadRow,
+        queued: RunEvent,
+    },
+    /// The same idempotency key and request were seen before: that run.
+    Replayed(RunRow),
+    /// The idempotency key was used before with another request.
+    KeyReused,
+    /// `multitask: reject` and the thread has an active run.
+    ThreadBusy,
+    /// No such live thread for this owner.
+    ThreadNotFound,
+}
+
+/// Store the user message, the `queued` run and its `run.queued` event in
+/// one transaction.
+pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let run_id = RunId::new();
+    let message_id = MessageId::new();
+
+    if let Some((key, hash)) = &new.idempotency {
+        // Concurrent duplicates queue up on this row; only one inserts it.
+        let claimed: Option<(String,)> = sqlx::query_as(
+            "insert into idempotency_keys (owner_id, key, request_hash, thread_id, run_id)
+             values ($1, $2, $3, $4, null)
+             on conflict (owner_id, key) do update
+                 set request_hash = excluded.request_hash, thread_id = excluded.thread_id,
+                     run_id = null, created_at = now()
+                 where idempotency_keys.created_at < now() - interval '24 hours'
+             returning request_hash",
+        )
+        .bind(new.owner)
+        .bind(key)
+        .bind(hash)
+        .bind(new.thread_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if claimed.is_none() {
+            let (stored_hash, stored_run): (String, Option<RunId>) = sqlx::query_as(
+                "select request_hash, run_id from idempotency_keys where owner_id = $1 and key = $2",
+            )
+            .bind(new.owner)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.rollback().await?;
+            return match stored_run {
+                Some(run_id) if &stored_hash == hash => Ok(get(pool, new.owner, run_id)
+                    .await?
+                    .map_or(Created::ThreadNotFound, Created::Replayed)),
+                Some(_) => Ok(Created::KeyReused),
+                // The first request with this key failed (e.g. busy thread) and
+                // stored nothing: its key row was rolled back with it, so this
+                // cannot happen; answer as a reuse rather than guess.
+                None => Ok(Created::KeyReused),
+            };
+        }
+    }
+
+    let busy: Option<(i32,)> = sqlx::query_as(
+        "select active_runs from threads
+         where id = $1 and owner_id = $2 and deleted_at is null for update",
+    )
+    .bind(new.thread_id)
+    .bind(new.owner)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((active_runs,)) = busy else {
+        return Ok(Created::ThreadNotFound);
+    };
+    if new.multitask == Multitask::Reject && active_runs > 0 {
+        return Ok(Created::ThreadBusy);
+    }
+
+    sqlx::query(
+        "insert into runs (id, thread_id, owner_id, agent_id, model, priority, multitask, input_message_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(run_id)
+    .bind(new.thread_id)
+    .bind(new.owner)
+    .bind(&new.agent_id)
+    .bind(&new.model)
+    .bind(new.priority)
+    .bind(new.multitask)
+    .bind(message_id)
+    .execute(&mut *tx)
+    .await?;
+    let appended = messages::append(
+        &mut tx,
+        NewMessage {
+            id: message_id,
+            thread_id: new.thread_id,
+            run_id: Some(run_id),
+            role: MessageRole::User,
+            content: new.content,
+        },
+        1,
+    )
+    .await?;
+    let Some((message, thread)) = appended else {
+        return Ok(Created::ThreadNotFound);
+    };
+    if let Some((key, _)) = &new.idempotency {
+        sqlx::query("update idempotency_keys set run_id = $3 where owner_id = $1 and key = $2")
+            .bind(new.owner)
+            .bind(key)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let run: RunRow = sqlx::query_as(select_runs!("where r.id = $1"))
+        .bind(run_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let queued = RunEvent::RunQueued {
+        run_id,
+        thread_id: new.thread_id,
+        queue_position: run.queue_position,
+    };
+    super::events::insert(&mut tx, run_id, 1, &queued).await?;
+    tx.commit().await?;
+    Ok(Created::New {
+        run,
+        message,
+        thread,
+        queued,
+    })
+}
+
+/// A run of `owner` on a live thread.
+pub async fn get(pool: &PgPool, owner: UserId, id: RunId) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as(select_runs!(
+        "join threads t on t.id = r.thread_id
+         where r.id = $1 and r.owner_id = $2 and t.deleted_at is null"
+    ))
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A run by id alone, for the worker.
+pub async fn get_any(pool: &PgPool, id: RunId) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as(select_runs!("where r.id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A thread's runs, newest first.
+pub async fn list_for_thread(
+    pool: &PgPool,
+    thread_id: ThreadId,
+    limit: i64,
+    cursor: Option<RunId>,
+) -> Result<Page<RunRow>, sqlx::Error> {
+    let mut items: Vec<RunRow> = sqlx::query_as(select_runs!(
+        "where r.thread_id = $1 and ($2::uuid is null or r.id < $2) order by r.id desc limit $3"
+    ))
+    .bind(thread_id)
+    .bind(cursor)
+    .bind(limit + 1)
+    .fetch_all(pool)
+    .await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|r| r.id.to_string())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// Record that the run's job is in the queue.
+pub async fn mark_enqueued(pool: &PgPool, id: RunId) -> Result<(), sqlx::Error> {
+    sqlx::query("update runs set enqueued_at = now() where id = $1 and status = 'queued'")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// What a worker's attempt to take a run found.
+#[derive(Debug)]
+pub enum Claim {
+    /// This worker owns the run now; `last_event_seq` is where its events continue.
+    Owned { run: RunRow, last_event_seq: i64 },
+    /// An earlier run of the same thread is still active: wait for it.
+    Waiting,
+    /// Not queued (already taken, finished, or deleted).
+    Gone,
+}
+
+/// Move a run `queued → in_progress` if, and only if, it is queued and the
+/// first active run of its thread. The conditional update is what makes two
+/// workers unable to both own it.
+pub async fn claim(pool: &PgPool, id: RunId) -> Result<Claim, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let claimed: Option<(RunId,)> = sqlx::query_as(
+        "update runs r set status = 'in_progress', attempt = attempt + 1, started_at = now()
+         where r.id = $1 and r.status = 'queued'
+           and not exists (select 1 from runs a
+                           where a.thread_id = r.thread_id and a.id < r.id
+                             and a.status in ('queued', 'in_progress'))
+         returning r.id",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if claimed.is_none() {
+        // Tell a run that waits its turn from one that is gone; a waiting run
+        // leaves the queue and is re-enqueued when its predecessor finishes.
+        let waiting = sqlx::query(
+            "update runs set enqueued_at = null where id = $1 and status = 'queued'",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(if waiting.rows_affected() == 1 { Claim::Waiting } else { Claim::Gone });
+    }
+    let run: RunRow = sqlx::query_as(select_runs!("where r.id = $1"))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let last_event_seq: i64 =
+        sqlx::query_scalar("select coalesce(max(seq), 0) from run_events where run_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(Claim::Owned { run, last_event_seq })
+}
+
+/// The thread's next queued run, if it is now first in line.
+pub async fn next_in_line(pool: &PgPool, thread_id: ThreadId) -> Result<Option<RunId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select r.id from runs r
+         where r.thread_id = $1 and r.status in ('queued', 'in_progress')
+         order by r.id limit 1",
+    )
+    .bind(thread_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Queued runs that are first in line on their thread but not in the queue
+/// (stored while Redis was down, or waiting for a predecessor that has
+/// finished). Locked until the caller's transaction ends, so that several
+/// sweepers do not enqueue the same run at the same moment.
+pub async fn lock_unenqueued(tx: &mut PgConnection, limit: i64) -> Result<Vec<RunId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select r.id from runs r
+         where r.status = 'queued' and r.enqueued_at is null
+           and not exists (select 1 from runs a
+                           where a.thread_id = r.thread_id and a.id < r.id
+                             and a.status in ('queued', 'in_progress'))
+         order by r.id limit $1
+         for update of r skip locked",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// How a run ended.
+pub enum Outcome {
+    Completed { message_id: MessageId },
+    Failed(RunError),
+    Cancelled,
+}
+
+pub struct Finish {
+    pub run_id: RunId,
+    pub thread_id: ThreadId,
+    pub outcome: Outcome,
+    pub usage: Usage,
+    pub cost_usd: Option<f64>,
+}
+
+/// Move an in-progress run to its terminal status and free its thread,
+/// inside the caller's transaction. Returns the thread as it is now, or
+/// `None` if the run was not in progress any more.
+pub async fn finish(tx: &mut PgConnection, finish: Finish) -> Result<Option<ThreadRow>, sqlx::Error> {
+    let (status, message_id, error) = match finish.outcome {
+        Outcome::Completed { message_id } => (RunStatus::Completed, Some(message_id), None),
+        Outcome::Failed(error) => (RunStatus::Failed, None, Some(error)),
+        Outcome::Cancelled => (RunStatus::Cancelled, None, None),
+    };
+    let done = sqlx::query(
+        "update runs set status = $2, output_message_id = $3, input_tokens = $4,
+             output_tokens = $5, cost_usd = $6, error_code = $7, error_message = $8,
+             finished_at = now()
+         where id = $1 and status = 'in_progress'",
+    )
+    .bind(finish.run_id)
+    .bind(status)
+    .bind(message_id)
+    .bind(finish.usage.input_tokens)
+    .bind(finish.usage.output_tokens)
+    .bind(finish.cost_usd)
+    .bind(error.as_ref().map(|e| e.code.clone()))
+    .bind(error.map(|e| e.message))
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(None);
+    }
+    sqlx::query_as(concat!(
+        "update threads set active_runs = active_runs - 1, version = version + 1, updated_at = now()
+         where id = $1 returning ",
+        thread_columns!()
+    ))
+    .bind(finish.thread_id)
+    .fetch_optional(&mut *tx)
+    .await
+}

@@ -1,0 +1,184 @@
+//! Threads: a user's conversations.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, QueryBuilder};
+
+use super::Page;
+use crate::domain::{Thread, ThreadId, ThreadStatus, UserId};
+
+/// A thread row: the resource plus what the storage layers need.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct ThreadRow {
+    pub id: ThreadId,
+    pub owner_id: UserId,
+    pub agent_id: String,
+    pub title: Option<String>,
+    pub metadata: Value,
+    pub message_count: i64,
+    pub active_runs: i32,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ThreadRow {
+    pub fn to_resource(&self) -> Thread {
+        Thread {
+            id: self.id,
+            agent_id: self.agent_id.clone(),
+            title: self.title.clone(),
+            metadata: self.metadata.clone(),
+            status: if self.active_runs > 0 {
+                ThreadStatus::Busy
+            } else {
+                ThreadStatus::Idle
+            },
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// The columns of [`ThreadRow`], for `returning` and `select` clauses.
+macro_rules! thread_columns {
+    () => {
+        "id, owner_id, agent_id, title, metadata, message_count, active_runs, version, created_at, updated_at"
+    };
+}
+pub(crate) use thread_columns;
+
+pub struct NewThread {
+    pub owner: UserId,
+    pub agent_id: String,
+    pub title: Option<String>,
+    pub metadata: Value,
+}
+
+pub async fn create(pool: &PgPool, new: NewThread) -> Result<ThreadRow, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "insert into threads (id, owner_id, agent_id, title, metadata)
+         values ($1, $2, $3, $4, $5) returning ",
+        thread_columns!()
+    ))
+    .bind(ThreadId::new())
+    .bind(new.owner)
+    .bind(new.agent_id)
+    .bind(new.title)
+    .bind(new.metadata)
+    .fetch_one(pool)
+    .await
+}
+
+/// A live (not deleted) thread of `owner`.
+pub async fn get(pool: &PgPool, owner: UserId, id: ThreadId) -> Result<Option<ThreadRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "select ",
+        thread_columns!(),
+        " from threads where id = $1 and owner_id = $2 and deleted_at is null"
+    ))
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await
+}
+
+pub struct ListThreads {
+    pub owner: UserId,
+    pub limit: i64,
+    /// Threads older than this one (the previous page's last).
+    pub cursor: Option<ThreadId>,
+    pub agent_id: Option<String>,
+    /// Case-insensitive search in titles and message text.
+    pub q: Option<String>,
+}
+
+/// Newest first, by id (ids are time-ordered).
+pub async fn list(pool: &PgPool, query: ListThreads) -> Result<Page<ThreadRow>, sqlx::Error> {
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(concat!(
+        "select ",
+        thread_columns!(),
+        " from threads t where deleted_at is null and owner_id = "
+    ));
+    sql.push_bind(query.owner);
+    if let Some(cursor) = query.cursor {
+        sql.push(" and id < ").push_bind(cursor);
+    }
+    if let Some(agent_id) = query.agent_id {
+        sql.push(" and agent_id = ").push_bind(agent_id);
+    }
+    if let Some(q) = query.q.filter(|q| !q.is_empty()) {
+        let pattern = format!("%{}%", escape_like(&q));
+        sql.push(" and (title ilike ")
+            .push_bind(pattern.clone())
+            .push(" or exists (select 1 from messages m where m.thread_id = t.id and m.content ilike ")
+            .push_bind(pattern)
+            .push("))");
+    }
+    sql.push(" order by id desc limit ").push_bind(query.limit + 1);
+    let mut items: Vec<ThreadRow> = sql.build_query_as().fetch_all(pool).await?;
+    let next_cursor = if items.len() as i64 > query.limit {
+        items.truncate(query.limit as usize);
+        items.last().map(|t| t.id.to_string())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+pub struct ThreadPatch {
+    pub title: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+pub async fn update(
+    pool: &PgPool,
+    owner: UserId,
+    id: ThreadId,
+    patch: ThreadPatch,
+) -> Result<Option<ThreadRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "update threads set
+             title = coalesce($3, title),
+             metadata = coalesce($4, metadata),
+             version = version + 1,
+             updated_at = now()
+         where id = $1 and owner_id = $2 and deleted_at is null
+         returning ",
+        thread_columns!()
+    ))
+    .bind(id)
+    .bind(owner)
+    .bind(patch.title)
+    .bind(patch.metadata)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Hide a thread everywhere. Returns whether it existed.
+pub async fn soft_delete(pool: &PgPool, owner: UserId, id: ThreadId) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update threads set deleted_at = now(), version = version + 1
+         where id = $1 and owner_id = $2 and deleted_at is null",
+    )
+    .bind(id)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Remove a thread with its messages, runs, steps and events. A soft-deleted
+/// thread can still be removed for good.
+pub async fn hard_delete(pool: &PgPool, owner: UserId, id: ThreadId) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("delete from threads where id = $1 and owner_id = $2")
+        .bind(id)
+        .bind(owner)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,137 @@
+//! The resources of the HTTP contract (`API.md`), exactly as clients see them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{MessageId, MessageRole, RunId, RunStatus, StepId, StepKind, StepStatus, ThreadId};
+
+/// An agent: a model on a provider, with instructions, tools and a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Agent {
+    /// A slug: `[a-z0-9][a-z0-9-]{0,62}`.
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// The name of a provider declared in the configuration.
+    pub provider: String,
+    pub model: String,
+    pub instructions: String,
+    pub tools: Vec<String>,
+    pub workflow: Workflow,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How an agent runs. Only `single` (the tool loop) is executed today; the
+/// other kinds are accepted in the shape of the contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Workflow {
+    /// `single`, `triage`, `planner` or `http`.
+    pub kind: String,
+    /// Kind-specific settings.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Map<String, Value>,
+}
+
+impl Default for Workflow {
+    fn default() -> Self {
+        Self {
+            kind: "single".into(),
+            settings: Default::default(),
+        }
+    }
+}
+
+/// Whether a thread has a queued or in-progress run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadStatus {
+    Idle,
+    Busy,
+}
+
+/// A conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Thread {
+    pub id: ThreadId,
+    pub agent_id: String,
+    pub title: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub status: ThreadStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One message of a thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Message {
+    pub id: MessageId,
+    pub thread_id: ThreadId,
+    pub run_id: Option<RunId>,
+    pub role: MessageRole,
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Token counts as reported by the provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Self) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunError {
+    pub code: String,
+    pub message: String,
+}
+
+/// One execution of an agent on a thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    pub id: RunId,
+    pub thread_id: ThreadId,
+    pub agent_id: String,
+    pub model: String,
+    pub priority: i16,
+    pub status: RunStatus,
+    /// Active runs ahead of this one on its thread; `null` once it started.
+    pub queue_position: Option<i64>,
+    pub attempt: i32,
+    pub usage: Usage,
+    pub cost_usd: Option<f64>,
+    pub error: Option<RunError>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One traced unit of work inside a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Step {
+    pub id: StepId,
+    pub run_id: RunId,
+    pub kind: StepKind,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    #[schema(value_type = Object)]
+    pub output: Option<Value>,
+    pub status: StepStatus,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub latency_ms: Option<i64>,
+    pub usage: Option<Usage>,
+}

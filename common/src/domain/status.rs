@@ -1,0 +1,87 @@
+//! The closed sets of states and kinds, mapped to PostgreSQL enums.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a run is in its life. `queued → in_progress → completed | failed | cancelled`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "run_status", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    /// A terminal run never changes again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// Who wrote a message.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "message_role", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum MessageRole {
+    User,
+    Assistant,
+    Tool,
+    System,
+}
+
+/// What a step traced.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "step_kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Llm,
+    Tool,
+    Agent,
+    Plan,
+}
+
+/// Where a step is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "step_status", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Running,
+    Completed,
+    Failed,
+}
+
+/// What a new run does when its thread already has an active run.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
+)]
+#[sqlx(type_name = "multitask_strategy", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Multitask {
+    /// Wait for the active runs to finish, then run (the default).
+    #[default]
+    Enqueue,
+    /// Refuse with `409 conflict`.
+    Reject,
+    /// Cancel the active run, then run.
+    Interrupt,
+}

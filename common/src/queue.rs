@@ -1,0 +1,127 @@
+//! The run queue: an apalis queue in Redis carrying [`RunJob`]s.
+//!
+//! PostgreSQL decides; the queue only carries. A run is stored `queued`
+//! first, then pushed here; its `enqueued_at` is set once the push worked.
+//! Runs stored while Redis was unreachable are pushed by the worker's
+//! [`sweep_unenqueued`] once Redis is back, so none is lost. A job that
+//! arrives twice is harmless: only the conditional claim in
+//! [`crate::db::runs::claim`] gives a worker a run.
+//!
+//! apalis-redis's own wake-up does not fire for immediate jobs, so after
+//! every push a message on [`Keys::run_queue_wake`] wakes idle workers; a
+//! slow poll remains as a backstop.
+
+use std::time::Duration;
+
+use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_redis::{Config as ApalisConfig, RedisStorage};
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::db;
+use crate::domain::RunId;
+use crate::redis_conn::Keys;
+
+/// The queue's payload: which run to execute. Everything else is read from
+/// PostgreSQL, so a job can never carry stale data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunJob {
+    pub run_id: RunId,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("pushing to the run queue failed: {0}")]
+    Push(String),
+}
+
+/// Producer side of the run queue.
+#[derive(Clone)]
+pub struct RunQueue {
+    storage: RedisStorage<RunJob>,
+    conn: ConnectionManager,
+    wake_channel: String,
+}
+
+impl RunQueue {
+    pub fn new(conn: ConnectionManager, keys: &Keys) -> Self {
+        Self {
+            storage: RedisStorage::new(conn.clone()).with_config(apalis_config(keys)),
+            conn,
+            wake_channel: keys.run_queue_wake(),
+        }
+    }
+
+    /// Push a run and wake the workers.
+    pub async fn push(&self, run_id: RunId) -> Result<(), EnqueueError> {
+        let task = TaskBuilder::new(RunJob { run_id }).max_attempts(1).build();
+        let mut storage = self.storage.clone();
+        storage
+            .push_task(task)
+            .await
+            .map_err(|e| EnqueueError::Push(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        // The wake-up only shortens pickup latency; the poll backstop covers
+        // its loss.
+        if let Err(error) = redis::cmd("PUBLISH")
+            .arg(&self.wake_channel)
+            .arg(run_id.to_string())
+            .query_async::<i64>(&mut conn)
+            .await
+        {
+            tracing::debug!(%error, "waking workers failed");
+        }
+        Ok(())
+    }
+
+    /// Push a stored run and record it; a failure leaves it to the sweeper.
+    pub async fn enqueue_stored(&self, pool: &PgPool, run_id: RunId) -> bool {
+        match self.push(run_id).await {
+            Ok(()) => {
+                if let Err(error) = db::runs::mark_enqueued(pool, run_id).await {
+                    // The sweeper will push it again; the duplicate is harmless.
+                    tracing::warn!(%error, run.id = %run_id, "recording the enqueue failed");
+                }
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, run.id = %run_id, "run stored but not enqueued; it will be enqueued when Redis is back");
+                false
+            }
+        }
+    }
+}
+
+/// The apalis configuration of the run queue, shared by producers and workers.
+pub fn apalis_config(keys: &Keys) -> ApalisConfig {
+    ApalisConfig::default()
+        .queue(keys.run_queue())
+        .heartbeat_interval(Duration::from_secs(5))
+        .missed_heartbeats(2)
+}
+
+/// Push queued runs that are first in line but not in the queue. Returns how
+/// many were pushed.
+pub async fn sweep_unenqueued(pool: &PgPool, queue: &RunQueue) -> Result<usize, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let runs = db::runs::lock_unenqueued(&mut tx, 100).await?;
+    let mut pushed = Vec::with_capacity(runs.len());
+    for run_id in runs {
+        match queue.push(run_id).await {
+            Ok(()) => pushed.push(run_id.0),
+            Err(error) => {
+                tracing::debug!(%error, "Redis still unreachable; runs stay stored");
+                break;
+            }
+        }
+    }
+    if !pushed.is_empty() {
+        sqlx::query("update runs set enqueued_at = now() where id = any($1) and status = 'queued'")
+            .bind(&pushed)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(pushed.len())
+}

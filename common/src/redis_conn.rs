@@ -1,0 +1,80 @@
+//! Redis connections and key names.
+//!
+//! redis-rs answers "timed out" after 500 ms by default, which breaks
+//! blocking reads and, under load, ordinary commands; every connection here
+//! is built with explicit timeouts instead. Blocking reads (`XREAD BLOCK`)
+//! get a dedicated connection so that they never delay other commands.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, RedisResult};
+
+use crate::domain::{RunId, ThreadId};
+
+/// A shared, self-reconnecting connection for ordinary commands.
+pub async fn manager(client: &Client) -> RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    client.get_connection_manager_with_config(config).await
+}
+
+/// A connection of its own for blocking reads: no response timeout.
+pub async fn dedicated(client: &Client) -> RedisResult<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(None);
+    client.get_multiplexed_async_connection_with_config(&config).await
+}
+
+/// Every key Switchyard writes, under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The live event stream of a run.
+    pub fn run_events(&self, run: RunId) -> String {
+        format!("{}:run:{run}:events", self.prefix)
+    }
+
+    /// The cached thread.
+    pub fn thread(&self, thread: ThreadId) -> String {
+        format!("{}:thread:{thread}", self.prefix)
+    }
+
+    /// The cached recent messages of a thread, and the seq of the last one.
+    pub fn thread_messages(&self, thread: ThreadId) -> (String, String) {
+        (
+            format!("{}:thread:{thread}:messages", self.prefix),
+            format!("{}:thread:{thread}:messages:tail", self.prefix),
+        )
+    }
+
+    /// The apalis queue of runs (apalis adds its own suffixes).
+    pub fn run_queue(&self) -> String {
+        format!("{}:queue:runs", self.prefix)
+    }
+
+    /// Published after a run is enqueued, to wake idle workers at once.
+    pub fn run_queue_wake(&self) -> String {
+        format!("{}:queue:runs:wake", self.prefix)
+    }
+
+    /// An API instance's control stream, which interrupts its blocking read.
+    pub fn tail_control(&self, instance: uuid::Uuid) -> String {
+        format!("{}:api:{instance}:tail", self.prefix)
+    }
+}
