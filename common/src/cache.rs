@@ -60,12 +60,18 @@ static APPEND_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Replace list KEYS[1] (tail seq in KEYS[2]) with ARGV[3..] ending at seq
-/// ARGV[1], unless the cached list already reaches that far.
+/// ARGV[1], unless the cached list reaches further, or as far with as many
+/// messages.
 static FILL_MESSAGES: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
         local tail = redis.call('GET', KEYS[2])
-        if tail and tonumber(tail) >= tonumber(ARGV[1]) then return 0 end
+        if tail then
+            tail = tonumber(tail)
+            local up_to = tonumber(ARGV[1])
+            if tail > up_to then return 0 end
+            if tail == up_to and redis.call('LLEN', KEYS[1]) >= #ARGV - 2 then return 0 end
+        end
         redis.call('DEL', KEYS[1])
         if #ARGV > 2 then redis.call('RPUSH', KEYS[1], unpack(ARGV, 3)) end
         redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
@@ -124,17 +130,26 @@ impl Cache {
     /// Store a thread as PostgreSQL returned it (after the commit).
     pub async fn put_thread(&self, row: &ThreadRow) {
         match serde_json::to_string(row) {
-            Ok(data) => self.put_versioned(self.keys.thread(row.id), row.version, data).await,
+            Ok(data) => {
+                self.put_versioned(self.keys.thread(row.id), row.version, data)
+                    .await
+            }
             Err(error) => tracing::warn!(%error, "thread not cacheable"),
         }
     }
 
     /// Record that a thread is gone, so that no older copy can come back.
     pub async fn forget_thread(&self, id: ThreadId) {
-        self.put_versioned(self.keys.thread(id), i64::MAX, String::new()).await;
+        self.put_versioned(self.keys.thread(id), i64::MAX, String::new())
+            .await;
         let (list, tail) = self.keys.thread_messages(id);
         let mut conn = self.conn.clone();
-        if let Err(error) = redis::cmd("DEL").arg(list).arg(tail).query_async::<()>(&mut conn).await {
+        if let Err(error) = redis::cmd("DEL")
+            .arg(list)
+            .arg(tail)
+            .query_async::<()>(&mut conn)
+            .await
+        {
             tracing::warn!(%error, thread.id = %id, "dropping cached messages failed");
         }
     }
@@ -176,7 +191,12 @@ impl Cache {
 
     /// The cached recent messages (oldest first) if they reach `up_to` and
     /// hold every message of the last `want` up to it; otherwise `None`.
-    pub async fn recent_messages(&self, thread: ThreadId, up_to: i64, want: usize) -> Option<Vec<MessageRow>> {
+    pub async fn recent_messages(
+        &self,
+        thread: ThreadId,
+        up_to: i64,
+        want: usize,
+    ) -> Option<Vec<MessageRow>> {
         let (list, tail) = self.keys.thread_messages(thread);
         let mut conn = self.conn.clone();
         let (cached_tail, items): (Option<i64>, Vec<String>) = redis::pipe()

@@ -107,21 +107,24 @@ impl Config {
         };
         let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             let value = parsed(name, &default.to_string())?;
-            value.parse().map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
-                name,
-                problem: e.to_string(),
-                value,
-            })
+            value
+                .parse()
+                .map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
+                    name,
+                    problem: e.to_string(),
+                    value,
+                })
         };
 
         let listen_raw = parsed("SWITCHYARD_LISTEN", "127.0.0.1:8080")?;
-        let listen = listen_raw.parse().map_err(|e: std::net::AddrParseError| {
-            ConfigError::Invalid {
-                name: "SWITCHYARD_LISTEN",
-                value: listen_raw.clone(),
-                problem: e.to_string(),
-            }
-        })?;
+        let listen =
+            listen_raw
+                .parse()
+                .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                    name: "SWITCHYARD_LISTEN",
+                    value: listen_raw.clone(),
+                    problem: e.to_string(),
+                })?;
         let redis_prefix = parsed("SWITCHYARD_REDIS_PREFIX", "sy")?;
         if redis_prefix.contains(char::is_whitespace) {
             return Err(ConfigError::Invalid {
@@ -168,17 +171,14 @@ pub struct Catalog {
 }
 
 /// An LLM endpoint agents can use.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderConfig {
     pub name: String,
-    #[serde(flatten)]
     pub kind: ProviderKind,
 }
 
 /// The wire format a provider speaks, with its settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ProviderKind {
     /// OpenAI chat completions, streamed (also vLLM, llama.cpp, LM Studio,
     /// Ollama's `/v1`, Azure OpenAI).
@@ -188,8 +188,38 @@ pub enum ProviderKind {
     Scripted(ScriptedSettings),
 }
 
+/// A `[[providers]]` table as written: `kind` selects the variant.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum ProviderFile {
+    Openai {
+        name: String,
+        #[serde(flatten)]
+        settings: OpenAiSettings,
+    },
+    Scripted {
+        name: String,
+        #[serde(flatten)]
+        settings: ScriptedSettings,
+    },
+}
+
+impl From<ProviderFile> for ProviderConfig {
+    fn from(file: ProviderFile) -> Self {
+        match file {
+            ProviderFile::Openai { name, settings } => Self {
+                name,
+                kind: ProviderKind::Openai(settings),
+            },
+            ProviderFile::Scripted { name, settings } => Self {
+                name,
+                kind: ProviderKind::Scripted(settings),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OpenAiSettings {
     /// e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
     pub base_url: String,
@@ -215,7 +245,6 @@ fn default_max_attempts() -> u32 {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ScriptedSettings {
     /// Pause between streamed chunks, to look like a real model.
     #[serde(default)]
@@ -261,7 +290,7 @@ fn default_max_iterations() -> u32 {
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
     #[serde(default)]
-    providers: Vec<Spanned<ProviderConfig>>,
+    providers: Vec<Spanned<ProviderFile>>,
     #[serde(default)]
     agents: Vec<Spanned<AgentConfig>>,
 }
@@ -319,19 +348,33 @@ impl Catalog {
         let mut providers: Vec<ProviderConfig> = Vec::new();
         for spanned in file.providers {
             let span = spanned.span();
-            let provider = spanned.into_inner();
+            let provider = ProviderConfig::from(spanned.into_inner());
             if providers.iter().any(|p| p.name == provider.name) {
-                return Err(at(span, format!("provider {:?} is declared twice", provider.name)));
+                return Err(at(
+                    span,
+                    format!("provider {:?} is declared twice", provider.name),
+                ));
             }
             if let ProviderKind::Openai(openai) = &provider.kind {
-                if !(openai.base_url.starts_with("http://") || openai.base_url.starts_with("https://")) {
+                if !(openai.base_url.starts_with("http://")
+                    || openai.base_url.starts_with("https://"))
+                {
                     return Err(at(
                         span,
-                        format!("provider {:?}: base_url must start with http:// or https://", provider.name),
+                        format!(
+                            "provider {:?}: base_url must start with http:// or https://",
+                            provider.name
+                        ),
                     ));
                 }
                 if openai.max_attempts == 0 {
-                    return Err(at(span, format!("provider {:?}: max_attempts must be at least 1", provider.name)));
+                    return Err(at(
+                        span,
+                        format!(
+                            "provider {:?}: max_attempts must be at least 1",
+                            provider.name
+                        ),
+                    ));
                 }
             }
             providers.push(provider);
@@ -344,7 +387,10 @@ impl Catalog {
             if !is_slug(&agent.id) {
                 return Err(at(
                     span,
-                    format!("agent id {:?} must match [a-z0-9][a-z0-9-]{{0,62}}", agent.id),
+                    format!(
+                        "agent id {:?} must match [a-z0-9][a-z0-9-]{{0,62}}",
+                        agent.id
+                    ),
                 ));
             }
             if agents.iter().any(|a| a.id == agent.id) {
@@ -353,17 +399,31 @@ impl Catalog {
             if !providers.iter().any(|p| p.name == agent.provider) {
                 return Err(at(
                     span,
-                    format!("agent {:?} uses provider {:?}, which is not declared", agent.id, agent.provider),
+                    format!(
+                        "agent {:?} uses provider {:?}, which is not declared",
+                        agent.id, agent.provider
+                    ),
                 ));
             }
-            if let Some(tool) = agent.tools.iter().find(|t| !BUILTIN_TOOLS.contains(&t.as_str())) {
+            if let Some(tool) = agent
+                .tools
+                .iter()
+                .find(|t| !BUILTIN_TOOLS.contains(&t.as_str()))
+            {
                 return Err(at(
                     span,
-                    format!("agent {:?} uses unknown tool {tool:?} (known: {})", agent.id, BUILTIN_TOOLS.join(", ")),
+                    format!(
+                        "agent {:?} uses unknown tool {tool:?} (known: {})",
+                        agent.id,
+                        BUILTIN_TOOLS.join(", ")
+                    ),
                 ));
             }
             if agent.max_iterations == 0 {
-                return Err(at(span, format!("agent {:?}: max_iterations must be at least 1", agent.id)));
+                return Err(at(
+                    span,
+                    format!("agent {:?}: max_iterations must be at least 1", agent.id),
+                ));
             }
             agents.push(agent);
         }
@@ -448,7 +508,10 @@ instructions = "You are a helpful assistant."
     fn an_unknown_provider_kind_names_its_line() {
         let err = parse("\n\n[[providers]]\nname = \"x\"\nkind = \"bogus\"\n").unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("agents.toml:3:") || text.starts_with("agents.toml:5:"), "{text}");
+        assert!(
+            text.starts_with("agents.toml:3:") || text.starts_with("agents.toml:5:"),
+            "{text}"
+        );
         assert!(text.contains("bogus"), "{text}");
     }
 
@@ -456,7 +519,10 @@ instructions = "You are a helpful assistant."
     fn an_agent_on_an_undeclared_provider_names_its_line() {
         let text = "[[providers]]\nname = \"p\"\nkind = \"scripted\"\n\n[[agents]]\nid = \"a\"\nname = \"A\"\nprovider = \"nope\"\nmodel = \"m\"\n";
         let err = parse(text).unwrap_err().to_string();
-        assert!(err.starts_with("agents.toml:5:") || err.starts_with("agents.toml:6:"), "{err}");
+        assert!(
+            err.starts_with("agents.toml:5:") || err.starts_with("agents.toml:6:"),
+            "{err}"
+        );
         assert!(err.contains("\"nope\""), "{err}");
     }
 
@@ -479,7 +545,10 @@ instructions = "You are a helpful assistant."
             (name == "SWITCHYARD_LISTEN").then(|| "nowhere".to_owned())
         })
         .unwrap_err();
-        assert!(err.to_string().starts_with("SWITCHYARD_LISTEN=\"nowhere\" is invalid"));
+        assert!(
+            err.to_string()
+                .starts_with("SWITCHYARD_LISTEN=\"nowhere\" is invalid")
+        );
     }
 
     #[test]

@@ -40,7 +40,10 @@ pub enum RunEvent {
         latency_ms: i64,
     },
     #[serde(rename = "message.delta")]
-    MessageDelta { message_id: MessageId, delta: String },
+    MessageDelta {
+        message_id: MessageId,
+        delta: String,
+    },
     #[serde(rename = "message.completed")]
     MessageCompleted {
         message_id: MessageId,

@@ -1,1 +1,214 @@
-//! placeholder
+//! The Switchyard worker: apalis consumers that execute runs.
+//!
+//! # Layout
+//!
+//! - [`runner`]: a run from job to terminal status.
+//! - [`providers`]: LLM wire formats behind one streaming interface.
+//! - [`tools`]: what agents can call.
+//!
+//! [`Worker::start`] wires them to PostgreSQL and Redis: an apalis worker
+//! on the run queue (woken by a Redis message on every push, polling slowly
+//! as a backstop) and a sweeper that enqueues runs stored while Redis was
+//! unreachable.
+
+pub mod providers;
+pub mod runner;
+pub mod tools;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use apalis::prelude::*;
+use apalis_redis::RedisStorage;
+use futures::StreamExt;
+use sqlx::PgPool;
+use std::sync::Mutex;
+use switchyard_common::bus::EventWriter;
+use switchyard_common::cache::Cache;
+use switchyard_common::config::Config;
+use switchyard_common::queue::{self, RunJob, RunQueue};
+use switchyard_common::redis_conn::{self, Keys};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::runner::Runner;
+
+/// How often an idle worker looks at the queue without a wake-up.
+const POLL_BACKSTOP: Duration = Duration::from_secs(1);
+/// How often stored-but-not-enqueued runs are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A running worker.
+pub struct Worker {
+    tracker: TaskTracker,
+}
+
+impl Worker {
+    /// Connect and start consuming; runs until `shutdown` is cancelled.
+    pub async fn start(
+        config: Arc<Config>,
+        pool: PgPool,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(config.redis_url.as_str()).context("parsing REDIS_URL")?;
+        let conn = redis_conn::manager(&client)
+            .await
+            .context("connecting to Redis")?;
+        let keys = Keys::new(&config.redis_prefix);
+        let tracker = TaskTracker::new();
+
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("building the HTTP client")?;
+        let mut providers = HashMap::new();
+        for provider in &config.catalog.providers {
+            let built = providers::build(provider, &http)
+                .with_context(|| format!("provider {:?}", provider.name))?;
+            providers.insert(provider.name.clone(), built);
+        }
+
+        let writer = EventWriter::start(pool.clone(), conn.clone(), keys.clone(), &tracker);
+        let run_queue = RunQueue::new(conn.clone(), &keys);
+        let runner = Arc::new(Runner {
+            pool: pool.clone(),
+            cache: Cache::new(conn.clone(), keys.clone()),
+            writer,
+            queue: run_queue.clone(),
+            config: config.clone(),
+            providers,
+        });
+
+        tracker.spawn(consume(
+            client.clone(),
+            conn,
+            keys,
+            runner,
+            shutdown.clone(),
+        ));
+        tracker.spawn(sweep(pool, run_queue, shutdown));
+        tracker.close();
+        Ok(Self { tracker })
+    }
+
+    /// Wait for every task to end (after the shutdown token was cancelled).
+    pub async fn wait(self) {
+        self.tracker.wait().await;
+    }
+}
+
+async fn handle(job: RunJob, runner: Data<Arc<Runner>>) -> Result<(), BoxDynError> {
+    runner.execute(job.run_id).await.map_err(|error| {
+        tracing::error!(run.id = %job.run_id, error = format!("{error:#}"), "run could not be executed");
+        error.into()
+    })
+}
+
+/// Run the apalis worker, restarting it if its stream ever ends while not
+/// shutting down (apalis-redis stops a worker on some Redis errors).
+async fn consume(
+    client: redis::Client,
+    conn: redis::aio::ConnectionManager,
+    keys: Keys,
+    runner: Arc<Runner>,
+    shutdown: CancellationToken,
+) {
+    let (first_tx, _) = mpsc::channel(1);
+    let wake = Arc::new(Mutex::new(first_tx));
+    let listener = tokio::spawn(listen_for_wakeups(
+        client,
+        keys.run_queue_wake(),
+        wake.clone(),
+        shutdown.clone(),
+    ));
+    let concurrency = runner.config.worker_concurrency;
+    while !shutdown.is_cancelled() {
+        let name = format!("switchyard-worker-{}", uuid::Uuid::now_v7().simple());
+        // Each incarnation of the apalis worker gets its own wake-up channel.
+        let (wake_tx, wake_rx) = mpsc::channel(1);
+        *wake.lock().unwrap_or_else(|e| e.into_inner()) = wake_tx;
+        let wakeups = ReceiverStream::new(wake_rx);
+        let strategy = Strategy::new().stream(wakeups).interval(POLL_BACKSTOP);
+        let backend = RedisStorage::<RunJob>::new(conn.clone())
+            .with_config(queue::apalis_config(&keys).batch_size(concurrency.min(32)))
+            .poll_with_strategy(strategy);
+        let worker = WorkerBuilder::new(name.clone())
+            .backend(backend)
+            .concurrency(concurrency)
+            .data(runner.clone())
+            .build(handle);
+        tracing::info!(worker = %name, concurrency, "worker consuming runs");
+        let stop = shutdown.clone();
+        let result = worker.run_until(async move {
+            stop.cancelled().await;
+            Ok::<(), std::io::Error>(())
+        });
+        if let Err(error) = result.await {
+            tracing::error!(%error, "worker stopped");
+        }
+        if !shutdown.is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    listener.abort();
+}
+
+/// Turn the queue's wake-up messages into a stream of `()` for the poller;
+/// resubscribes after a lost connection.
+async fn listen_for_wakeups(
+    client: redis::Client,
+    channel: String,
+    wake: Arc<Mutex<mpsc::Sender<()>>>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match subscribed.await {
+            Ok(mut pubsub) => {
+                let mut messages = pubsub.on_message();
+                loop {
+                    tokio::select! {
+                        message = messages.next() => match message {
+                            // A full channel already holds a wake-up: nothing is lost.
+                            Some(_) => {
+                                let _ = wake.lock().unwrap_or_else(|e| e.into_inner()).try_send(());
+                            }
+                            None => break,
+                        },
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot subscribe to queue wake-ups; polling meanwhile")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Enqueue runs stored while Redis was unreachable, or whose turn came.
+async fn sweep(pool: PgPool, queue: RunQueue, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match queue::sweep_unenqueued(&pool, &queue).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(runs = n, "enqueued stored runs"),
+            Err(error) => tracing::warn!(%error, "sweeping stored runs failed"),
+        }
+    }
+}

@@ -88,7 +88,10 @@ impl RunEvents {
         let quiet = self
             .last_flush
             .is_none_or(|at| at.elapsed() >= self.flush_interval);
-        let full = self.pending.as_ref().is_some_and(|(_, b)| b.len() >= self.max_bytes);
+        let full = self
+            .pending
+            .as_ref()
+            .is_some_and(|(_, b)| b.len() >= self.max_bytes);
         if quiet || full {
             self.flush();
         }
@@ -97,7 +100,8 @@ impl RunEvents {
     /// When the pending delta must go out, if there is one.
     pub fn deadline(&self) -> Option<Instant> {
         self.pending.as_ref().map(|_| {
-            self.last_flush.map_or_else(Instant::now, |at| at + self.flush_interval)
+            self.last_flush
+                .map_or_else(Instant::now, |at| at + self.flush_interval)
         })
     }
 
@@ -105,8 +109,11 @@ impl RunEvents {
     pub fn flush(&mut self) {
         if let Some((message_id, delta)) = self.pending.take() {
             self.last_seq += 1;
-            self.writer
-                .write(self.run_id, self.last_seq, RunEvent::MessageDelta { message_id, delta });
+            self.writer.write(
+                self.run_id,
+                self.last_seq,
+                RunEvent::MessageDelta { message_id, delta },
+            );
             self.last_flush = Some(Instant::now());
         }
     }

@@ -111,7 +111,11 @@ impl TailHub {
     }
 
     /// What the run's Redis stream still holds after `after`, in order.
-    pub async fn range_after(&self, run_id: RunId, after: i64) -> redis::RedisResult<Vec<SequencedEvent>> {
+    pub async fn range_after(
+        &self,
+        run_id: RunId,
+        after: i64,
+    ) -> redis::RedisResult<Vec<SequencedEvent>> {
         let mut conn = self.inner.conn.clone();
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(self.inner.keys.run_events(run_id))
@@ -125,7 +129,10 @@ impl TailHub {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Followed>> {
         // The map is never left half-updated by a panic: every critical
         // section is plain field updates.
-        self.inner.followed.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .followed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     async fn read_loop(self, client: redis::Client, shutdown: CancellationToken) {
@@ -197,7 +204,13 @@ impl TailHub {
             runs.insert(key, *run_id);
         }
         let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT").arg(1000).arg("BLOCK").arg(BLOCK_MS).arg("STREAMS").arg(&keys).arg(&ids);
+        cmd.arg("COUNT")
+            .arg(1000)
+            .arg("BLOCK")
+            .arg(BLOCK_MS)
+            .arg("STREAMS")
+            .arg(&keys)
+            .arg(&ids);
         (runs, cmd)
     }
 

@@ -45,7 +45,12 @@ pub struct EventWriter {
 
 impl EventWriter {
     /// Start the writer tasks on `tracker`. They end when every handle is dropped.
-    pub fn start(pool: PgPool, redis: ConnectionManager, keys: Keys, tracker: &TaskTracker) -> Self {
+    pub fn start(
+        pool: PgPool,
+        redis: ConnectionManager,
+        keys: Keys,
+        tracker: &TaskTracker,
+    ) -> Self {
         let (redis_tx, redis_rx) = mpsc::unbounded_channel();
         let (pg_tx, pg_rx) = mpsc::unbounded_channel();
         tracker.spawn(redis_loop(redis, keys, redis_rx));
@@ -88,7 +93,11 @@ impl EventWriter {
     }
 }
 
-async fn redis_loop(mut conn: ConnectionManager, keys: Keys, mut rx: mpsc::UnboundedReceiver<Item>) {
+async fn redis_loop(
+    mut conn: ConnectionManager,
+    keys: Keys,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();

@@ -82,18 +82,16 @@ pub async fn upsert_catalog(pool: &PgPool, agents: &[AgentConfig]) -> Result<(),
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Agent>, sqlx::Error> {
-    let rows: Vec<AgentRow> =
-        sqlx::query_as(select_agents!("order by id"))
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<AgentRow> = sqlx::query_as(select_agents!("order by id"))
+        .fetch_all(pool)
+        .await?;
     Ok(rows.into_iter().map(Agent::from).collect())
 }
 
 pub async fn get(pool: &PgPool, id: &str) -> Result<Option<Agent>, sqlx::Error> {
-    let row: Option<AgentRow> =
-        sqlx::query_as(select_agents!("where id = $1"))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<AgentRow> = sqlx::query_as(select_agents!("where id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.map(Agent::from))
 }

@@ -129,7 +129,18 @@ pub async fn list(
         None
     };
     rows.reverse();
-    Ok(Page { items: rows, next_cursor })
+    Ok(Page {
+        items: rows,
+        next_cursor,
+    })
+}
+
+/// A message's position in its thread.
+pub async fn seq_of(pool: &PgPool, id: MessageId) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("select seq from messages where id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// The last `limit` messages with `seq <= up_to`, oldest first.
@@ -158,8 +169,12 @@ mod tests {
 
     #[test]
     fn titles_are_the_first_line_shortened_at_a_word() {
-        assert_eq!(title_from("  How do I reset my password?\nThanks"), "How do I reset my password?");
-        let long = "Please explain the difference between optimistic and pessimistic locking in databases";
+        assert_eq!(
+            title_from("  How do I reset my password?\nThanks"),
+            "How do I reset my password?"
+        );
+        let long =
+            "Please explain the difference between optimistic and pessimistic locking in databases";
         let title = title_from(long);
         assert!(title.ends_with('…'), "{title}");
         assert!(title.chars().count() <= 61, "{title}");

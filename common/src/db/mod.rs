@@ -21,10 +21,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// Open a pool. Connections are made lazily-but-checked: the first one is
 /// made here so that a wrong URL fails start-up, not the first request.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(url)?.log_slow_statements(
-        tracing::log::LevelFilter::Warn,
-        Duration::from_millis(500),
-    );
+    let options = PgConnectOptions::from_str(url)?
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
@@ -39,10 +37,11 @@ pub async fn create_database_if_missing(url: &str) -> Result<bool, sqlx::Error> 
         return Ok(false);
     };
     let mut admin = options.clone().database("postgres").connect().await?;
-    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
     if !exists {
         // Identifiers cannot be bound; quote it as PostgreSQL would.
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));

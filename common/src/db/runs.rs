@@ -318,14 +318,17 @@ pub async fn claim(pool: &PgPool, id: RunId) -> Result<Claim, sqlx::Error> {
     if claimed.is_none() {
         // Tell a run that waits its turn from one that is gone; a waiting run
         // leaves the queue and is re-enqueued when its predecessor finishes.
-        let waiting = sqlx::query(
-            "update runs set enqueued_at = null where id = $1 and status = 'queued'",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        let waiting =
+            sqlx::query("update runs set enqueued_at = null where id = $1 and status = 'queued'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         tx.commit().await?;
-        return Ok(if waiting.rows_affected() == 1 { Claim::Waiting } else { Claim::Gone });
+        return Ok(if waiting.rows_affected() == 1 {
+            Claim::Waiting
+        } else {
+            Claim::Gone
+        });
     }
     let run: RunRow = sqlx::query_as(select_runs!("where r.id = $1"))
         .bind(id)
@@ -337,11 +340,17 @@ pub async fn claim(pool: &PgPool, id: RunId) -> Result<Claim, sqlx::Error> {
             .fetch_one(&mut *tx)
             .await?;
     tx.commit().await?;
-    Ok(Claim::Owned { run, last_event_seq })
+    Ok(Claim::Owned {
+        run,
+        last_event_seq,
+    })
 }
 
 /// The thread's next queued run, if it is now first in line.
-pub async fn next_in_line(pool: &PgPool, thread_id: ThreadId) -> Result<Option<RunId>, sqlx::Error> {
+pub async fn next_in_line(
+    pool: &PgPool,
+    thread_id: ThreadId,
+) -> Result<Option<RunId>, sqlx::Error> {
     sqlx::query_scalar(
         "select r.id from runs r
          where r.thread_id = $1 and r.status in ('queued', 'in_progress')
@@ -389,7 +398,10 @@ pub struct Finish {
 /// Move an in-progress run to its terminal status and free its thread,
 /// inside the caller's transaction. Returns the thread as it is now, or
 /// `None` if the run was not in progress any more.
-pub async fn finish(tx: &mut PgConnection, finish: Finish) -> Result<Option<ThreadRow>, sqlx::Error> {
+pub async fn finish(
+    tx: &mut PgConnection,
+    finish: Finish,
+) -> Result<Option<ThreadRow>, sqlx::Error> {
     let (status, message_id, error) = match finish.outcome {
         Outcome::Completed { message_id } => (RunStatus::Completed, Some(message_id), None),
         Outcome::Failed(error) => (RunStatus::Failed, None, Some(error)),

@@ -71,7 +71,11 @@ pub async fn create(pool: &PgPool, new: NewThread) -> Result<ThreadRow, sqlx::Er
 }
 
 /// A live (not deleted) thread of `owner`.
-pub async fn get(pool: &PgPool, owner: UserId, id: ThreadId) -> Result<Option<ThreadRow>, sqlx::Error> {
+pub async fn get(
+    pool: &PgPool,
+    owner: UserId,
+    id: ThreadId,
+) -> Result<Option<ThreadRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "select ",
         thread_columns!(),
@@ -115,7 +119,8 @@ pub async fn list(pool: &PgPool, query: ListThreads) -> Result<Page<ThreadRow>, 
             .push_bind(pattern)
             .push("))");
     }
-    sql.push(" order by id desc limit ").push_bind(query.limit + 1);
+    sql.push(" order by id desc limit ")
+        .push_bind(query.limit + 1);
     let mut items: Vec<ThreadRow> = sql.build_query_as().fetch_all(pool).await?;
     let next_cursor = if items.len() as i64 > query.limit {
         items.truncate(query.limit as usize);
@@ -127,7 +132,9 @@ pub async fn list(pool: &PgPool, query: ListThreads) -> Result<Page<ThreadRow>, 
 }
 
 fn escape_like(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 pub struct ThreadPatch {

@@ -63,16 +63,7 @@ pub enum StepStatus {
 
 /// What a new run does when its thread already has an active run.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    sqlx::Type,
-    utoipa::ToSchema,
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
 )]
 #[sqlx(type_name = "multitask_strategy", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]

@@ -20,10 +20,20 @@ use switchyard_common::domain::Usage;
 /// One conversation turn sent to a model.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatMessage {
-    System { content: String },
-    User { content: String },
-    Assistant { content: String, tool_calls: Vec<ToolCall> },
-    Tool { tool_call_id: String, content: String },
+    System {
+        content: String,
+    },
+    User {
+        content: String,
+    },
+    Assistant {
+        content: String,
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        tool_call_id: String,
+        content: String,
+    },
 }
 
 /// A model's request to call a tool, with its complete arguments.

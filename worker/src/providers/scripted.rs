@@ -33,7 +33,10 @@ impl Scripted {
 
     fn answer(&self, request: &ChatRequest) -> Answer {
         let tool_result = request.messages.iter().rev().map_while(|m| match m {
-            ChatMessage::Tool { content, tool_call_id } => Some((tool_call_id, content)),
+            ChatMessage::Tool {
+                content,
+                tool_call_id,
+            } => Some((tool_call_id, content)),
             _ => None,
         });
         let results: Vec<String> = tool_result
@@ -58,7 +61,9 @@ impl Scripted {
 
         if let Some(command) = last_user.trim_start().strip_prefix("/tool ") {
             let command = command.trim();
-            let (name, arguments) = command.split_once(char::is_whitespace).unwrap_or((command, ""));
+            let (name, arguments) = command
+                .split_once(char::is_whitespace)
+                .unwrap_or((command, ""));
             if !request.tools.iter().any(|t| t.name == name) {
                 return Answer::Text(format!("I have no tool called `{name}`."));
             }
@@ -104,9 +109,9 @@ fn tool_name_of<'a>(messages: &'a [ChatMessage], call_id: &str) -> Option<&'a st
 
 /// A short deterministic id fragment, so that the same prompt gives the same call id.
 fn uuid_suffix(text: &str) -> String {
-    let hash = text
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     format!("{hash:016x}")
 }
 
@@ -167,7 +172,9 @@ impl Provider for Scripted {
                     },
                 );
                 deltas
-                    .chain(futures::stream::once(async move { Ok(ProviderEvent::Usage(usage)) }))
+                    .chain(futures::stream::once(async move {
+                        Ok(ProviderEvent::Usage(usage))
+                    }))
                     .boxed()
             }
         }
@@ -209,7 +216,13 @@ mod tests {
     #[tokio::test]
     async fn echoes_and_counts_its_own_usage() {
         let provider = Scripted::new(ScriptedSettings::default());
-        let events = collect(&provider, request(vec![ChatMessage::User { content: "hi there".into() }])).await;
+        let events = collect(
+            &provider,
+            request(vec![ChatMessage::User {
+                content: "hi there".into(),
+            }]),
+        )
+        .await;
         let text: String = events
             .iter()
             .filter_map(|e| match e {
@@ -218,17 +231,25 @@ mod tests {
             })
             .collect();
         assert!(text.starts_with("You said: \"hi there\"."), "{text}");
-        let deltas = events.iter().filter(|e| matches!(e, ProviderEvent::TextDelta(_))).count();
+        let deltas = events
+            .iter()
+            .filter(|e| matches!(e, ProviderEvent::TextDelta(_)))
+            .count();
         assert_eq!(
             events.last(),
-            Some(&ProviderEvent::Usage(Usage { input_tokens: 2, output_tokens: deltas as i64 }))
+            Some(&ProviderEvent::Usage(Usage {
+                input_tokens: 2,
+                output_tokens: deltas as i64
+            }))
         );
     }
 
     #[tokio::test]
     async fn calls_a_tool_then_reports_its_result() {
         let provider = Scripted::new(ScriptedSettings::default());
-        let user = ChatMessage::User { content: "/tool current_time {\"tz\":\"UTC\"}".into() };
+        let user = ChatMessage::User {
+            content: "/tool current_time {\"tz\":\"UTC\"}".into(),
+        };
         let events = collect(&provider, request(vec![user.clone()])).await;
         let ProviderEvent::ToolCall(call) = &events[0] else {
             panic!("expected a tool call, got {events:?}");
@@ -238,8 +259,14 @@ mod tests {
 
         let followup = request(vec![
             user,
-            ChatMessage::Assistant { content: String::new(), tool_calls: vec![call.clone()] },
-            ChatMessage::Tool { tool_call_id: call.id.clone(), content: "\"noon\"".into() },
+            ChatMessage::Assistant {
+                content: String::new(),
+                tool_calls: vec![call.clone()],
+            },
+            ChatMessage::Tool {
+                tool_call_id: call.id.clone(),
+                content: "\"noon\"".into(),
+            },
         ]);
         let text: String = collect(&provider, followup)
             .await
@@ -270,9 +297,21 @@ mod tests {
                 })
                 .collect()
         };
-        let missing = collect(&provider, request(vec![ChatMessage::User { content: "/tool rm -rf".into() }])).await;
+        let missing = collect(
+            &provider,
+            request(vec![ChatMessage::User {
+                content: "/tool rm -rf".into(),
+            }]),
+        )
+        .await;
         assert_eq!(text(missing), "I have no tool called `rm`.");
-        let rule = collect(&provider, request(vec![ChatMessage::User { content: "the weather?".into() }])).await;
+        let rule = collect(
+            &provider,
+            request(vec![ChatMessage::User {
+                content: "the weather?".into(),
+            }]),
+        )
+        .await;
         assert_eq!(text(rule), "Sunny.");
     }
 }

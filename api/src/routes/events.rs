@@ -1,0 +1,210 @@
+//! `GET /v1/runs/{run_id}/events`: the run's events as Server-Sent Events.
+//!
+//! A relay task per client replays the durable backlog from PostgreSQL,
+//! then follows the live Redis stream through the process's
+//! [`TailHub`](switchyard_common::bus::tail::TailHub). Sequence numbers make
+//! the seam exact: anything at or below the last sent id is dropped, and a
+//! gap is filled from Redis or, failing that, PostgreSQL before going on.
+//! When nothing arrives for a while the relay looks for itself, so a lost
+//! Redis stream or a missed wake-up cannot stall a client.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::Stream;
+use serde::Deserialize;
+use switchyard_common::db;
+use switchyard_common::domain::RunId;
+use switchyard_common::events::SequencedEvent;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::IntoParams;
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Path, Query};
+use crate::state::{AppState, CurrentUser};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/runs/{run_id}/events", get(events))
+}
+
+/// Comment lines keep idle connections open through proxies.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long the relay waits for a live event before checking by itself.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Backlog page size.
+const PAGE: i64 = 500;
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventParams {
+    /// Resume after this event id (like `Last-Event-ID`).
+    pub after: Option<i64>,
+}
+
+/// The run's events: every event after `Last-Event-ID` (or `?after=`), then
+/// the live ones; the stream ends after the terminal event.
+#[utoipa::path(get, path = "/v1/runs/{run_id}/events", tag = "runs",
+    params(("run_id" = String, Path), EventParams,
+           ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
+    responses((status = 200, content_type = "text/event-stream",
+               description = "`id: n`, `event: type`, `data: json` per event"),
+              (status = 404, body = ErrorBody)))]
+pub async fn events(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(run_id): Path<RunId>,
+    Query(params): Query<EventParams>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::BadRequest("Last-Event-ID: must be an event id".into()))?,
+        ),
+    };
+    if params.after.is_some_and(|n| n < 0) {
+        return Err(ApiError::Validation("after: must be 0 or more".into()));
+    }
+    super::runs::load(&app, user, run_id).await?;
+    let after = last_event_id.or(params.after).unwrap_or(0);
+    Ok(stream(app, run_id, after).into_response())
+}
+
+/// The SSE response of a run's events after `after`. The caller has checked
+/// that the run is the user's.
+pub fn stream(
+    app: AppState,
+    run_id: RunId,
+    after: i64,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (tx, rx) = mpsc::channel(256);
+    let tasks = app.tasks.clone();
+    tasks.spawn(async move {
+        let relay = Relay {
+            app,
+            run_id,
+            last: after,
+            tx,
+        };
+        if let Err(error) = relay.run().await {
+            tracing::warn!(run.id = %run_id, error = %error, "event stream ended early");
+        }
+    });
+    Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+}
+
+/// Why a relay stopped before the terminal event.
+#[derive(Debug, thiserror::Error)]
+enum RelayEnd {
+    #[error("the client went away")]
+    ClientGone,
+    #[error("the server is shutting down")]
+    Shutdown,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+struct Relay {
+    app: AppState,
+    run_id: RunId,
+    last: i64,
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+}
+
+impl Relay {
+    async fn run(mut self) -> Result<(), RelayEnd> {
+        if self.catch_up().await? {
+            return Ok(());
+        }
+        let mut live = self.app.tail.subscribe(self.run_id, self.last).await;
+        loop {
+            let received = tokio::select! {
+                event = live.recv() => event,
+                () = tokio::time::sleep(IDLE_CHECK) => {
+                    if self.catch_up().await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                () = self.tx.closed() => return Err(RelayEnd::ClientGone),
+                () = self.app.shutdown.cancelled() => return Err(RelayEnd::Shutdown),
+            };
+            match received {
+                Some(event) if event.seq <= self.last => {}
+                Some(event) => {
+                    if event.seq > self.last + 1 && self.catch_up().await? {
+                        return Ok(());
+                    }
+                    if event.seq == self.last + 1 && self.send(&event).await? {
+                        return Ok(());
+                    }
+                }
+                None => {
+                    // Cut loose (too slow) or the reader stopped: read the
+                    // store, then follow again.
+                    if self.catch_up().await? {
+                        return Ok(());
+                    }
+                    live = self.app.tail.subscribe(self.run_id, self.last).await;
+                }
+            }
+        }
+    }
+
+    /// Send everything stored after `last`: from the Redis stream when it
+    /// continues exactly where we are, else from PostgreSQL. Returns whether
+    /// the terminal event was sent.
+    async fn catch_up(&mut self) -> Result<bool, RelayEnd> {
+        if let Ok(events) = self.app.tail.range_after(self.run_id, self.last).await
+            && events.first().is_some_and(|e| e.seq == self.last + 1)
+        {
+            for event in events {
+                if event.seq != self.last + 1 {
+                    break;
+                }
+                if self.send(&event).await? {
+                    return Ok(true);
+                }
+            }
+        }
+        loop {
+            let page = db::events::list_after(&self.app.pool, self.run_id, self.last, PAGE).await?;
+            let full = page.len() as i64 == PAGE;
+            for event in page {
+                if self.send(&event).await? {
+                    return Ok(true);
+                }
+            }
+            if !full {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Send one event; returns whether it was the terminal one.
+    async fn send(&mut self, event: &SequencedEvent) -> Result<bool, RelayEnd> {
+        let sse = Event::default()
+            .id(event.seq.to_string())
+            .event(event.event.kind())
+            .data(event.event.data().to_string());
+        self.tx
+            .send(Ok(sse))
+            .await
+            .map_err(|_| RelayEnd::ClientGone)?;
+        self.last = event.seq;
+        Ok(event.is_terminal())
+    }
+}

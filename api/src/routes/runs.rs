@@ -1,0 +1,247 @@
+//! Runs: start, read, list, steps.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json as JsonBody, Router};
+use serde::{Deserialize, Serialize};
+use switchyard_common::db::{self, runs::RunRow};
+use switchyard_common::domain::{Multitask, Run, RunId, Step, ThreadId};
+use utoipa::{IntoParams, ToSchema};
+
+use super::events;
+use super::threads::{check_agent, check_limit};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Json, Path, Query};
+use crate::state::{AppState, CurrentUser};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/threads/{thread_id}/runs", post(create).get(list))
+        .route("/v1/runs/{run_id}", get(show))
+        .route("/v1/runs/{run_id}/steps", get(steps))
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunInput {
+    /// The user's message: 1 to `max_message_chars` characters.
+    pub content: String,
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRun {
+    pub input: RunInput,
+    /// Overrides the thread's agent for this run.
+    pub agent_id: Option<String>,
+    /// Overrides the agent's model for this run.
+    pub model: Option<String>,
+    /// 1 (most urgent) to 10; default 5.
+    pub priority: Option<i16>,
+    pub multitask: Option<Multitask>,
+    /// Answer with the run's event stream instead of the run.
+    pub stream: Option<bool>,
+}
+
+/// `Idempotency-Key` values are at most this long.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Start a run: stores the user message and a `queued` run together, then
+/// enqueues it. With `"stream": true` or `Accept: text/event-stream` the
+/// answer is the run's event stream.
+#[utoipa::path(post, path = "/v1/threads/{thread_id}/runs", tag = "runs",
+    params(("thread_id" = String, Path),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes the call safe to retry for 24 h")),
+    request_body = CreateRun,
+    responses((status = 202, body = Run),
+              (status = 200, content_type = "text/event-stream", description = "The run's events, when streaming"),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(thread_id): Path<ThreadId>,
+    headers: HeaderMap,
+    Json(body): Json<CreateRun>,
+) -> ApiResult<Response> {
+    let chars = body.input.content.chars().count();
+    let max = app.config.max_message_chars;
+    if chars == 0 || chars > max {
+        return Err(ApiError::Validation(format!(
+            "input.content: must be 1 to {max} characters, not {chars}"
+        )));
+    }
+    let priority = body.priority.unwrap_or(5);
+    if !(1..=10).contains(&priority) {
+        return Err(ApiError::Validation(format!(
+            "priority: must be 1 to 10, not {priority}"
+        )));
+    }
+    if let Some(model) = &body.model
+        && (model.trim().is_empty() || model.len() > 200)
+    {
+        return Err(ApiError::Validation(
+            "model: must be 1 to 200 characters".into(),
+        ));
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => match value.to_str() {
+            Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => Some(key.to_owned()),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                )));
+            }
+        },
+    };
+    let wants_stream = body.stream.unwrap_or(false)
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+
+    let thread = super::threads::load(&app, user.id, thread_id).await?;
+    let agent_id = body
+        .agent_id
+        .clone()
+        .unwrap_or_else(|| thread.agent_id.clone());
+    if body.agent_id.is_some() {
+        check_agent(&app, &agent_id).await?;
+    }
+    let model = match &body.model {
+        Some(model) => model.clone(),
+        None => {
+            db::agents::get(&app.pool, &agent_id)
+                .await?
+                .ok_or_else(|| ApiError::Validation(format!("agent_id: no agent {agent_id:?}")))?
+                .model
+        }
+    };
+    let request_hash = idempotency_key
+        .as_ref()
+        .map(|_| request_hash(thread_id, &body));
+
+    let created = db::runs::create(
+        &app.pool,
+        db::runs::NewRun {
+            owner: user.id,
+            thread_id,
+            agent_id,
+            model,
+            priority,
+            multitask: body.multitask.unwrap_or_default(),
+            content: &body.input.content,
+            idempotency: idempotency_key.as_deref().zip(request_hash),
+        },
+    )
+    .await?;
+    let run = match created {
+        db::runs::Created::New {
+            run,
+            message,
+            thread,
+            ..
+        } => {
+            app.cache.put_thread(&thread).await;
+            app.cache.append_message(&message).await;
+            app.queue.enqueue_stored(&app.pool, run.id).await;
+            run
+        }
+        db::runs::Created::Replayed(run) => run,
+        db::runs::Created::KeyReused => {
+            return Err(ApiError::Conflict(
+                "Idempotency-Key was already used with a different request".into(),
+            ));
+        }
+        db::runs::Created::ThreadBusy => {
+            return Err(ApiError::Conflict(format!(
+                "thread {thread_id} has an active run"
+            )));
+        }
+        db::runs::Created::ThreadNotFound => return Err(ApiError::not_found("thread", thread_id)),
+    };
+    if wants_stream {
+        return Ok(events::stream(app, run.id, 0).into_response());
+    }
+    Ok((StatusCode::ACCEPTED, JsonBody(run.to_resource())).into_response())
+}
+
+/// A digest of what makes two run requests "the same request".
+fn request_hash(thread_id: ThreadId, body: &CreateRun) -> String {
+    use sha2::Digest;
+    let canonical = serde_json::json!({ "thread_id": thread_id, "body": body });
+    let digest = sha2::Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A run of the caller's, or `not_found`.
+pub async fn load(app: &AppState, user: CurrentUser, id: RunId) -> ApiResult<RunRow> {
+    db::runs::get(&app.pool, user.id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run", id))
+}
+
+#[utoipa::path(get, path = "/v1/runs/{run_id}", tag = "runs",
+    params(("run_id" = String, Path)),
+    responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<RunId>,
+) -> ApiResult<JsonBody<Run>> {
+    Ok(JsonBody(load(&app, user, id).await?.to_resource()))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+    pub cursor: Option<RunId>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<Run>,
+    pub next_cursor: Option<String>,
+}
+
+/// A thread's runs, newest first.
+#[utoipa::path(get, path = "/v1/threads/{thread_id}/runs", tag = "runs",
+    params(("thread_id" = String, Path), ListParams),
+    responses((status = 200, body = RunList), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(thread_id): Path<ThreadId>,
+    Query(params): Query<ListParams>,
+) -> ApiResult<JsonBody<RunList>> {
+    let limit = check_limit(params.limit)?;
+    super::threads::load(&app, user.id, thread_id).await?;
+    let page = db::runs::list_for_thread(&app.pool, thread_id, limit, params.cursor).await?;
+    Ok(JsonBody(RunList {
+        runs: page.items.iter().map(RunRow::to_resource).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StepList {
+    pub steps: Vec<Step>,
+}
+
+#[utoipa::path(get, path = "/v1/runs/{run_id}/steps", tag = "runs",
+    params(("run_id" = String, Path)),
+    responses((status = 200, body = StepList), (status = 404, body = ErrorBody)))]
+pub async fn steps(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<RunId>,
+) -> ApiResult<JsonBody<StepList>> {
+    load(&app, user, id).await?;
+    Ok(JsonBody(StepList {
+        steps: db::steps::list(&app.pool, id).await?,
+    }))
+}

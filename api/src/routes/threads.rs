@@ -1,0 +1,294 @@
+//! Threads and their messages.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json as JsonBody, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchyard_common::cache::{CachedThread, RECENT_MESSAGES};
+use switchyard_common::db::{self, threads::ThreadRow};
+use switchyard_common::domain::{Message, MessageId, Thread, ThreadId, UserId};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Json, Path, Query};
+use crate::state::{AppState, CurrentUser};
+
+/// Longest accepted title, in characters.
+const MAX_TITLE_CHARS: usize = 256;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/threads", get(list).post(create))
+        .route(
+            "/v1/threads/{thread_id}",
+            get(show).patch(update).delete(remove),
+        )
+        .route("/v1/threads/{thread_id}/messages", get(messages))
+}
+
+/// A thread of `owner`: from the cache if it has it, else PostgreSQL (and
+/// then cached).
+pub async fn load(app: &AppState, owner: UserId, id: ThreadId) -> ApiResult<ThreadRow> {
+    match app.cache.thread(id).await {
+        CachedThread::Found(row) if row.owner_id == owner => return Ok(*row),
+        CachedThread::Found(_) | CachedThread::Gone => {
+            return Err(ApiError::not_found("thread", id));
+        }
+        CachedThread::Miss => {}
+    }
+    let row = db::threads::get(&app.pool, owner, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("thread", id))?;
+    app.cache.put_thread(&row).await;
+    Ok(row)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateThread {
+    /// Defaults to the first agent of the configuration.
+    pub agent_id: Option<String>,
+    pub title: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Option<Value>,
+}
+
+fn check_title(title: &Option<String>) -> ApiResult<()> {
+    match title {
+        Some(t) if t.chars().count() > MAX_TITLE_CHARS => Err(ApiError::Validation(format!(
+            "title: at most {MAX_TITLE_CHARS} characters"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_metadata(metadata: &Option<Value>) -> ApiResult<()> {
+    match metadata {
+        Some(m) if !m.is_object() => Err(ApiError::Validation(
+            "metadata: must be a JSON object".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether an agent exists; the `validation_failed` error if not.
+pub async fn check_agent(app: &AppState, agent_id: &str) -> ApiResult<()> {
+    match db::agents::get(&app.pool, agent_id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::Validation(format!(
+            "agent_id: no agent {agent_id:?}"
+        ))),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/threads", tag = "threads", request_body = CreateThread,
+    responses((status = 201, body = Thread), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Json(body): Json<CreateThread>,
+) -> ApiResult<(StatusCode, JsonBody<Thread>)> {
+    check_title(&body.title)?;
+    check_metadata(&body.metadata)?;
+    let agent_id = match body.agent_id {
+        Some(id) => id,
+        None => app.config.catalog.agents[0].id.clone(),
+    };
+    check_agent(&app, &agent_id).await?;
+    let row = db::threads::create(
+        &app.pool,
+        db::threads::NewThread {
+            owner: user.id,
+            agent_id,
+            title: body.title.filter(|t| !t.trim().is_empty()),
+            metadata: body
+                .metadata
+                .unwrap_or_else(|| Value::Object(Default::default())),
+        },
+    )
+    .await?;
+    app.cache.put_thread(&row).await;
+    Ok((StatusCode::CREATED, JsonBody(row.to_resource())))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+    pub cursor: Option<ThreadId>,
+    pub agent_id: Option<String>,
+    /// Search titles and message text.
+    pub q: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ThreadList {
+    pub threads: Vec<Thread>,
+    pub next_cursor: Option<String>,
+}
+
+pub fn check_limit(limit: Option<i64>) -> ApiResult<i64> {
+    match limit.unwrap_or(20) {
+        n @ 1..=100 => Ok(n),
+        n => Err(ApiError::Validation(format!(
+            "limit: must be between 1 and 100, not {n}"
+        ))),
+    }
+}
+
+/// Newest first.
+#[utoipa::path(get, path = "/v1/threads", tag = "threads", params(ListParams),
+    responses((status = 200, body = ThreadList), (status = 422, body = ErrorBody)))]
+pub async fn list(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Query(params): Query<ListParams>,
+) -> ApiResult<JsonBody<ThreadList>> {
+    let limit = check_limit(params.limit)?;
+    let page = db::threads::list(
+        &app.pool,
+        db::threads::ListThreads {
+            owner: user.id,
+            limit,
+            cursor: params.cursor,
+            agent_id: params.agent_id,
+            q: params.q,
+        },
+    )
+    .await?;
+    Ok(JsonBody(ThreadList {
+        threads: page.items.iter().map(ThreadRow::to_resource).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/threads/{thread_id}", tag = "threads",
+    params(("thread_id" = String, Path)),
+    responses((status = 200, body = Thread), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<ThreadId>,
+) -> ApiResult<JsonBody<Thread>> {
+    Ok(JsonBody(load(&app, user.id, id).await?.to_resource()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateThread {
+    pub title: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Option<Value>,
+}
+
+#[utoipa::path(patch, path = "/v1/threads/{thread_id}", tag = "threads",
+    params(("thread_id" = String, Path)), request_body = UpdateThread,
+    responses((status = 200, body = Thread), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<ThreadId>,
+    Json(body): Json<UpdateThread>,
+) -> ApiResult<JsonBody<Thread>> {
+    check_title(&body.title)?;
+    check_metadata(&body.metadata)?;
+    let row = db::threads::update(
+        &app.pool,
+        user.id,
+        id,
+        db::threads::ThreadPatch {
+            title: body.title,
+            metadata: body.metadata,
+        },
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("thread", id))?;
+    app.cache.put_thread(&row).await;
+    Ok(JsonBody(row.to_resource()))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    /// Remove the thread with its messages, runs, steps and events for good.
+    #[serde(default)]
+    pub hard: bool,
+}
+
+#[utoipa::path(delete, path = "/v1/threads/{thread_id}", tag = "threads",
+    params(("thread_id" = String, Path), DeleteParams),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn remove(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<ThreadId>,
+    Query(params): Query<DeleteParams>,
+) -> ApiResult<StatusCode> {
+    let existed = if params.hard {
+        db::threads::hard_delete(&app.pool, user.id, id).await?
+    } else {
+        db::threads::soft_delete(&app.pool, user.id, id).await?
+    };
+    if !existed {
+        return Err(ApiError::not_found("thread", id));
+    }
+    app.cache.forget_thread(id).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MessageParams {
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+    /// Messages older than this one (the previous page's `next_cursor`).
+    pub before: Option<MessageId>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessageList {
+    pub messages: Vec<Message>,
+    pub next_cursor: Option<String>,
+}
+
+/// Oldest first within a page; pages walk back from the newest.
+#[utoipa::path(get, path = "/v1/threads/{thread_id}/messages", tag = "threads",
+    params(("thread_id" = String, Path), MessageParams),
+    responses((status = 200, body = MessageList), (status = 404, body = ErrorBody)))]
+pub async fn messages(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<ThreadId>,
+    Query(params): Query<MessageParams>,
+) -> ApiResult<JsonBody<MessageList>> {
+    let limit = check_limit(params.limit)?;
+    let thread = load(&app, user.id, id).await?;
+    let latest = params.before.is_none() && limit as usize <= RECENT_MESSAGES;
+    if latest
+        && let Some(cached) = app
+            .cache
+            .recent_messages(id, thread.message_count, limit as usize)
+            .await
+    {
+        let next_cursor = (thread.message_count > limit)
+            .then(|| cached.first().map(|m| m.id.to_string()))
+            .flatten();
+        return Ok(JsonBody(MessageList {
+            messages: cached.iter().map(|m| m.to_resource()).collect(),
+            next_cursor,
+        }));
+    }
+    let page = db::messages::list(&app.pool, id, limit, params.before).await?;
+    if latest {
+        // The page may already hold a message newer than the thread we read.
+        let up_to = page.items.last().map_or(0, |m| m.seq);
+        app.cache.fill_messages(id, up_to, &page.items).await;
+    }
+    Ok(JsonBody(MessageList {
+        messages: page.items.iter().map(|m| m.to_resource()).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}

@@ -1,0 +1,95 @@
+//! Shared state of the API and the caller's identity.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use switchyard_common::bus::tail::TailHub;
+use switchyard_common::cache::Cache;
+use switchyard_common::config::Config;
+use switchyard_common::db;
+use switchyard_common::domain::UserId;
+use switchyard_common::queue::RunQueue;
+use switchyard_common::redis_conn::{self, Keys};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub redis: ConnectionManager,
+    pub cache: Cache,
+    pub queue: RunQueue,
+    pub tail: TailHub,
+    pub config: Arc<Config>,
+    /// The user every request acts as until authentication lands.
+    pub local_user: UserId,
+    /// Background work of requests (SSE relays): awaited on shutdown.
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Connect to Redis, make sure the `local` user and the catalog's agents
+    /// exist, and start the live event reader.
+    pub async fn new(
+        config: Arc<Config>,
+        pool: PgPool,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(config.redis_url.as_str()).context("parsing REDIS_URL")?;
+        let redis = redis_conn::manager(&client)
+            .await
+            .context("connecting to Redis")?;
+        let keys = Keys::new(&config.redis_prefix);
+        let local_user = db::users::ensure(&pool, "local")
+            .await
+            .context("creating the local user")?;
+        db::agents::upsert_catalog(&pool, &config.catalog.agents)
+            .await
+            .context("storing the catalog's agents")?;
+        let tail = TailHub::start(
+            client,
+            redis.clone(),
+            keys.clone(),
+            &tasks,
+            shutdown.clone(),
+        );
+        Ok(Self {
+            cache: Cache::new(redis.clone(), keys.clone()),
+            queue: RunQueue::new(redis.clone(), &keys),
+            pool,
+            redis,
+            tail,
+            config,
+            local_user,
+            tasks,
+            shutdown,
+        })
+    }
+}
+
+/// The user a request is made as.
+#[derive(Debug, Clone, Copy)]
+pub struct CurrentUser {
+    pub id: UserId,
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        _parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            id: state.local_user,
+        })
+    }
+}

@@ -1,0 +1,128 @@
+//! `switchyard chat`: a terminal client of a running server. It creates (or
+//! continues) a thread, starts a streamed run, and prints the answer as it
+//! arrives; tool and agent events are shown dimmed.
+
+use std::io::Write;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+#[derive(Args)]
+pub struct ChatArgs {
+    /// The agent to talk to (default: the server's first agent).
+    #[arg(long)]
+    agent: Option<String>,
+    /// Continue this thread instead of starting a new one.
+    #[arg(long)]
+    thread: Option<String>,
+    /// The server's address.
+    #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The message to send.
+    message: String,
+}
+
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let base = args.url.trim_end_matches('/');
+    let thread_id = match args.thread {
+        Some(id) => id,
+        None => {
+            let mut body = json!({});
+            if let Some(agent) = &args.agent {
+                body["agent_id"] = json!(agent);
+            }
+            let thread: Value = send(http.post(format!("{base}/v1/threads")).json(&body)).await?;
+            let id = thread["id"]
+                .as_str()
+                .context("the server returned a thread without id")?
+                .to_owned();
+            eprintln!("{DIM}thread {id}{RESET}");
+            id
+        }
+    };
+    let mut body = json!({"input": {"content": args.message}, "stream": true});
+    if let Some(agent) = &args.agent {
+        body["agent_id"] = json!(agent);
+    }
+    let response = http
+        .post(format!("{base}/v1/threads/{thread_id}/runs"))
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {base}; is `switchyard dev` running?"))?;
+    if !response.status().is_success() {
+        bail!("{}", error_text(response).await);
+    }
+    let mut events = response.bytes_stream().eventsource();
+    let mut stdout = std::io::stdout();
+    while let Some(event) = events.next().await {
+        let event = event.context("reading the event stream")?;
+        let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+        match event.event.as_str() {
+            "message.delta" => {
+                print!("{}", data["delta"].as_str().unwrap_or_default());
+                stdout.flush()?;
+            }
+            "tool.started" => eprintln!(
+                "{DIM}→ {} {}{RESET}",
+                data["tool"].as_str().unwrap_or("?"),
+                data["arguments"]
+            ),
+            "tool.finished" => eprintln!(
+                "{DIM}← {} {}{RESET}",
+                data["tool"].as_str().unwrap_or("?"),
+                data["result"]
+            ),
+            "agent.started" => eprintln!("{DIM}[{}]{RESET}", data["agent"].as_str().unwrap_or("?")),
+            "run.completed" => {
+                println!();
+                let usage = &data["usage"];
+                eprintln!(
+                    "{DIM}{} tokens in, {} out{RESET}",
+                    usage["input_tokens"], usage["output_tokens"]
+                );
+                return Ok(());
+            }
+            "run.failed" => {
+                println!();
+                bail!(
+                    "the run failed: {}",
+                    data["error"]["message"].as_str().unwrap_or("unknown error")
+                );
+            }
+            "run.cancelled" => {
+                println!();
+                bail!("the run was cancelled");
+            }
+            _ => {}
+        }
+    }
+    bail!("the event stream ended before the run did")
+}
+
+async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let response = request
+        .send()
+        .await
+        .context("cannot reach the server; is `switchyard dev` running?")?;
+    if !response.status().is_success() {
+        bail!("{}", error_text(response).await);
+    }
+    Ok(response.json().await?)
+}
+
+async fn error_text(response: reqwest::Response) -> String {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    match body["error"]["message"].as_str() {
+        Some(message) => format!("{status}: {message}"),
+        None => status.to_string(),
+    }
+}

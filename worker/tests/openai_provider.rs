@@ -1,0 +1,448 @@
+//! The OpenAI provider against a local server speaking OpenAI's real
+//! streaming wire format (`switchyard-fake-llm`): the HTTP client, SSE
+//! parsing, fragment assembly and error classification all run for real.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+use switchyard_common::config::OpenAiSettings;
+use switchyard_common::domain::Usage;
+use switchyard_fake_llm::{FakeLlm, FakeToolCall, Reply};
+use switchyard_worker::providers::openai::OpenAi;
+use switchyard_worker::providers::{
+    ChatMessage, ChatRequest, Provider, ProviderError, ProviderEvent, ToolCall, ToolSpec,
+};
+
+const KEY_VAR: &str = "SWITCHYARD_TEST_OPENAI_KEY";
+const KEY: &str = "sk-test-4f9a0c2e7b1d";
+
+fn settings(base_url: String, timeout_secs: u64) -> OpenAiSettings {
+    OpenAiSettings {
+        base_url,
+        api_key_env: None,
+        timeout_secs,
+        max_attempts: 3,
+        headers: HashMap::new(),
+    }
+}
+
+fn provider(fake: &FakeLlm) -> OpenAi {
+    OpenAi::new(&settings(fake.base_url(), 5), reqwest::Client::new()).expect("valid settings")
+}
+
+fn ask(content: &str) -> ChatRequest {
+    ChatRequest {
+        model: "gpt-test".into(),
+        messages: vec![ChatMessage::User {
+            content: content.into(),
+        }],
+        tools: Vec::new(),
+    }
+}
+
+async fn collect(
+    provider: &OpenAi,
+    request: ChatRequest,
+) -> Vec<Result<ProviderEvent, ProviderError>> {
+    provider.stream(request).collect().await
+}
+
+/// The single error a failed call yields.
+async fn failure(provider: &OpenAi) -> ProviderError {
+    match collect(provider, ask("hi")).await.as_slice() {
+        [Err(error)] => error.clone(),
+        other => panic!("expected a single error, got {other:?}"),
+    }
+}
+
+fn text(content: &str) -> Result<ProviderEvent, ProviderError> {
+    Ok(ProviderEvent::TextDelta(content.into()))
+}
+
+fn usage(input_tokens: i64, output_tokens: i64) -> Result<ProviderEvent, ProviderError> {
+    Ok(ProviderEvent::Usage(Usage {
+        input_tokens,
+        output_tokens,
+    }))
+}
+
+fn tool_call(id: &str, name: &str, arguments: &str) -> Result<ProviderEvent, ProviderError> {
+    Ok(ProviderEvent::ToolCall(ToolCall {
+        id: id.into(),
+        name: name.into(),
+        arguments: arguments.into(),
+    }))
+}
+
+#[tokio::test]
+async fn text_chunks_split_mid_word_arrive_one_by_one_then_usage() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::text(&["Hel", "lo, wo", "rld", "!"], Some((12, 4))));
+    let events = collect(&provider(&fake), ask("hi")).await;
+    assert_eq!(
+        events,
+        [
+            text("Hel"),
+            text("lo, wo"),
+            text("rld"),
+            text("!"),
+            usage(12, 4)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn tool_call_fragments_reassemble_into_one_call() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::tool_call(
+        "call_1",
+        "get_weather",
+        &["{\"ci", "ty\": \"Pa", "ris\"}"],
+        Some((20, 9)),
+    ));
+    let events = collect(&provider(&fake), ask("weather?")).await;
+    assert_eq!(
+        events,
+        [
+            tool_call("call_1", "get_weather", "{\"city\": \"Paris\"}"),
+            usage(20, 9)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn parallel_tool_calls_are_kept_apart_by_index() {
+    let fake = FakeLlm::start().await;
+    let calls = vec![
+        FakeToolCall::new("call_a", "get_weather", &["{\"city\":", " \"Oslo\"}"]),
+        FakeToolCall::new("call_b", "get_time", &["{\"tz\": ", "\"Europe/", "Oslo\"}"]),
+    ];
+    fake.push(Reply::ToolCalls { calls, usage: None });
+    let events = collect(&provider(&fake), ask("weather and time?")).await;
+    assert_eq!(
+        events,
+        [
+            tool_call("call_a", "get_weather", "{\"city\": \"Oslo\"}"),
+            tool_call("call_b", "get_time", "{\"tz\": \"Europe/Oslo\"}"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sends_openai_request_body_and_headers() {
+    let fake = FakeLlm::start().await;
+    let mut config = settings(fake.base_url(), 5);
+    config
+        .headers
+        .insert("OpenAI-Organization".into(), "org-test".into());
+    let provider = OpenAi::new(&config, reqwest::Client::new()).expect("valid settings");
+    let call = ToolCall {
+        id: "call_1".into(),
+        name: "clock".into(),
+        arguments: "{}".into(),
+    };
+    let request = ChatRequest {
+        model: "gpt-test".into(),
+        messages: vec![
+            ChatMessage::System {
+                content: "Be brief.".into(),
+            },
+            ChatMessage::User {
+                content: "What time is it?".into(),
+            },
+            ChatMessage::Assistant {
+                content: String::new(),
+                tool_calls: vec![call],
+            },
+            ChatMessage::Tool {
+                tool_call_id: "call_1".into(),
+                content: "12:00".into(),
+            },
+            ChatMessage::Assistant {
+                content: "Noon.".into(),
+                tool_calls: Vec::new(),
+            },
+            ChatMessage::User {
+                content: "Thanks".into(),
+            },
+        ],
+        tools: vec![ToolSpec {
+            name: "clock".into(),
+            description: "The current time.".into(),
+            parameters: json!({"type": "object", "properties": {}}),
+        }],
+    };
+    assert!(collect(&provider, request).await.iter().all(Result::is_ok));
+
+    let sent = fake.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].body,
+        json!({
+            "model": "gpt-test",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "What time is it?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "clock", "arguments": "{}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "12:00"},
+                {"role": "assistant", "content": "Noon."},
+                {"role": "user", "content": "Thanks"},
+            ],
+            "tools": [{"type": "function", "function": {
+                "name": "clock",
+                "description": "The current time.",
+                "parameters": {"type": "object", "properties": {}},
+            }}],
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        })
+    );
+    assert_eq!(sent[0].header("openai-organization"), Some("org-test"));
+    assert_eq!(sent[0].header("content-type"), Some("application/json"));
+    assert_eq!(
+        sent[0].header("authorization"),
+        None,
+        "no api_key_env, no credentials"
+    );
+}
+
+#[tokio::test]
+async fn tools_are_omitted_when_there_are_none() {
+    let fake = FakeLlm::start().await;
+    collect(&provider(&fake), ask("hi")).await;
+    assert!(fake.requests()[0].body.get("tools").is_none());
+}
+
+/// Setting a variable is `unsafe` in edition 2024 (and unsafe code is
+/// forbidden), so this test reruns itself in a child process that has
+/// the key in its environment.
+#[tokio::test]
+async fn api_key_from_env_is_sent_and_never_leaks_into_errors() {
+    if std::env::var(KEY_VAR).is_err() {
+        let exe = std::env::current_exe().expect("test binary path");
+        let name = "api_key_from_env_is_sent_and_never_leaks_into_errors";
+        let child = std::process::Command::new(exe)
+            .args([name, "--exact", "--nocapture"])
+            .env(KEY_VAR, KEY)
+            .output()
+            .expect("rerun the test binary");
+        let stdout = String::from_utf8_lossy(&child.stdout);
+        let stderr = String::from_utf8_lossy(&child.stderr);
+        assert!(
+            child.status.success() && stdout.contains("1 passed"),
+            "child run failed:\n{stdout}\n{stderr}"
+        );
+        return;
+    }
+
+    let fake = FakeLlm::start().await;
+    let mut config = settings(fake.base_url(), 5);
+    config.api_key_env = Some(KEY_VAR.into());
+    let provider = OpenAi::new(&config, reqwest::Client::new()).expect("the key is set");
+    assert!(!format!("{provider:?}").contains(KEY));
+
+    assert_eq!(collect(&provider, ask("hi")).await.len(), 6);
+    assert_eq!(
+        fake.requests()[0].header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+
+    // Some servers echo the credentials they refuse.
+    fake.push(Reply::error(
+        401,
+        &format!("Incorrect API key provided: {KEY}."),
+        None,
+    ));
+    let error = failure(&provider).await;
+    assert!(matches!(error, ProviderError::Auth(_)), "{error:?}");
+    assert!(!error.is_retryable());
+    assert!(!format!("{error} {error:?}").contains(KEY), "{error:?}");
+}
+
+#[tokio::test]
+async fn missing_or_empty_api_key_variable_is_named() {
+    let mut config = settings("http://127.0.0.1:9/v1".into(), 5);
+    config.api_key_env = Some("SWITCHYARD_TEST_SURELY_UNSET_KEY".into());
+    let error = OpenAi::new(&config, reqwest::Client::new()).expect_err("the variable is not set");
+    assert!(
+        error
+            .to_string()
+            .contains("SWITCHYARD_TEST_SURELY_UNSET_KEY"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn done_ends_the_stream_even_if_more_follows() {
+    let fake = FakeLlm::start().await;
+    let chunk = |content: &str| {
+        json!({"choices": [{"index": 0, "delta": {"content": content}}]}).to_string()
+    };
+    fake.push(Reply::Raw {
+        events: vec![chunk("a"), "[DONE]".into(), chunk("b")],
+    });
+    assert_eq!(collect(&provider(&fake), ask("hi")).await, [text("a")]);
+}
+
+#[tokio::test]
+async fn finish_reason_without_done_is_a_complete_answer() {
+    let fake = FakeLlm::start().await;
+    let finished =
+        json!({"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]});
+    fake.push(Reply::Raw {
+        events: vec![finished.to_string()],
+    });
+    assert_eq!(collect(&provider(&fake), ask("hi")).await, [text("ok")]);
+}
+
+#[tokio::test]
+async fn a_stream_cut_short_is_a_retryable_transport_error() {
+    let fake = FakeLlm::start().await;
+    let partial = json!({"choices": [{"index": 0, "delta": {"content": "Hal"}}]});
+    fake.push(Reply::Raw {
+        events: vec![partial.to_string()],
+    });
+    let events = collect(&provider(&fake), ask("hi")).await;
+    assert!(
+        matches!(events.as_slice(), [Ok(_), Err(ProviderError::Transport(_))]),
+        "{events:?}"
+    );
+    assert!(events[1].as_ref().is_err_and(ProviderError::is_retryable));
+}
+
+#[tokio::test]
+async fn a_malformed_chunk_is_a_protocol_error() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::Raw {
+        events: vec!["{\"choices\": [".into()],
+    });
+    let events = collect(&provider(&fake), ask("hi")).await;
+    assert!(
+        matches!(events.as_slice(), [Err(ProviderError::Protocol(_))]),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_carries_retry_after_and_is_retryable() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::error(429, "Rate limit reached", Some(7)));
+    let error = failure(&provider(&fake)).await;
+    assert_eq!(
+        error,
+        ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(7))
+        }
+    );
+    assert!(error.is_retryable());
+}
+
+#[tokio::test]
+async fn server_errors_are_retryable() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::error(500, "The server had an error", None));
+    fake.push(Reply::error(503, "Overloaded", Some(2)));
+    let provider = provider(&fake);
+    let error = failure(&provider).await;
+    assert_eq!(
+        error,
+        ProviderError::Server {
+            status: 500,
+            message: "The server had an error".into()
+        }
+    );
+    assert!(error.is_retryable());
+    let error = failure(&provider).await;
+    assert_eq!(
+        error,
+        ProviderError::Overloaded {
+            retry_after: Some(Duration::from_secs(2))
+        }
+    );
+}
+
+#[tokio::test]
+async fn refusals_are_not_retryable() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::error(400, "Invalid 'messages': empty array", None));
+    fake.push(Reply::error(401, "Incorrect API key provided", None));
+    let provider = provider(&fake);
+    let error = failure(&provider).await;
+    assert_eq!(
+        error,
+        ProviderError::BadRequest("Invalid 'messages': empty array".into())
+    );
+    assert!(!error.is_retryable());
+    let error = failure(&provider).await;
+    assert_eq!(
+        error,
+        ProviderError::Auth("Incorrect API key provided".into())
+    );
+    assert!(!error.is_retryable());
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_answer_in_time_is_a_timeout() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::delayed(
+        Duration::from_secs(10),
+        Reply::text(&["late"], None),
+    ));
+    let provider =
+        OpenAi::new(&settings(fake.base_url(), 1), reqwest::Client::new()).expect("valid settings");
+    let started = Instant::now();
+    assert_eq!(failure(&provider).await, ProviderError::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_between_chunks_is_a_timeout() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::Stream {
+        tokens: 3,
+        interval: Duration::from_secs(10),
+    });
+    let provider =
+        OpenAi::new(&settings(fake.base_url(), 1), reqwest::Client::new()).expect("valid settings");
+    let events = collect(&provider, ask("hi")).await;
+    assert_eq!(events, [text("lorem "), Err(ProviderError::Timeout)]);
+}
+
+#[tokio::test]
+async fn a_long_answer_may_outlast_the_timeout() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::Stream {
+        tokens: 16,
+        interval: Duration::from_millis(100),
+    });
+    let provider =
+        OpenAi::new(&settings(fake.base_url(), 1), reqwest::Client::new()).expect("valid settings");
+    let events = collect(&provider, ask("one two three")).await;
+    assert_eq!(events.len(), 17, "{events:?}");
+    assert_eq!(events.last(), Some(&usage(3, 16)));
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_retryable_transport_error() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    let config = settings(format!("http://127.0.0.1:{port}/v1"), 5);
+    let provider = OpenAi::new(&config, reqwest::Client::new()).expect("valid settings");
+    let error = failure(&provider).await;
+    assert!(matches!(error, ProviderError::Transport(_)), "{error:?}");
+    assert!(error.is_retryable());
+}
+
+#[test]
+fn max_attempts_comes_from_the_settings() {
+    let mut config = settings("http://127.0.0.1:9/v1".into(), 5);
+    config.max_attempts = 5;
+    let provider = OpenAi::new(&config, reqwest::Client::new()).expect("valid settings");
+    assert_eq!(provider.max_attempts(), 5);
+}
