@@ -189,7 +189,12 @@ impl Relay {
                 }
             }
             if !full {
-                return Ok(false);
+                // A finished run stores its terminal events with its status:
+                // when it is finished and nothing is left, the client has it all.
+                let finished = db::runs::status(&self.app.pool, self.run_id)
+                    .await?
+                    .is_none_or(|status| status.is_terminal());
+                return Ok(finished);
             }
         }
     }

@@ -255,6 +255,14 @@ pub async fn get_any(pool: &PgPool, id: RunId) -> Result<Option<RunRow>, sqlx::E
         .await
 }
 
+/// A run's status (`None` once the run is gone).
+pub async fn status(pool: &PgPool, id: RunId) -> Result<Option<RunStatus>, sqlx::Error> {
+    sqlx::query_scalar("select status from runs where id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
 /// A thread's runs, newest first.
 pub async fn list_for_thread(
     pool: &PgPool,

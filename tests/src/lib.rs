@@ -1,0 +1,302 @@
+//! Test harness: [`TestApp`] runs the API and a worker in-process against
+//! the real PostgreSQL and Redis, each test with its own database and its
+//! own Redis key prefix, and offers typed helpers to drive it over HTTP.
+//!
+//! `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
+//! names the server where per-test databases are created; `TEST_REDIS_URL`
+//! (default `redis://127.0.0.1:6379`) the Redis.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgPool};
+use switchyard_common::config::{Catalog, Config, Defaults};
+use switchyard_common::db;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A catalog for tests: the scripted model without pauses.
+pub const SCRIPTED_CATALOG: &str = r#"
+[[providers]]
+name = "scripted"
+kind = "scripted"
+
+[[agents]]
+id = "assistant"
+name = "Assistant"
+provider = "scripted"
+model = "scripted-1"
+instructions = "You are a helpful assistant."
+tools = ["current_time"]
+"#;
+
+/// Every wait in a test is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// One event of a run's SSE stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: i64,
+    pub event: String,
+    pub data: Value,
+}
+
+/// The system under test.
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub pool: PgPool,
+    pub redis: redis::aio::MultiplexedConnection,
+    pub config: Arc<Config>,
+    database: String,
+    shutdown: CancellationToken,
+}
+
+/// How to start a [`TestApp`].
+pub struct Options {
+    /// The catalog TOML.
+    pub catalog: String,
+    /// Start a worker too (otherwise runs stay queued).
+    pub worker: bool,
+    /// Extra environment-style settings (`SWITCHYARD_…`).
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            catalog: SCRIPTED_CATALOG.to_owned(),
+            worker: true,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        switchyard_common::telemetry::init();
+        let suffix = uuid::Uuid::now_v7().simple().to_string();
+        let database = format!("sy_test_{suffix}");
+        let admin = PgConnectOptions::from_str(&admin_url()).expect("TEST_DATABASE_URL is a URL");
+        let mut conn = admin.connect().await.expect("PostgreSQL is reachable");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {database}")))
+            .execute(&mut conn)
+            .await
+            .expect("creating the test database");
+        conn.close().await.ok();
+        let database_url = admin.clone().database(&database).to_url_lossy().to_string();
+
+        let mut env: Vec<(&str, String)> = vec![
+            ("DATABASE_URL", database_url.clone()),
+            ("REDIS_URL", redis_url()),
+            ("SWITCHYARD_REDIS_PREFIX", format!("sytest:{suffix}")),
+            ("SWITCHYARD_LISTEN", "127.0.0.1:0".into()),
+            ("SWITCHYARD_DB_POOL", "8".into()),
+        ];
+        env.extend(options.env);
+        let mut config = Config::from_lookup(Defaults::default(), |name| {
+            env.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+        })
+        .expect("test configuration is valid");
+        config.catalog = Catalog::parse(&options.catalog, std::path::Path::new("test catalog")).expect("test catalog is valid");
+        let config = Arc::new(config);
+
+        let pool = db::connect(&config.database_url, config.db_pool_size).await.expect("connecting");
+        db::migrate(&pool).await.expect("migrating");
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        if options.worker {
+            let worker = switchyard_worker::Worker::start(config.clone(), pool.clone(), shutdown.clone())
+                .await
+                .expect("starting the worker");
+            tasks.spawn(worker.wait());
+        }
+        let state = switchyard_api::AppState::new(config.clone(), pool.clone(), TaskTracker::new(), shutdown.clone())
+            .await
+            .expect("building the API state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding");
+        let address = format!("http://{}", listener.local_addr().expect("bound"));
+        tasks.spawn(switchyard_api::serve(listener, state));
+
+        let redis = redis::Client::open(redis_url())
+            .expect("TEST_REDIS_URL is a URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis is reachable");
+        Self {
+            address,
+            http: reqwest::Client::new(),
+            pool,
+            redis,
+            config,
+            database,
+            shutdown,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Every Redis key this app wrote.
+    pub async fn redis_keys(&self) -> Vec<String> {
+        let mut conn = self.redis.clone();
+        let pattern = format!("{}:*", self.config.redis_prefix);
+        let mut keys = Vec::new();
+        let mut iter: redis::AsyncIter<String> = redis::cmd("SCAN")
+            .cursor_arg(0)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .clone()
+            .iter_async(&mut conn)
+            .await
+            .expect("scanning Redis");
+        while let Some(key) = iter.next_item().await {
+            keys.push(key.expect("a key"));
+        }
+        keys
+    }
+
+    /// Delete every Redis key of this app: as if the cache were flushed.
+    pub async fn flush_redis(&self) {
+        let keys = self.redis_keys().await;
+        let mut conn = self.redis.clone();
+        for key in keys {
+            let _: () = redis::cmd("DEL").arg(key).query_async(&mut conn).await.expect("deleting");
+        }
+    }
+
+    /// Send a request and return the status and JSON body.
+    pub async fn call(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.expect("the API answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(self.http.get(self.url(path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(self.http.post(self.url(path)).json(&body)).await
+    }
+
+    pub async fn create_thread(&self, body: Value) -> Value {
+        let (status, thread) = self.post("/v1/threads", body).await;
+        assert_eq!(status, 201, "{thread}");
+        thread
+    }
+
+    /// Start a run (not streamed) and return it.
+    pub async fn start_run(&self, thread_id: &str, content: &str) -> Value {
+        let (status, run) = self
+            .post(&format!("/v1/threads/{thread_id}/runs"), json!({"input": {"content": content}}))
+            .await;
+        assert_eq!(status, 202, "{run}");
+        run
+    }
+
+    /// Read a run's event stream to its end (or `limit` events).
+    pub async fn stream_events(&self, run_id: &str, last_event_id: Option<i64>, limit: Option<usize>) -> Vec<SseEvent> {
+        let mut request = self.http.get(self.url(&format!("/v1/runs/{run_id}/events")));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.expect("the API answers");
+        assert_eq!(response.status(), 200);
+        read_sse(response, limit).await
+    }
+
+    /// Wait until a run reaches a terminal status; returns it.
+    pub async fn wait_for_run(&self, run_id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (status, run) = self.get(&format!("/v1/runs/{run_id}")).await;
+            assert_eq!(status, 200, "{run}");
+            if ["completed", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or_default()) {
+                return run;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "run {run_id} did not finish: {run}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Read SSE events from a response until the stream ends or `limit` events.
+pub async fn read_sse(response: reqwest::Response, limit: Option<usize>) -> Vec<SseEvent> {
+    let mut stream = response.bytes_stream().eventsource();
+    let mut events = Vec::new();
+    let read = async {
+        while let Some(event) = stream.next().await {
+            let event = event.expect("a well-formed SSE event");
+            events.push(SseEvent {
+                id: event.id.parse().expect("numeric event id"),
+                event: event.event,
+                data: serde_json::from_str(&event.data).expect("JSON data"),
+            });
+            if limit.is_some_and(|n| events.len() >= n) {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.expect("the event stream ends in time");
+    events
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let database = self.database.clone();
+        let prefix = self.config.redis_prefix.clone();
+        // Clean up on a thread of its own: Drop cannot await.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut conn) = PgConnectOptions::from_str(&admin_url()).expect("URL").connect().await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "drop database if exists {database} with (force)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+                if let Ok(client) = redis::Client::open(redis_url())
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let script = redis::Script::new(
+                        "local keys = redis.call('KEYS', ARGV[1]) for _, k in ipairs(keys) do redis.call('DEL', k) end return #keys",
+                    );
+                    let _: redis::RedisResult<i64> = script.arg(format!("{prefix}:*")).invoke_async(&mut conn).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}

@@ -1,0 +1,185 @@
+//! OpenAI's chat-completions JSON, as typed serde structs: the request
+//! sent, the streamed chunks and the error bodies received.
+//!
+//! Only the fields Switchyard uses are declared; unknown fields are
+//! ignored, and fields compatible servers omit or send as `null` are
+//! optional, so that vLLM, llama.cpp or Ollama answers read as OpenAI's do.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::providers::{ChatMessage, ChatRequest};
+
+#[derive(Serialize)]
+pub(super) struct WireRequest<'a> {
+    pub(super) model: &'a str,
+    pub(super) messages: Vec<WireMessage<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) tools: Vec<WireTool<'a>>,
+    pub(super) stream: bool,
+    pub(super) stream_options: WireStreamOptions,
+}
+
+#[derive(Serialize)]
+pub(super) struct WireStreamOptions {
+    pub(super) include_usage: bool,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub(super) enum WireMessage<'a> {
+    System {
+        content: &'a str,
+    },
+    User {
+        content: &'a str,
+    },
+    /// `content` is `null` when the turn is only tool calls.
+    Assistant {
+        content: Option<&'a str>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<WireToolCall<'a>>,
+    },
+    Tool {
+        tool_call_id: &'a str,
+        content: &'a str,
+    },
+}
+
+#[derive(Serialize)]
+pub(super) struct WireToolCall<'a> {
+    pub(super) id: &'a str,
+    #[serde(rename = "type")]
+    pub(super) kind: &'static str,
+    pub(super) function: WireFunctionCall<'a>,
+}
+
+#[derive(Serialize)]
+pub(super) struct WireFunctionCall<'a> {
+    pub(super) name: &'a str,
+    pub(super) arguments: &'a str,
+}
+
+#[derive(Serialize)]
+pub(super) struct WireTool<'a> {
+    #[serde(rename = "type")]
+    pub(super) kind: &'static str,
+    pub(super) function: WireFunction<'a>,
+}
+
+#[derive(Serialize)]
+pub(super) struct WireFunction<'a> {
+    pub(super) name: &'a str,
+    pub(super) description: &'a str,
+    pub(super) parameters: &'a Value,
+}
+
+impl<'a> WireRequest<'a> {
+    pub(super) fn new(request: &'a ChatRequest) -> Self {
+        let messages = request.messages.iter().map(|message| match message {
+            ChatMessage::System { content } => WireMessage::System { content },
+            ChatMessage::User { content } => WireMessage::User { content },
+            ChatMessage::Assistant {
+                content,
+                tool_calls,
+            } => WireMessage::Assistant {
+                content: (!content.is_empty() || tool_calls.is_empty()).then_some(content.as_str()),
+                tool_calls: tool_calls
+                    .iter()
+                    .map(|call| WireToolCall {
+                        id: &call.id,
+                        kind: "function",
+                        function: WireFunctionCall {
+                            name: &call.name,
+                            arguments: &call.arguments,
+                        },
+                    })
+                    .collect(),
+            },
+            ChatMessage::Tool {
+                tool_call_id,
+                content,
+            } => WireMessage::Tool {
+                tool_call_id,
+                content,
+            },
+        });
+        let tools = request.tools.iter().map(|tool| WireTool {
+            kind: "function",
+            function: WireFunction {
+                name: &tool.name,
+                description: &tool.description,
+                parameters: &tool.parameters,
+            },
+        });
+        Self {
+            model: &request.model,
+            messages: messages.collect(),
+            tools: tools.collect(),
+            stream: true,
+            stream_options: WireStreamOptions {
+                include_usage: true,
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireChunk {
+    pub(super) choices: Option<Vec<WireChoice>>,
+    pub(super) usage: Option<WireUsage>,
+    /// Some servers report failures mid-stream as a chunk with `error`.
+    pub(super) error: Option<WireErrorDetail>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireChoice {
+    #[serde(default)]
+    pub(super) index: u32,
+    pub(super) delta: Option<WireDelta>,
+    pub(super) finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct WireDelta {
+    pub(super) content: Option<String>,
+    pub(super) tool_calls: Option<Vec<WireToolCallDelta>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireToolCallDelta {
+    #[serde(default)]
+    pub(super) index: u32,
+    pub(super) id: Option<String>,
+    pub(super) function: Option<WireFunctionDelta>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct WireFunctionDelta {
+    pub(super) name: Option<String>,
+    pub(super) arguments: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireUsage {
+    #[serde(default)]
+    pub(super) prompt_tokens: u64,
+    #[serde(default)]
+    pub(super) completion_tokens: u64,
+}
+
+/// Error bodies: OpenAI's shape first, then shapes seen from compatible servers.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum WireErrorBody {
+    Nested { error: WireErrorDetail },
+    Flat { error: String },
+    Message { message: String },
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireErrorDetail {
+    #[serde(default)]
+    pub(super) message: String,
+    pub(super) code: Option<Value>,
+}
