@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -49,7 +48,7 @@ pub fn router(state: AppState) -> Router {
                 })),
             )
         })
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -32,6 +32,7 @@
 //! thousands of tokens per second cost little besides JSON encoding.
 
 mod reply;
+mod sse;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -48,7 +49,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use reply::{FakeToolCall, Reply};
+pub use reply::{FakeToolCall, Reply, STREAM_WORDS, stream_text};
 
 /// A running fake server; it stops when dropped.
 pub struct FakeLlm {
@@ -282,7 +283,7 @@ async fn chat_completions(
         return error_response(reply);
     }
 
-    let ctx = reply::ChunkContext {
+    let ctx = sse::ChunkContext {
         id: format!("chatcmpl-fake-{index}"),
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -295,7 +296,7 @@ async fn chat_completions(
         prompt_words: request.prompt_words(),
     };
     let last_user = request.last_user_message().map(str::to_owned);
-    let frames = reply::frames(reply, ctx).map(move |frame| {
+    let frames = sse::frames(reply, ctx).map(move |frame| {
         if frame.first_token {
             shared.record_first_token(index, last_user.as_deref(), Instant::now());
         }

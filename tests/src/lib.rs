@@ -91,7 +91,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> Self {
-        switchyard_common::telemetry::init();
+        switchyard_common::telemetry::init_with_default("warn,sqlx=error");
         let suffix = uuid::Uuid::now_v7().simple().to_string();
         let database = format!("sy_test_{suffix}");
         let admin = PgConnectOptions::from_str(&admin_url()).expect("TEST_DATABASE_URL is a URL");

@@ -12,22 +12,22 @@ use crate::providers::{ChatMessage, ChatRequest};
 
 #[derive(Serialize)]
 pub(super) struct WireRequest<'a> {
-    pub(super) model: &'a str,
-    pub(super) messages: Vec<WireMessage<'a>>,
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub(super) tools: Vec<WireTool<'a>>,
-    pub(super) stream: bool,
-    pub(super) stream_options: WireStreamOptions,
+    tools: Vec<WireTool<'a>>,
+    stream: bool,
+    stream_options: WireStreamOptions,
 }
 
 #[derive(Serialize)]
-pub(super) struct WireStreamOptions {
-    pub(super) include_usage: bool,
+struct WireStreamOptions {
+    include_usage: bool,
 }
 
 #[derive(Serialize)]
 #[serde(tag = "role", rename_all = "snake_case")]
-pub(super) enum WireMessage<'a> {
+enum WireMessage<'a> {
     System {
         content: &'a str,
     },
@@ -47,31 +47,31 @@ pub(super) enum WireMessage<'a> {
 }
 
 #[derive(Serialize)]
-pub(super) struct WireToolCall<'a> {
-    pub(super) id: &'a str,
+struct WireToolCall<'a> {
+    id: &'a str,
     #[serde(rename = "type")]
-    pub(super) kind: &'static str,
-    pub(super) function: WireFunctionCall<'a>,
+    kind: &'static str,
+    function: WireFunctionCall<'a>,
 }
 
 #[derive(Serialize)]
-pub(super) struct WireFunctionCall<'a> {
-    pub(super) name: &'a str,
-    pub(super) arguments: &'a str,
+struct WireFunctionCall<'a> {
+    name: &'a str,
+    arguments: &'a str,
 }
 
 #[derive(Serialize)]
-pub(super) struct WireTool<'a> {
+struct WireTool<'a> {
     #[serde(rename = "type")]
-    pub(super) kind: &'static str,
-    pub(super) function: WireFunction<'a>,
+    kind: &'static str,
+    function: WireFunction<'a>,
 }
 
 #[derive(Serialize)]
-pub(super) struct WireFunction<'a> {
-    pub(super) name: &'a str,
-    pub(super) description: &'a str,
-    pub(super) parameters: &'a Value,
+struct WireFunction<'a> {
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a Value,
 }
 
 impl<'a> WireRequest<'a> {
