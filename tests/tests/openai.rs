@@ -1,0 +1,130 @@
+//! Runs on an `openai` provider, against a local server that speaks the
+//! real chat-completions streaming wire format.
+
+use serde_json::{Value, json};
+use switchyard_fake_llm::{FakeLlm, Reply};
+use switchyard_tests::{Options, TestApp};
+
+async fn app_with(fake: &FakeLlm) -> TestApp {
+    let catalog = format!(
+        r#"
+[[providers]]
+name = "local-mock"
+kind = "openai"
+base_url = "{}"
+max_attempts = 3
+
+[[agents]]
+id = "assistant"
+name = "Assistant"
+provider = "local-mock"
+model = "gpt-4o-mini"
+instructions = "You are a helpful assistant."
+tools = ["current_time"]
+"#,
+        fake.base_url()
+    );
+    TestApp::spawn_with(Options { catalog, ..Default::default() }).await
+}
+
+async fn run_once(app: &TestApp, content: &str) -> (Value, Vec<switchyard_tests::SseEvent>) {
+    let thread = app.create_thread(json!({})).await;
+    let run = app.start_run(thread["id"].as_str().unwrap(), content).await;
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    let events = app.stream_events(&run_id, None, None).await;
+    (app.wait_for_run(&run_id).await, events)
+}
+
+fn text_of(events: &[switchyard_tests::SseEvent]) -> String {
+    events
+        .iter()
+        .filter(|e| e.event == "message.delta")
+        .map(|e| e.data["delta"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_openai_run_streams_the_providers_answer_with_its_usage() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::text(&["Hel", "lo, wor", "ld! How c", "an I help?"], Some((21, 9))));
+    let app = app_with(&fake).await;
+    let (run, events) = run_once(&app, "Hi").await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(text_of(&events), "Hello, world! How can I help?");
+    assert_eq!(run["usage"], json!({"input_tokens": 21, "output_tokens": 9}), "usage is the provider's own");
+
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    let body = &requests[0].body;
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["messages"][0], json!({"role": "system", "content": "You are a helpful assistant."}));
+    assert_eq!(body["messages"][1], json!({"role": "user", "content": "Hi"}));
+    assert_eq!(body["tools"][0]["function"]["name"], "current_time");
+}
+
+#[tokio::test]
+async fn a_tool_call_with_fragmented_arguments_runs_the_tool_and_continues() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::tool_call("call_1", "current_time", &["{", "}"], Some((30, 5))));
+    fake.push(Reply::text(&["It is ", "now."], Some((50, 3))));
+    let app = app_with(&fake).await;
+    let (run, events) = run_once(&app, "What time is it?").await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["usage"], json!({"input_tokens": 80, "output_tokens": 8}), "usage adds up across turns");
+    let finished = events.iter().find(|e| e.event == "tool.finished").expect("the tool ran");
+    assert_eq!(finished.data["is_error"], false);
+
+    let second = &fake.requests()[1].body;
+    let messages = second["messages"].as_array().unwrap();
+    let assistant = &messages[messages.len() - 2];
+    assert_eq!(assistant["tool_calls"][0]["id"], "call_1");
+    assert_eq!(assistant["tool_calls"][0]["function"]["arguments"], "{}");
+    let tool = &messages[messages.len() - 1];
+    assert_eq!(tool["role"], "tool");
+    assert_eq!(tool["tool_call_id"], "call_1");
+    let result: Value = serde_json::from_str(tool["content"].as_str().unwrap()).unwrap();
+    assert_eq!(result, finished.data["result"]);
+}
+
+#[tokio::test]
+async fn a_rate_limit_is_retried_and_each_attempt_is_a_step() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::error(429, "slow down", Some(0)));
+    fake.push(Reply::error(500, "oops", None));
+    fake.push(Reply::text(&["Fine."], Some((3, 1))));
+    let app = app_with(&fake).await;
+    let (run, events) = run_once(&app, "retry me").await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(text_of(&events), "Fine.");
+    let (_, steps) = app.get(&format!("/v1/runs/{}/steps", run["id"].as_str().unwrap())).await;
+    let statuses: Vec<&str> = steps["steps"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["failed", "failed", "completed"]);
+    assert_eq!(fake.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn persistent_server_errors_fail_the_run_with_a_clear_error() {
+    let fake = FakeLlm::start().await;
+    fake.set_default(Reply::error(500, "the model is on fire", None));
+    let app = app_with(&fake).await;
+    let (run, events) = run_once(&app, "hello?").await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["error"]["code"], "provider_error");
+    assert_eq!(fake.requests().len(), 3, "bounded retries");
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "run.failed");
+    assert_eq!(last.data["error"], run["error"]);
+}
+
+#[tokio::test]
+async fn a_bad_request_fails_at_once_without_retrying() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::error(400, "unknown parameter", None));
+    let app = app_with(&fake).await;
+    let (run, _) = run_once(&app, "hello?").await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["error"]["code"], "provider_bad_request");
+    assert!(run["error"]["message"].as_str().unwrap().contains("unknown parameter"));
+    assert_eq!(fake.requests().len(), 1);
+}
