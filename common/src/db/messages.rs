@@ -111,7 +111,7 @@ pub async fn list(
     limit: i64,
     before: Option<MessageId>,
 ) -> Result<Page<MessageRow>, sqlx::Error> {
-    let mut rows: Vec<MessageRow> = sqlx::query_as(
+    let rows: Vec<MessageRow> = sqlx::query_as(
         "select id, thread_id, seq, run_id, role, content, created_at from messages
          where thread_id = $1
            and ($2::uuid is null or seq < (select seq from messages where id = $2 and thread_id = $1))
@@ -122,17 +122,9 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(pool)
     .await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|m| m.id.to_string())
-    } else {
-        None
-    };
-    rows.reverse();
-    Ok(Page {
-        items: rows,
-        next_cursor,
-    })
+    let mut page = Page::from_overfetch(rows, limit, |m| m.id.to_string());
+    page.items.reverse();
+    Ok(page)
 }
 
 /// A message's position in its thread.

@@ -99,6 +99,10 @@ pub struct NewRun<'a> {
 
 /// What became of a request to start a run.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per request, never stored"
+)]
 pub enum Created {
     /// A new run, its user message, the thread as it is now, and the
     /// `run.queued` event stored with them (sequence 1).
@@ -270,7 +274,7 @@ pub async fn list_for_thread(
     limit: i64,
     cursor: Option<RunId>,
 ) -> Result<Page<RunRow>, sqlx::Error> {
-    let mut items: Vec<RunRow> = sqlx::query_as(select_runs!(
+    let items: Vec<RunRow> = sqlx::query_as(select_runs!(
         "where r.thread_id = $1 and ($2::uuid is null or r.id < $2) order by r.id desc limit $3"
     ))
     .bind(thread_id)
@@ -278,13 +282,7 @@ pub async fn list_for_thread(
     .bind(limit + 1)
     .fetch_all(pool)
     .await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|r| r.id.to_string())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    Ok(Page::from_overfetch(items, limit, |r| r.id.to_string()))
 }
 
 /// Record that the run's job is in the queue.
@@ -298,6 +296,10 @@ pub async fn mark_enqueued(pool: &PgPool, id: RunId) -> Result<(), sqlx::Error> 
 
 /// What a worker's attempt to take a run found.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per claim, never stored"
+)]
 pub enum Claim {
     /// This worker owns the run now; `last_event_seq` is where its events continue.
     Owned { run: RunRow, last_event_seq: i64 },

@@ -121,14 +121,10 @@ pub async fn list(pool: &PgPool, query: ListThreads) -> Result<Page<ThreadRow>, 
     }
     sql.push(" order by id desc limit ")
         .push_bind(query.limit + 1);
-    let mut items: Vec<ThreadRow> = sql.build_query_as().fetch_all(pool).await?;
-    let next_cursor = if items.len() as i64 > query.limit {
-        items.truncate(query.limit as usize);
-        items.last().map(|t| t.id.to_string())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let items: Vec<ThreadRow> = sql.build_query_as().fetch_all(pool).await?;
+    Ok(Page::from_overfetch(items, query.limit, |t| {
+        t.id.to_string()
+    }))
 }
 
 fn escape_like(text: &str) -> String {
