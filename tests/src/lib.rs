@@ -39,7 +39,8 @@ tools = ["current_time"]
 pub const WAIT: Duration = Duration::from_secs(20);
 
 fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn redis_url() -> String {
@@ -112,27 +113,41 @@ impl TestApp {
         ];
         env.extend(options.env);
         let mut config = Config::from_lookup(Defaults::default(), |name| {
-            env.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+            env.iter()
+                .rev()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
         })
         .expect("test configuration is valid");
-        config.catalog = Catalog::parse(&options.catalog, std::path::Path::new("test catalog")).expect("test catalog is valid");
+        config.catalog = Catalog::parse(&options.catalog, std::path::Path::new("test catalog"))
+            .expect("test catalog is valid");
         let config = Arc::new(config);
 
-        let pool = db::connect(&config.database_url, config.db_pool_size).await.expect("connecting");
+        let pool = db::connect(&config.database_url, config.db_pool_size)
+            .await
+            .expect("connecting");
         db::migrate(&pool).await.expect("migrating");
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         if options.worker {
-            let worker = switchyard_worker::Worker::start(config.clone(), pool.clone(), shutdown.clone())
-                .await
-                .expect("starting the worker");
+            let worker =
+                switchyard_worker::Worker::start(config.clone(), pool.clone(), shutdown.clone())
+                    .await
+                    .expect("starting the worker");
             tasks.spawn(worker.wait());
         }
-        let state = switchyard_api::AppState::new(config.clone(), pool.clone(), TaskTracker::new(), shutdown.clone())
+        let state = switchyard_api::AppState::new(
+            config.clone(),
+            pool.clone(),
+            TaskTracker::new(),
+            shutdown.clone(),
+        )
+        .await
+        .expect("building the API state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("building the API state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding");
+            .expect("binding");
         let address = format!("http://{}", listener.local_addr().expect("bound"));
         tasks.spawn(switchyard_api::serve(listener, state));
 
@@ -182,7 +197,11 @@ impl TestApp {
         let keys = self.redis_keys().await;
         let mut conn = self.redis.clone();
         for key in keys {
-            let _: () = redis::cmd("DEL").arg(key).query_async(&mut conn).await.expect("deleting");
+            let _: () = redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .expect("deleting");
         }
     }
 
@@ -216,15 +235,25 @@ impl TestApp {
     /// Start a run (not streamed) and return it.
     pub async fn start_run(&self, thread_id: &str, content: &str) -> Value {
         let (status, run) = self
-            .post(&format!("/v1/threads/{thread_id}/runs"), json!({"input": {"content": content}}))
+            .post(
+                &format!("/v1/threads/{thread_id}/runs"),
+                json!({"input": {"content": content}}),
+            )
             .await;
         assert_eq!(status, 202, "{run}");
         run
     }
 
     /// Read a run's event stream to its end (or `limit` events).
-    pub async fn stream_events(&self, run_id: &str, last_event_id: Option<i64>, limit: Option<usize>) -> Vec<SseEvent> {
-        let mut request = self.http.get(self.url(&format!("/v1/runs/{run_id}/events")));
+    pub async fn stream_events(
+        &self,
+        run_id: &str,
+        last_event_id: Option<i64>,
+        limit: Option<usize>,
+    ) -> Vec<SseEvent> {
+        let mut request = self
+            .http
+            .get(self.url(&format!("/v1/runs/{run_id}/events")));
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
         }
@@ -239,10 +268,15 @@ impl TestApp {
         loop {
             let (status, run) = self.get(&format!("/v1/runs/{run_id}")).await;
             assert_eq!(status, 200, "{run}");
-            if ["completed", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or_default()) {
+            if ["completed", "failed", "cancelled"]
+                .contains(&run["status"].as_str().unwrap_or_default())
+            {
                 return run;
             }
-            assert!(tokio::time::Instant::now() < deadline, "run {run_id} did not finish: {run}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {run_id} did not finish: {run}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -265,7 +299,9 @@ pub async fn read_sse(response: reqwest::Response, limit: Option<usize>) -> Vec<
             }
         }
     };
-    tokio::time::timeout(WAIT, read).await.expect("the event stream ends in time");
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the event stream ends in time");
     events
 }
 
@@ -276,7 +312,10 @@ impl Drop for TestApp {
         let prefix = self.config.redis_prefix.clone();
         // Clean up on a thread of its own: Drop cannot await.
         let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             runtime.block_on(async move {

@@ -24,7 +24,11 @@ tools = ["current_time"]
 "#,
         fake.base_url()
     );
-    TestApp::spawn_with(Options { catalog, ..Default::default() }).await
+    TestApp::spawn_with(Options {
+        catalog,
+        ..Default::default()
+    })
+    .await
 }
 
 async fn run_once(app: &TestApp, content: &str) -> (Value, Vec<switchyard_tests::SseEvent>) {
@@ -46,33 +50,58 @@ fn text_of(events: &[switchyard_tests::SseEvent]) -> String {
 #[tokio::test]
 async fn an_openai_run_streams_the_providers_answer_with_its_usage() {
     let fake = FakeLlm::start().await;
-    fake.push(Reply::text(&["Hel", "lo, wor", "ld! How c", "an I help?"], Some((21, 9))));
+    fake.push(Reply::text(
+        &["Hel", "lo, wor", "ld! How c", "an I help?"],
+        Some((21, 9)),
+    ));
     let app = app_with(&fake).await;
     let (run, events) = run_once(&app, "Hi").await;
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(text_of(&events), "Hello, world! How can I help?");
-    assert_eq!(run["usage"], json!({"input_tokens": 21, "output_tokens": 9}), "usage is the provider's own");
+    assert_eq!(
+        run["usage"],
+        json!({"input_tokens": 21, "output_tokens": 9}),
+        "usage is the provider's own"
+    );
 
     let requests = fake.requests();
     assert_eq!(requests.len(), 1);
     let body = &requests[0].body;
     assert_eq!(body["model"], "gpt-4o-mini");
     assert_eq!(body["stream"], true);
-    assert_eq!(body["messages"][0], json!({"role": "system", "content": "You are a helpful assistant."}));
-    assert_eq!(body["messages"][1], json!({"role": "user", "content": "Hi"}));
+    assert_eq!(
+        body["messages"][0],
+        json!({"role": "system", "content": "You are a helpful assistant."})
+    );
+    assert_eq!(
+        body["messages"][1],
+        json!({"role": "user", "content": "Hi"})
+    );
     assert_eq!(body["tools"][0]["function"]["name"], "current_time");
 }
 
 #[tokio::test]
 async fn a_tool_call_with_fragmented_arguments_runs_the_tool_and_continues() {
     let fake = FakeLlm::start().await;
-    fake.push(Reply::tool_call("call_1", "current_time", &["{", "}"], Some((30, 5))));
+    fake.push(Reply::tool_call(
+        "call_1",
+        "current_time",
+        &["{", "}"],
+        Some((30, 5)),
+    ));
     fake.push(Reply::text(&["It is ", "now."], Some((50, 3))));
     let app = app_with(&fake).await;
     let (run, events) = run_once(&app, "What time is it?").await;
     assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(run["usage"], json!({"input_tokens": 80, "output_tokens": 8}), "usage adds up across turns");
-    let finished = events.iter().find(|e| e.event == "tool.finished").expect("the tool ran");
+    assert_eq!(
+        run["usage"],
+        json!({"input_tokens": 80, "output_tokens": 8}),
+        "usage adds up across turns"
+    );
+    let finished = events
+        .iter()
+        .find(|e| e.event == "tool.finished")
+        .expect("the tool ran");
     assert_eq!(finished.data["is_error"], false);
 
     let second = &fake.requests()[1].body;
@@ -97,8 +126,15 @@ async fn a_rate_limit_is_retried_and_each_attempt_is_a_step() {
     let (run, events) = run_once(&app, "retry me").await;
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(text_of(&events), "Fine.");
-    let (_, steps) = app.get(&format!("/v1/runs/{}/steps", run["id"].as_str().unwrap())).await;
-    let statuses: Vec<&str> = steps["steps"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+    let (_, steps) = app
+        .get(&format!("/v1/runs/{}/steps", run["id"].as_str().unwrap()))
+        .await;
+    let statuses: Vec<&str> = steps["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["failed", "failed", "completed"]);
     assert_eq!(fake.requests().len(), 3);
 }
@@ -125,6 +161,11 @@ async fn a_bad_request_fails_at_once_without_retrying() {
     let (run, _) = run_once(&app, "hello?").await;
     assert_eq!(run["status"], "failed");
     assert_eq!(run["error"]["code"], "provider_bad_request");
-    assert!(run["error"]["message"].as_str().unwrap().contains("unknown parameter"));
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown parameter")
+    );
     assert_eq!(fake.requests().len(), 1);
 }

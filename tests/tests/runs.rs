@@ -32,13 +32,28 @@ async fn a_run_completes_and_its_events_tell_the_whole_story() {
     let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(kinds.first(), Some(&"run.queued"));
     assert_eq!(kinds[1], "run.started");
-    assert_eq!(&kinds[kinds.len() - 3..], ["message.completed", "usage", "run.completed"]);
-    assert!(kinds[2..kinds.len() - 3].iter().all(|k| *k == "message.delta"), "{kinds:?}");
+    assert_eq!(
+        &kinds[kinds.len() - 3..],
+        ["message.completed", "usage", "run.completed"]
+    );
+    assert!(
+        kinds[2..kinds.len() - 3]
+            .iter()
+            .all(|k| *k == "message.delta"),
+        "{kinds:?}"
+    );
 
     let completed = &events[events.len() - 3].data;
     let text = deltas_of(&events);
-    assert_eq!(completed["content"].as_str().unwrap(), text, "deltas concatenate to the message");
-    assert!(text.starts_with("You said: \"Hello, Switchyard\"."), "{text}");
+    assert_eq!(
+        completed["content"].as_str().unwrap(),
+        text,
+        "deltas concatenate to the message"
+    );
+    assert!(
+        text.starts_with("You said: \"Hello, Switchyard\"."),
+        "{text}"
+    );
 
     let run = app.wait_for_run(run_id).await;
     assert_eq!(run["status"], "completed");
@@ -53,12 +68,19 @@ async fn a_run_completes_and_its_events_tell_the_whole_story() {
     assert_eq!(messages[0]["role"], "user");
     assert_eq!(messages[0]["content"], "Hello, Switchyard");
     assert_eq!(messages[1]["role"], "assistant");
-    assert_eq!(messages[1]["content"].as_str().unwrap(), text, "the stored message is what was streamed");
+    assert_eq!(
+        messages[1]["content"].as_str().unwrap(),
+        text,
+        "the stored message is what was streamed"
+    );
     assert_eq!(messages[1]["id"], completed["message_id"]);
     assert_eq!(messages[1]["run_id"], run["id"]);
 
     let (_, thread) = app.get(&format!("/v1/threads/{thread_id}")).await;
-    assert_eq!(thread["title"], "Hello, Switchyard", "a thread without title is named after its first message");
+    assert_eq!(
+        thread["title"], "Hello, Switchyard",
+        "a thread without title is named after its first message"
+    );
     assert_eq!(thread["status"], "idle");
 
     let (_, steps) = app.get(&format!("/v1/runs/{run_id}/steps")).await;
@@ -75,14 +97,22 @@ async fn a_streamed_post_answers_with_the_event_stream() {
     let thread = app.create_thread(json!({})).await;
     let response = app
         .http
-        .post(app.url(&format!("/v1/threads/{}/runs", thread["id"].as_str().unwrap())))
+        .post(app.url(&format!(
+            "/v1/threads/{}/runs",
+            thread["id"].as_str().unwrap()
+        )))
         .header("Accept", "text/event-stream")
         .json(&json!({"input": {"content": "stream me"}}))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let events = read_sse(response, None).await;
     assert_gap_free(&events, 1);
     assert_eq!(events.last().unwrap().event, "run.completed");
@@ -93,18 +123,29 @@ async fn a_streamed_post_answers_with_the_event_stream() {
 async fn resuming_after_any_event_of_a_finished_run_gives_every_later_event_once() {
     let app = TestApp::spawn().await;
     let thread = app.create_thread(json!({})).await;
-    let run = app.start_run(thread["id"].as_str().unwrap(), "resume me please").await;
+    let run = app
+        .start_run(thread["id"].as_str().unwrap(), "resume me please")
+        .await;
     let run_id = run["id"].as_str().unwrap();
     let all = app.stream_events(run_id, None, None).await;
     assert!(all.len() > 5);
     for last in 0..=all.len() as i64 {
         let resumed = app.stream_events(run_id, Some(last), None).await;
-        assert_eq!(resumed, all[last as usize..].to_vec(), "resume after {last}");
+        assert_eq!(
+            resumed,
+            all[last as usize..].to_vec(),
+            "resume after {last}"
+        );
     }
     // `?after=` is the same as the header.
     let (status, _) = app.get(&format!("/v1/runs/{run_id}/events?after=-1")).await;
     assert_eq!(status, 422);
-    let response = app.http.get(app.url(&format!("/v1/runs/{run_id}/events?after=3"))).send().await.unwrap();
+    let response = app
+        .http
+        .get(app.url(&format!("/v1/runs/{run_id}/events?after=3")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(read_sse(response, None).await, all[3..].to_vec());
 }
 
@@ -112,14 +153,22 @@ async fn resuming_after_any_event_of_a_finished_run_gives_every_later_event_once
 async fn events_survive_the_loss_of_the_redis_stream() {
     let app = TestApp::spawn().await;
     let thread = app.create_thread(json!({})).await;
-    let run = app.start_run(thread["id"].as_str().unwrap(), "durable").await;
+    let run = app
+        .start_run(thread["id"].as_str().unwrap(), "durable")
+        .await;
     let run_id = run["id"].as_str().unwrap();
     let all = app.stream_events(run_id, None, None).await;
     app.flush_redis().await;
     let stream_key = format!("{}:run:{run_id}:events", app.config.redis_prefix);
-    assert!(!app.redis_keys().await.contains(&stream_key), "the run's stream is gone");
+    assert!(
+        !app.redis_keys().await.contains(&stream_key),
+        "the run's stream is gone"
+    );
     assert_eq!(app.stream_events(run_id, None, None).await, all);
-    assert_eq!(app.stream_events(run_id, Some(4), None).await, all[4..].to_vec());
+    assert_eq!(
+        app.stream_events(run_id, Some(4), None).await,
+        all[4..].to_vec()
+    );
 }
 
 #[tokio::test]
@@ -128,46 +177,84 @@ async fn resuming_in_the_middle_of_a_live_run_has_no_gap_and_no_duplicate() {
         "kind = \"scripted\"",
         "kind = \"scripted\"\nchunk_delay_ms = 30",
     );
-    let app = TestApp::spawn_with(switchyard_tests::Options { catalog, ..Default::default() }).await;
+    let app = TestApp::spawn_with(switchyard_tests::Options {
+        catalog,
+        ..Default::default()
+    })
+    .await;
     let thread = app.create_thread(json!({})).await;
-    let run = app.start_run(thread["id"].as_str().unwrap(), "a long enough message to stream slowly").await;
+    let run = app
+        .start_run(
+            thread["id"].as_str().unwrap(),
+            "a long enough message to stream slowly",
+        )
+        .await;
     let run_id = run["id"].as_str().unwrap();
 
     // Disconnect after a few events, while the run is still streaming.
     let first = app.stream_events(run_id, None, Some(5)).await;
     assert_gap_free(&first, 1);
     let (_, live) = app.get(&format!("/v1/runs/{run_id}")).await;
-    assert_eq!(live["status"], "in_progress", "the run is still live when we reconnect");
+    assert_eq!(
+        live["status"], "in_progress",
+        "the run is still live when we reconnect"
+    );
 
-    let rest = app.stream_events(run_id, Some(first.last().unwrap().id), None).await;
+    let rest = app
+        .stream_events(run_id, Some(first.last().unwrap().id), None)
+        .await;
     let mut joined = first.clone();
     joined.extend(rest);
     assert_gap_free(&joined, 1);
     assert_eq!(joined.last().unwrap().event, "run.completed");
-    let content = joined.iter().find(|e| e.event == "message.completed").unwrap().data["content"].clone();
+    let content = joined
+        .iter()
+        .find(|e| e.event == "message.completed")
+        .unwrap()
+        .data["content"]
+        .clone();
     assert_eq!(Value::String(deltas_of(&joined)), content);
     // And a second reconnect from the middle of the (now finished) run agrees.
-    assert_eq!(app.stream_events(run_id, Some(3), None).await, joined[3..].to_vec());
+    assert_eq!(
+        app.stream_events(run_id, Some(3), None).await,
+        joined[3..].to_vec()
+    );
 }
 
 #[tokio::test]
 async fn the_scripted_model_calls_a_tool_and_the_trace_shows_it() {
     let app = TestApp::spawn().await;
     let thread = app.create_thread(json!({})).await;
-    let run = app.start_run(thread["id"].as_str().unwrap(), "/tool current_time").await;
+    let run = app
+        .start_run(thread["id"].as_str().unwrap(), "/tool current_time")
+        .await;
     let run_id = run["id"].as_str().unwrap();
     let events = app.stream_events(run_id, None, None).await;
     assert_gap_free(&events, 1);
-    let started = events.iter().find(|e| e.event == "tool.started").expect("tool.started");
-    let finished = events.iter().find(|e| e.event == "tool.finished").expect("tool.finished");
+    let started = events
+        .iter()
+        .find(|e| e.event == "tool.started")
+        .expect("tool.started");
+    let finished = events
+        .iter()
+        .find(|e| e.event == "tool.finished")
+        .expect("tool.finished");
     assert_eq!(started.data["tool"], "current_time");
     assert_eq!(started.data["step_id"], finished.data["step_id"]);
     assert_eq!(finished.data["is_error"], false);
     let utc = finished.data["result"]["utc"].as_str().expect("a time");
-    assert!(deltas_of(&events).contains(utc), "the answer reports the tool's result");
+    assert!(
+        deltas_of(&events).contains(utc),
+        "the answer reports the tool's result"
+    );
 
     let (_, steps) = app.get(&format!("/v1/runs/{run_id}/steps")).await;
-    let kinds: Vec<&str> = steps["steps"].as_array().unwrap().iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = steps["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["llm", "tool", "llm"]);
 }
 
@@ -181,18 +268,32 @@ async fn runs_of_one_thread_execute_one_at_a_time_in_order() {
         runs.push(app.start_run(thread_id, &format!("message {i}")).await);
     }
     for run in &runs {
-        assert_eq!(app.wait_for_run(run["id"].as_str().unwrap()).await["status"], "completed");
+        assert_eq!(
+            app.wait_for_run(run["id"].as_str().unwrap()).await["status"],
+            "completed"
+        );
     }
-    let (_, messages) = app.get(&format!("/v1/threads/{thread_id}/messages?limit=100")).await;
+    let (_, messages) = app
+        .get(&format!("/v1/threads/{thread_id}/messages?limit=100"))
+        .await;
     let roles_and_text: Vec<(String, String)> = messages["messages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["role"].as_str().unwrap().to_owned(), m["content"].as_str().unwrap().to_owned()))
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["content"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     // Every user message is stored when its run is created; each answer quotes
     // its own run's message, and answers come in run order.
-    let answers: Vec<&String> = roles_and_text.iter().filter(|(r, _)| r == "assistant").map(|(_, t)| t).collect();
+    let answers: Vec<&String> = roles_and_text
+        .iter()
+        .filter(|(r, _)| r == "assistant")
+        .map(|(_, t)| t)
+        .collect();
     assert_eq!(answers.len(), 4);
     for (i, answer) in answers.iter().enumerate() {
         assert!(answer.contains(&format!("message {i}")), "{answer}");
@@ -200,7 +301,9 @@ async fn runs_of_one_thread_execute_one_at_a_time_in_order() {
     let starts: Vec<String> = {
         let mut v = Vec::new();
         for run in &runs {
-            let (_, r) = app.get(&format!("/v1/runs/{}", run["id"].as_str().unwrap())).await;
+            let (_, r) = app
+                .get(&format!("/v1/runs/{}", run["id"].as_str().unwrap()))
+                .await;
             v.push(r["started_at"].as_str().unwrap().to_owned());
             v.push(r["finished_at"].as_str().unwrap().to_owned());
         }
@@ -208,7 +311,10 @@ async fn runs_of_one_thread_execute_one_at_a_time_in_order() {
     };
     let mut sorted = starts.clone();
     sorted.sort();
-    assert_eq!(starts, sorted, "each run started after the previous one finished");
+    assert_eq!(
+        starts, sorted,
+        "each run started after the previous one finished"
+    );
 }
 
 #[tokio::test]
@@ -216,8 +322,10 @@ async fn a_run_stored_but_not_enqueued_is_enqueued_by_the_sweeper() {
     use switchyard_common::db;
     let app = TestApp::spawn().await;
     let thread = app.create_thread(json!({})).await;
-    let thread_id: switchyard_common::domain::ThreadId = thread["id"].as_str().unwrap().parse().unwrap();
-    let owner: switchyard_common::domain::UserId = db::users::ensure(&app.pool, "local").await.unwrap();
+    let thread_id: switchyard_common::domain::ThreadId =
+        thread["id"].as_str().unwrap().parse().unwrap();
+    let owner: switchyard_common::domain::UserId =
+        db::users::ensure(&app.pool, "local").await.unwrap();
     // What the API leaves behind when Redis is unreachable: the run is stored,
     // its job never reached the queue.
     let created = db::runs::create(
@@ -266,8 +374,13 @@ async fn an_idempotency_key_makes_a_retried_post_return_the_same_run() {
 
     // Ten simultaneous duplicates create one run.
     let results = futures::future::join_all((0..10).map(|_| post("key-2", "concurrent"))).await;
-    let ids: std::collections::HashSet<String> =
-        results.iter().map(|(s, r)| { assert_eq!(*s, 202, "{r}"); r["id"].as_str().unwrap().to_owned() }).collect();
+    let ids: std::collections::HashSet<String> = results
+        .iter()
+        .map(|(s, r)| {
+            assert_eq!(*s, 202, "{r}");
+            r["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
     assert_eq!(ids.len(), 1);
     let (_, runs) = app.get(&format!("{path}?limit=100")).await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 2);
@@ -275,7 +388,11 @@ async fn an_idempotency_key_makes_a_retried_post_return_the_same_run() {
 
 #[tokio::test]
 async fn multitask_reject_refuses_a_run_while_the_thread_is_busy() {
-    let app = TestApp::spawn_with(switchyard_tests::Options { worker: false, ..Default::default() }).await;
+    let app = TestApp::spawn_with(switchyard_tests::Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let thread = app.create_thread(json!({})).await;
     let thread_id = thread["id"].as_str().unwrap();
     let first = app.start_run(thread_id, "first").await;
@@ -283,18 +400,29 @@ async fn multitask_reject_refuses_a_run_while_the_thread_is_busy() {
     let (_, busy) = app.get(&format!("/v1/threads/{thread_id}")).await;
     assert_eq!(busy["status"], "busy");
     let (status, body) = app
-        .post(&format!("/v1/threads/{thread_id}/runs"), json!({"input": {"content": "second"}, "multitask": "reject"}))
+        .post(
+            &format!("/v1/threads/{thread_id}/runs"),
+            json!({"input": {"content": "second"}, "multitask": "reject"}),
+        )
         .await;
     assert_eq!(status, 409, "{body}");
     let second = app.start_run(thread_id, "queued behind").await;
     assert_eq!(second["queue_position"], 1);
     let (_, messages) = app.get(&format!("/v1/threads/{thread_id}/messages")).await;
-    assert_eq!(messages["messages"].as_array().unwrap().len(), 2, "the rejected message was not stored");
+    assert_eq!(
+        messages["messages"].as_array().unwrap().len(),
+        2,
+        "the rejected message was not stored"
+    );
 }
 
 #[tokio::test]
 async fn bad_run_requests_are_refused_in_the_contract_shape_and_change_nothing() {
-    let app = TestApp::spawn_with(switchyard_tests::Options { worker: false, ..Default::default() }).await;
+    let app = TestApp::spawn_with(switchyard_tests::Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let thread = app.create_thread(json!({})).await;
     let path = format!("/v1/threads/{}/runs", thread["id"].as_str().unwrap());
     let cases = [
@@ -303,8 +431,14 @@ async fn bad_run_requests_are_refused_in_the_contract_shape_and_change_nothing()
         (json!({"input": {"content": "x".repeat(32_001)}}), 422),
         (json!({"input": {"content": "hi"}, "priority": 0}), 422),
         (json!({"input": {"content": "hi"}, "priority": 11}), 422),
-        (json!({"input": {"content": "hi"}, "multitask": "sometimes"}), 422),
-        (json!({"input": {"content": "hi"}, "agent_id": "nobody"}), 422),
+        (
+            json!({"input": {"content": "hi"}, "multitask": "sometimes"}),
+            422,
+        ),
+        (
+            json!({"input": {"content": "hi"}, "agent_id": "nobody"}),
+            422,
+        ),
         (json!({"input": {"content": "hi"}, "colour": "blue"}), 422),
         (json!({"input": {"content": "hi", "extra": 1}}), 422),
     ];
@@ -312,16 +446,39 @@ async fn bad_run_requests_are_refused_in_the_contract_shape_and_change_nothing()
         let (status, error) = app.post(&path, body.clone()).await;
         assert_eq!(status, expected, "{body} → {error}");
         assert_eq!(error["error"]["code"], "validation_failed", "{error}");
-        assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     let (status, error) = app
-        .call(app.http.post(app.url(&path)).header("content-type", "application/json").body("{not json"))
+        .call(
+            app.http
+                .post(app.url(&path))
+                .header("content-type", "application/json")
+                .body("{not json"),
+        )
         .await;
-    assert_eq!((status, error["error"]["code"].as_str()), (400, Some("bad_request")));
-    let (status, error) = app.post("/v1/threads/00000000-0000-0000-0000-000000000000/runs", json!({"input": {"content": "hi"}})).await;
-    assert_eq!((status, error["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    let (status, error) = app
+        .post(
+            "/v1/threads/00000000-0000-0000-0000-000000000000/runs",
+            json!({"input": {"content": "hi"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
     let (status, _) = app.get("/v1/runs/not-a-uuid").await;
     assert_eq!(status, 404);
-    let (_, runs) = app.get(&format!("{path}")).await;
-    assert!(runs["runs"].as_array().unwrap().is_empty(), "nothing was stored");
+    let (_, runs) = app.get(&path).await;
+    assert!(
+        runs["runs"].as_array().unwrap().is_empty(),
+        "nothing was stored"
+    );
 }

@@ -4,7 +4,11 @@ use switchyard_tests::{Options, TestApp};
 
 #[tokio::test]
 async fn health_and_readiness_answer() {
-    let app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let (status, body) = app.get("/health").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
     let (status, body) = app.get("/ready").await;
@@ -15,7 +19,11 @@ async fn health_and_readiness_answer() {
 
 #[tokio::test]
 async fn the_openapi_document_and_docs_page_are_served_offline() {
-    let app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let (status, doc) = app.get("/openapi.json").await;
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
@@ -35,12 +43,19 @@ async fn the_openapi_document_and_docs_page_are_served_offline() {
     assert_eq!(response.status(), 200);
     let page = response.text().await.unwrap();
     assert!(page.contains("swagger"), "the docs page is Swagger UI");
-    assert!(!page.contains("https://"), "the docs page loads nothing from the internet");
+    assert!(
+        !page.contains("https://"),
+        "the docs page loads nothing from the internet"
+    );
 }
 
 #[tokio::test]
 async fn agents_from_the_catalog_are_listed() {
-    let app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let (status, body) = app.get("/v1/agents").await;
     assert_eq!(status, 200);
     let agents = body["agents"].as_array().unwrap();
