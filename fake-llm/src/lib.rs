@@ -51,7 +51,8 @@ use serde_json::Value;
 
 pub use reply::{FakeToolCall, Reply, STREAM_WORDS, stream_text};
 
-/// A running fake server; it stops when dropped.
+/// A running fake server. Dropping it stops accepting connections (streams
+/// under way end with their runtime).
 pub struct FakeLlm {
     addr: SocketAddr,
     shared: Arc<Shared>,

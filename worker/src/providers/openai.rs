@@ -16,9 +16,11 @@
 //! answers work while a stalled connection is noticed. The shared
 //! `reqwest::Client` must therefore not set a total request timeout.
 //!
-//! Failures are classified for the runner's retry decision (see
-//! [`classify_status`]), and the API key is scrubbed from every error text,
-//! since some servers echo the credentials they refuse.
+//! Failures are classified for the runner's retry decision (429 rate
+//! limited, 503/529 overloaded, other 5xx, timeouts and dropped connections
+//! retryable; 400/404/422 and 401/403 not), and the API key is scrubbed
+//! from every error text, since some servers echo the credentials they
+//! refuse.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -70,6 +70,9 @@ impl Decoder {
                 return None;
             }
             let step = match tokio::time::timeout(self.idle, self.events.next()).await {
+                // Finished but silent: the usage chunk or `[DONE]` is lost,
+                // not the answer.
+                Err(_) if self.finished => self.end(),
                 Err(_) => Err(ProviderError::Timeout),
                 Ok(Some(Ok(event))) => self.handle(&event.data),
                 Ok(Some(Err(e))) => Err(sse_error(e)),
