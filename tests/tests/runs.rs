@@ -482,3 +482,48 @@ async fn bad_run_requests_are_refused_in_the_contract_shape_and_change_nothing()
         "nothing was stored"
     );
 }
+
+#[tokio::test]
+async fn token_deltas_are_coalesced_within_the_flush_interval() {
+    let slow_model = switchyard_tests::SCRIPTED_CATALOG.replace(
+        "kind = \"scripted\"",
+        "kind = \"scripted\"\nchunk_delay_ms = 10",
+    );
+    let message = "one two three four five six seven eight nine ten eleven twelve";
+    let mut counts = Vec::new();
+    for flush_ms in ["0", "250"] {
+        let app = TestApp::spawn_with(switchyard_tests::Options {
+            catalog: slow_model.clone(),
+            env: vec![("SWITCHYARD_DELTA_FLUSH_MS", flush_ms.into())],
+            ..Default::default()
+        })
+        .await;
+        let thread = app.create_thread(json!({})).await;
+        let run = app.start_run(thread["id"].as_str().unwrap(), message).await;
+        let events = app
+            .stream_events(run["id"].as_str().unwrap(), None, None)
+            .await;
+        assert_gap_free(&events, 1);
+        let completed = events
+            .iter()
+            .find(|e| e.event == "message.completed")
+            .unwrap();
+        assert_eq!(Value::String(deltas_of(&events)), completed.data["content"]);
+        counts.push(events.iter().filter(|e| e.event == "message.delta").count());
+    }
+    let chunks = format!("You said: \"{message}\". I am the scripted model: I answer offline, the same way every time.")
+        .split_whitespace()
+        .count();
+    assert_eq!(
+        counts[0], chunks,
+        "without a window every chunk is its own delta"
+    );
+    assert!(
+        counts[1] < chunks / 4,
+        "a 250 ms window joins 10 ms chunks: {counts:?}"
+    );
+    assert!(
+        counts[1] >= 2,
+        "the first delta is not held back: {counts:?}"
+    );
+}
