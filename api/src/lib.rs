@@ -18,6 +18,7 @@ pub mod state;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use axum::http::StatusCode;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -58,6 +59,13 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let tasks = state.tasks.clone();
+    // Events are small writes that must leave at once: without TCP_NODELAY
+    // Nagle's algorithm holds each one back until the previous is acked.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

@@ -43,7 +43,7 @@ impl AppState {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(config.redis_url.as_str()).context("parsing REDIS_URL")?;
+        let client = redis_conn::client(&config.redis_url).context("parsing REDIS_URL")?;
         let redis = redis_conn::manager(&client)
             .await
             .context("connecting to Redis")?;

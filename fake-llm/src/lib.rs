@@ -39,6 +39,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -107,6 +108,10 @@ impl FakeLlm {
             .with_state(Arc::clone(&shared));
         let server = tokio::spawn(async move {
             // Only fails if accepting fails for good; the fake then just stops.
+            // Each chunk must leave as it is written, as a real provider's does.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).await;
         });
         Ok(Self {

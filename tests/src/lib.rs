@@ -151,7 +151,7 @@ impl TestApp {
         let address = format!("http://{}", listener.local_addr().expect("bound"));
         tasks.spawn(switchyard_api::serve(listener, state));
 
-        let redis = redis::Client::open(redis_url())
+        let redis = switchyard_common::redis_conn::client(&redis_url())
             .expect("TEST_REDIS_URL is a URL")
             .get_multiplexed_async_connection()
             .await

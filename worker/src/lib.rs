@@ -55,7 +55,7 @@ impl Worker {
         pool: PgPool,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(config.redis_url.as_str()).context("parsing REDIS_URL")?;
+        let client = redis_conn::client(&config.redis_url).context("parsing REDIS_URL")?;
         let conn = redis_conn::manager(&client)
             .await
             .context("connecting to Redis")?;

@@ -180,6 +180,14 @@ impl Relay {
                 }
             }
         }
+        // A run stores its terminal events with its terminal status. Read
+        // the status first: if the run had already finished, the events read
+        // next include its end, and reading nothing means the client has it
+        // all. (Read the other way round, a run finishing in between would
+        // look finished with its last events unsent.)
+        let finished = db::runs::status(&self.app.pool, self.run_id)
+            .await?
+            .is_none_or(|status| status.is_terminal());
         loop {
             let page = db::events::list_after(&self.app.pool, self.run_id, self.last, PAGE).await?;
             let full = page.len() as i64 == PAGE;
@@ -189,11 +197,6 @@ impl Relay {
                 }
             }
             if !full {
-                // A finished run stores its terminal events with its status:
-                // when it is finished and nothing is left, the client has it all.
-                let finished = db::runs::status(&self.app.pool, self.run_id)
-                    .await?
-                    .is_none_or(|status| status.is_terminal());
                 return Ok(finished);
             }
         }
