@@ -68,8 +68,10 @@ create table runs (
     cost_usd           double precision,
     error_code         text,
     error_message      text,
-    -- Set once the run's job is in the Redis queue; a queued run without it
-    -- is picked up by the enqueuer when Redis is reachable again.
+    -- When the run's job was last pushed to the Redis queue. Null: not in the
+    -- queue (Redis was unreachable, or the run waits for its turn on the
+    -- thread); the workers' sweeper pushes such runs, and re-pushes queued
+    -- runs whose push is long past (a push lost with its API process).
     enqueued_at        timestamptz,
     created_at         timestamptz not null default now(),
     started_at         timestamptz,
@@ -78,8 +80,8 @@ create table runs (
 create index runs_thread_idx on runs (thread_id, id desc);
 -- "Is this thread busy?" and per-thread ordering of active runs.
 create index runs_active_thread_idx on runs (thread_id, id) where status in ('queued', 'in_progress');
--- The enqueuer's scan for runs stored while Redis was unreachable.
-create index runs_unenqueued_idx on runs (id) where status = 'queued' and enqueued_at is null;
+-- The sweeper's scan for queued runs that are not (or no longer) in the queue.
+create index runs_queued_idx on runs (enqueued_at nulls first) where status = 'queued';
 
 create table messages (
     id          uuid primary key,

@@ -18,8 +18,8 @@ pub mod state;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use axum::http::StatusCode;
+use axum::serve::ListenerExt;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;

@@ -1,10 +1,11 @@
 //! The run queue: an apalis queue in Redis carrying [`RunJob`]s.
 //!
-//! PostgreSQL decides; the queue only carries. A run is stored `queued`
-//! first, then pushed here; its `enqueued_at` is set once the push worked.
-//! Runs stored while Redis was unreachable are pushed by the worker's
-//! [`sweep_unenqueued`] once Redis is back, so none is lost. A job that
-//! arrives twice is harmless: only the conditional claim in
+//! PostgreSQL decides; the queue only carries. A run is stored `queued` with
+//! `enqueued_at` set, then pushed here; a failed push clears the mark. The
+//! workers' [`sweep_unenqueued`] pushes queued runs without the mark once
+//! Redis is back, and re-pushes those whose push is older than
+//! [`STALE_PUSH`] (a push lost with its process), so none is lost. A job
+//! that arrives twice is harmless: only the conditional claim in
 //! [`crate::db::runs::claim`] gives a worker a run.
 //!
 //! apalis-redis's own wake-up does not fire for immediate jobs, so after
@@ -75,21 +76,19 @@ impl RunQueue {
         Ok(())
     }
 
-    /// Push a stored run and record it; a failure leaves it to the sweeper.
-    pub async fn enqueue_stored(&self, pool: &PgPool, run_id: RunId) -> bool {
-        match self.push(run_id).await {
-            Ok(()) => {
-                if let Err(error) = db::runs::mark_enqueued(pool, run_id).await {
-                    // The sweeper will push it again; the duplicate is harmless.
-                    tracing::warn!(%error, run.id = %run_id, "recording the enqueue failed");
-                }
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, run.id = %run_id, "run stored but not enqueued; it will be enqueued when Redis is back");
-                false
-            }
+    /// Push a stored run, whose `enqueued_at` the caller has set. If the push
+    /// fails the mark is cleared, and the sweeper pushes the run once Redis
+    /// is back.
+    pub async fn enqueue(&self, pool: &PgPool, run_id: RunId) -> bool {
+        let Err(error) = self.push(run_id).await else {
+            return true;
+        };
+        tracing::warn!(%error, run.id = %run_id, "run stored but not enqueued; it will be enqueued when Redis is back");
+        if let Err(error) = db::runs::mark_unenqueued(pool, run_id).await {
+            // Still covered: the sweeper re-pushes runs whose push is stale.
+            tracing::warn!(%error, run.id = %run_id, "recording the failed enqueue failed");
         }
+        false
     }
 }
 
@@ -101,11 +100,14 @@ pub fn apalis_config(keys: &Keys) -> ApalisConfig {
         .missed_heartbeats(2)
 }
 
+/// A queued run whose push is this old is pushed again.
+pub const STALE_PUSH: Duration = Duration::from_secs(30);
+
 /// Push queued runs that are first in line but not in the queue. Returns how
 /// many were pushed.
 pub async fn sweep_unenqueued(pool: &PgPool, queue: &RunQueue) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let runs = db::runs::lock_unenqueued(&mut tx, 100).await?;
+    let runs = db::runs::lock_unenqueued(&mut tx, STALE_PUSH.as_secs_f64(), 100).await?;
     let mut pushed = Vec::with_capacity(runs.len());
     for run_id in runs {
         match queue.push(run_id).await {

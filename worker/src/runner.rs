@@ -72,14 +72,15 @@ impl Runner {
     /// database is unreachable); a run's own failures end the run instead.
     #[tracing::instrument(skip_all, fields(run.id = %run_id))]
     pub async fn execute(&self, run_id: RunId) -> anyhow::Result<()> {
-        let (run, last_seq) = match db::runs::claim(&self.pool, run_id)
+        let (run, last_seq, input_seq) = match db::runs::claim(&self.pool, run_id)
             .await
             .context("claiming the run")?
         {
             db::runs::Claim::Owned {
                 run,
                 last_event_seq,
-            } => (run, last_event_seq),
+                input_seq,
+            } => (run, last_event_seq, input_seq),
             db::runs::Claim::Waiting => {
                 tracing::debug!("an earlier run of the thread is active; waiting for it");
                 return Ok(());
@@ -103,13 +104,14 @@ impl Runner {
         tracing::info!(thread.id = %run.thread_id, agent = %run.agent_id, attempt = run.attempt, "run started");
 
         let mut usage = Usage::default();
-        let outcome = self.answer(&run, &mut events, &mut usage).await;
+        let outcome = self.answer(&run, input_seq, &mut events, &mut usage).await;
         self.finish(&run, &mut events, outcome, usage).await
     }
 
     async fn answer(
         &self,
         run: &RunRow,
+        input_seq: i64,
         events: &mut RunEvents,
         usage: &mut Usage,
     ) -> Result<Answer, Failure> {
@@ -125,10 +127,8 @@ impl Runner {
                 format!("provider {:?} is not configured", agent.provider),
             )
         })?;
-        let instructions = db::agents::get(&self.pool, &agent.id)
-            .await
-            .map_err(|e| internal("loading the agent", e))?
-            .map_or_else(|| agent.instructions.clone(), |a| a.instructions);
+        // The stored agent is the catalog's (upserted at start-up).
+        let instructions = agent.instructions.clone();
         let tools: Vec<Arc<dyn Tool>> = agent
             .tools
             .iter()
@@ -136,7 +136,7 @@ impl Runner {
             .collect();
 
         let history = self
-            .history(run)
+            .history(run, input_seq)
             .await
             .map_err(|e| internal("loading thread history", e))?;
         let mut messages = Vec::with_capacity(history.len() + 1);
@@ -203,12 +203,10 @@ impl Runner {
         ))
     }
 
-    /// The thread's messages up to this run's user message, oldest first:
-    /// from the cache when it holds them, otherwise from PostgreSQL.
-    async fn history(&self, run: &RunRow) -> Result<Vec<MessageRow>, sqlx::Error> {
-        let up_to = db::messages::seq_of(&self.pool, run.input_message_id)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
+    /// The thread's messages up to this run's user message (`up_to`),
+    /// oldest first: from the cache when it holds them, otherwise from
+    /// PostgreSQL.
+    async fn history(&self, run: &RunRow, up_to: i64) -> Result<Vec<MessageRow>, sqlx::Error> {
         if let Some(cached) = self
             .cache
             .recent_messages(run.thread_id, up_to, RECENT_MESSAGES)
@@ -397,19 +395,25 @@ impl Runner {
                 db::runs::Outcome::Failed(error)
             }
         };
-        let mut numbered = Vec::with_capacity(terminal.len());
-        for event in terminal {
-            let seq = events.reserve();
-            db::events::insert(&mut tx, run.id, seq, &event)
-                .await
-                .context("storing terminal events")?;
-            numbered.push((seq, event));
-        }
+        let numbered: Vec<(i64, RunEvent)> = terminal
+            .into_iter()
+            .map(|event| (events.reserve(), event))
+            .collect();
+        let records: Vec<db::events::EventRecord<'_>> = numbered
+            .iter()
+            .map(|(seq, event)| db::events::EventRecord {
+                run_id: run.id,
+                seq: *seq,
+                event,
+            })
+            .collect();
+        db::events::insert_batch(&mut tx, &records)
+            .await
+            .context("storing terminal events")?;
         let thread = db::runs::finish(
             &mut tx,
             db::runs::Finish {
                 run_id: run.id,
-                thread_id: run.thread_id,
                 outcome: finish,
                 usage,
                 cost_usd: None,
@@ -438,8 +442,11 @@ impl Runner {
         if let Some(next) = db::runs::next_in_line(&self.pool, run.thread_id)
             .await
             .context("finding the thread's next run")?
+            && db::runs::take_for_enqueue(&self.pool, next)
+                .await
+                .context("handing the thread to its next run")?
         {
-            self.queue.enqueue_stored(&self.pool, next).await;
+            self.queue.enqueue(&self.pool, next).await;
         }
         Ok(())
     }

@@ -79,15 +79,24 @@ pub async fn events(
     }
     super::runs::load(&app, user, run_id).await?;
     let after = last_event_id.or(params.after).unwrap_or(0);
-    Ok(stream(app, run_id, after).into_response())
+    Ok(stream(app, run_id, Start::After(after)).into_response())
 }
 
-/// The SSE response of a run's events after `after`. The caller has checked
-/// that the run is the user's.
+/// Where a stream starts.
+pub enum Start {
+    /// After this event id: the backlog is read from the store.
+    After(i64),
+    /// With the `run.queued` event of a run just created: there is no other
+    /// backlog to read.
+    Created(SequencedEvent),
+}
+
+/// The SSE response of a run's events. The caller has checked that the run
+/// is the user's.
 pub fn stream(
     app: AppState,
     run_id: RunId,
-    after: i64,
+    start: Start,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = mpsc::channel(256);
     let tasks = app.tasks.clone();
@@ -95,11 +104,12 @@ pub fn stream(
         let relay = Relay {
             app,
             run_id,
-            last: after,
+            last: 0,
             tx,
         };
-        if let Err(error) = relay.run().await {
-            tracing::warn!(run.id = %run_id, error = %error, "event stream ended early");
+        match relay.run(start).await {
+            Ok(()) | Err(RelayEnd::ClientGone) => {}
+            Err(error) => tracing::warn!(run.id = %run_id, %error, "event stream ended early"),
         }
     });
     Sse::new(ReceiverStream::new(rx))
@@ -125,8 +135,15 @@ struct Relay {
 }
 
 impl Relay {
-    async fn run(mut self) -> Result<(), RelayEnd> {
-        if self.catch_up().await? {
+    async fn run(mut self, start: Start) -> Result<(), RelayEnd> {
+        let ended = match start {
+            Start::After(after) => {
+                self.last = after;
+                self.catch_up().await?
+            }
+            Start::Created(queued) => self.send(&queued).await?,
+        };
+        if ended {
             return Ok(());
         }
         let mut live = self.app.tail.subscribe(self.run_id, self.last).await;

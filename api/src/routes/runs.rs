@@ -8,6 +8,7 @@ use axum::{Json as JsonBody, Router};
 use serde::{Deserialize, Serialize};
 use switchyard_common::db::{self, runs::RunRow};
 use switchyard_common::domain::{Multitask, Run, RunId, Step, ThreadId};
+use switchyard_common::events::SequencedEvent;
 use utoipa::{IntoParams, ToSchema};
 
 use super::events;
@@ -137,19 +138,23 @@ pub async fn create(
         },
     )
     .await?;
-    let run = match created {
+    let (run, queued) = match created {
         db::runs::Created::New {
             run,
             message,
             thread,
-            ..
+            queued,
         } => {
             app.cache.put_thread(&thread).await;
             app.cache.append_message(&message).await;
-            app.queue.enqueue_stored(&app.pool, run.id).await;
-            run
+            app.queue.enqueue(&app.pool, run.id).await;
+            let queued = SequencedEvent {
+                seq: 1,
+                event: queued,
+            };
+            (run, Some(queued))
         }
-        db::runs::Created::Replayed(run) => run,
+        db::runs::Created::Replayed(run) => (run, None),
         db::runs::Created::KeyReused => {
             return Err(ApiError::Conflict(
                 "Idempotency-Key was already used with a different request".into(),
@@ -163,7 +168,8 @@ pub async fn create(
         db::runs::Created::ThreadNotFound => return Err(ApiError::not_found("thread", thread_id)),
     };
     if wants_stream {
-        return Ok(events::stream(app, run.id, 0).into_response());
+        let start = queued.map_or(events::Start::After(0), events::Start::Created);
+        return Ok(events::stream(app, run.id, start).into_response());
     }
     Ok((StatusCode::ACCEPTED, JsonBody(run.to_resource())).into_response())
 }

@@ -127,14 +127,6 @@ pub async fn list(
     Ok(page)
 }
 
-/// A message's position in its thread.
-pub async fn seq_of(pool: &PgPool, id: MessageId) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("select seq from messages where id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-}
-
 /// The last `limit` messages with `seq <= up_to`, oldest first.
 pub async fn recent(
     pool: &PgPool,

@@ -184,8 +184,9 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
     }
 
     sqlx::query(
-        "insert into runs (id, thread_id, owner_id, agent_id, model, priority, multitask, input_message_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "insert into runs (id, thread_id, owner_id, agent_id, model, priority, multitask,
+                           input_message_id, enqueued_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, now())",
     )
     .bind(run_id)
     .bind(new.thread_id)
@@ -285,13 +286,26 @@ pub async fn list_for_thread(
     Ok(Page::from_overfetch(items, limit, |r| r.id.to_string()))
 }
 
-/// Record that the run's job is in the queue.
-pub async fn mark_enqueued(pool: &PgPool, id: RunId) -> Result<(), sqlx::Error> {
-    sqlx::query("update runs set enqueued_at = now() where id = $1 and status = 'queued'")
+/// Record that pushing the run's job failed: the sweeper will push it.
+pub async fn mark_unenqueued(pool: &PgPool, id: RunId) -> Result<(), sqlx::Error> {
+    sqlx::query("update runs set enqueued_at = null where id = $1 and status = 'queued'")
         .bind(id)
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Take a queued run that is out of the queue (waiting for its turn) for
+/// pushing: whether this caller should push it.
+pub async fn take_for_enqueue(pool: &PgPool, id: RunId) -> Result<bool, sqlx::Error> {
+    let taken = sqlx::query(
+        "update runs set enqueued_at = now()
+         where id = $1 and status = 'queued' and enqueued_at is null",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(taken.rows_affected() == 1)
 }
 
 /// What a worker's attempt to take a run found.
@@ -301,8 +315,13 @@ pub async fn mark_enqueued(pool: &PgPool, id: RunId) -> Result<(), sqlx::Error> 
     reason = "returned once per claim, never stored"
 )]
 pub enum Claim {
-    /// This worker owns the run now; `last_event_seq` is where its events continue.
-    Owned { run: RunRow, last_event_seq: i64 },
+    /// This worker owns the run now; `last_event_seq` is where its events
+    /// continue, `input_seq` the position of its user message.
+    Owned {
+        run: RunRow,
+        last_event_seq: i64,
+        input_seq: i64,
+    },
     /// An earlier run of the same thread is still active: wait for it.
     Waiting,
     /// Not queued (already taken, finished, or deleted).
@@ -313,47 +332,56 @@ pub enum Claim {
 /// first active run of its thread. The conditional update is what makes two
 /// workers unable to both own it.
 pub async fn claim(pool: &PgPool, id: RunId) -> Result<Claim, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let claimed: Option<(RunId,)> = sqlx::query_as(
-        "update runs r set status = 'in_progress', attempt = attempt + 1, started_at = now()
-         where r.id = $1 and r.status = 'queued'
-           and not exists (select 1 from runs a
-                           where a.thread_id = r.thread_id and a.id < r.id
-                             and a.status in ('queued', 'in_progress'))
-         returning r.id",
+    // One statement: the claim, the run, where its events continue and where
+    // its user message stands.
+    let claimed: Option<Claimed> = sqlx::query_as(
+        "with claimed as (
+             update runs r set status = 'in_progress', attempt = attempt + 1, started_at = now()
+             where r.id = $1 and r.status = 'queued'
+               and not exists (select 1 from runs a
+                               where a.thread_id = r.thread_id and a.id < r.id
+                                 and a.status in ('queued', 'in_progress'))
+             returning r.*
+         )
+         select c.id, c.thread_id, c.owner_id, c.agent_id, c.model, c.priority, c.status,
+                c.attempt, c.input_message_id, c.output_message_id, c.input_tokens,
+                c.output_tokens, c.cost_usd, c.error_code, c.error_message, c.created_at,
+                c.started_at, c.finished_at, null::int8 as queue_position,
+                (select coalesce(max(seq), 0) from run_events e where e.run_id = c.id)
+                    as last_event_seq,
+                (select m.seq from messages m where m.id = c.input_message_id) as input_seq
+         from claimed c",
     )
     .bind(id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await?;
-    if claimed.is_none() {
-        // Tell a run that waits its turn from one that is gone; a waiting run
-        // leaves the queue and is re-enqueued when its predecessor finishes.
-        let waiting =
-            sqlx::query("update runs set enqueued_at = null where id = $1 and status = 'queued'")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        tx.commit().await?;
-        return Ok(if waiting.rows_affected() == 1 {
-            Claim::Waiting
-        } else {
-            Claim::Gone
+    if let Some(claimed) = claimed {
+        return Ok(Claim::Owned {
+            run: claimed.run,
+            last_event_seq: claimed.last_event_seq,
+            input_seq: claimed.input_seq,
         });
     }
-    let run: RunRow = sqlx::query_as(select_runs!("where r.id = $1"))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let last_event_seq: i64 =
-        sqlx::query_scalar("select coalesce(max(seq), 0) from run_events where run_id = $1")
+    // Tell a run that waits its turn from one that is gone; a waiting run
+    // leaves the queue and is re-enqueued when its predecessor finishes.
+    let waiting =
+        sqlx::query("update runs set enqueued_at = null where id = $1 and status = 'queued'")
             .bind(id)
-            .fetch_one(&mut *tx)
+            .execute(pool)
             .await?;
-    tx.commit().await?;
-    Ok(Claim::Owned {
-        run,
-        last_event_seq,
+    Ok(if waiting.rows_affected() == 1 {
+        Claim::Waiting
+    } else {
+        Claim::Gone
     })
+}
+
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    #[sqlx(flatten)]
+    run: RunRow,
+    last_event_seq: i64,
+    input_seq: i64,
 }
 
 /// The thread's next queued run, if it is now first in line.
@@ -371,20 +399,28 @@ pub async fn next_in_line(
     .await
 }
 
-/// Queued runs that are first in line on their thread but not in the queue
-/// (stored while Redis was down, or waiting for a predecessor that has
-/// finished). Locked until the caller's transaction ends, so that several
-/// sweepers do not enqueue the same run at the same moment.
-pub async fn lock_unenqueued(tx: &mut PgConnection, limit: i64) -> Result<Vec<RunId>, sqlx::Error> {
+/// Queued runs that are first in line on their thread and not in the queue:
+/// never pushed (Redis was down), waiting for a predecessor that has
+/// finished, or pushed longer than `stale_secs` ago (the push was lost with
+/// its API process, or the job with a Redis that lost its data). Locked until
+/// the caller's transaction ends, so that several sweepers do not push the
+/// same run at the same moment.
+pub async fn lock_unenqueued(
+    tx: &mut PgConnection,
+    stale_secs: f64,
+    limit: i64,
+) -> Result<Vec<RunId>, sqlx::Error> {
     sqlx::query_scalar(
         "select r.id from runs r
-         where r.status = 'queued' and r.enqueued_at is null
+         where r.status = 'queued'
+           and (r.enqueued_at is null or r.enqueued_at < now() - make_interval(secs => $1))
            and not exists (select 1 from runs a
                            where a.thread_id = r.thread_id and a.id < r.id
                              and a.status in ('queued', 'in_progress'))
-         order by r.id limit $1
+         order by r.id limit $2
          for update of r skip locked",
     )
+    .bind(stale_secs)
     .bind(limit)
     .fetch_all(&mut *tx)
     .await
@@ -399,15 +435,14 @@ pub enum Outcome {
 
 pub struct Finish {
     pub run_id: RunId,
-    pub thread_id: ThreadId,
     pub outcome: Outcome,
     pub usage: Usage,
     pub cost_usd: Option<f64>,
 }
 
-/// Move an in-progress run to its terminal status and free its thread,
-/// inside the caller's transaction. Returns the thread as it is now, or
-/// `None` if the run was not in progress any more.
+/// Move an in-progress run to its terminal status and free its thread, in
+/// one statement inside the caller's transaction. Returns the thread as it
+/// is now, or `None` if the run was not in progress any more.
 pub async fn finish(
     tx: &mut PgConnection,
     finish: Finish,
@@ -417,12 +452,18 @@ pub async fn finish(
         Outcome::Failed(error) => (RunStatus::Failed, None, Some(error)),
         Outcome::Cancelled => (RunStatus::Cancelled, None, None),
     };
-    let done = sqlx::query(
-        "update runs set status = $2, output_message_id = $3, input_tokens = $4,
-             output_tokens = $5, cost_usd = $6, error_code = $7, error_message = $8,
-             finished_at = now()
-         where id = $1 and status = 'in_progress'",
-    )
+    sqlx::query_as(concat!(
+        "with done as (
+             update runs set status = $2, output_message_id = $3, input_tokens = $4,
+                 output_tokens = $5, cost_usd = $6, error_code = $7, error_message = $8,
+                 finished_at = now()
+             where id = $1 and status = 'in_progress'
+             returning thread_id
+         )
+         update threads set active_runs = active_runs - 1, version = version + 1, updated_at = now()
+         where id = (select thread_id from done) returning ",
+        thread_columns!()
+    ))
     .bind(finish.run_id)
     .bind(status)
     .bind(message_id)
@@ -431,17 +472,6 @@ pub async fn finish(
     .bind(finish.cost_usd)
     .bind(error.as_ref().map(|e| e.code.clone()))
     .bind(error.map(|e| e.message))
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() != 1 {
-        return Ok(None);
-    }
-    sqlx::query_as(concat!(
-        "update threads set active_runs = active_runs - 1, version = version + 1, updated_at = now()
-         where id = $1 returning ",
-        thread_columns!()
-    ))
-    .bind(finish.thread_id)
     .fetch_optional(&mut *tx)
     .await
 }
