@@ -87,7 +87,7 @@ create table messages (
     id          uuid primary key,
     thread_id   uuid not null references threads (id) on delete cascade,
     seq         bigint not null,
-    run_id      uuid references runs (id) on delete set null,
+    run_id      uuid references runs (id) on delete set null deferrable initially deferred,
     role        message_role not null,
     content     text not null,
     created_at  timestamptz not null default now(),

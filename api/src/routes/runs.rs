@@ -111,9 +111,11 @@ pub async fn create(
     if body.agent_id.is_some() {
         check_agent(&app, &agent_id).await?;
     }
-    let model = match &body.model {
-        Some(model) => model.clone(),
-        None => {
+    let model = match (&body.model, app.config.catalog.agent(&agent_id)) {
+        (Some(model), _) => model.clone(),
+        // Agents are the catalog's: its model is the stored one.
+        (None, Some(agent)) => agent.model.clone(),
+        (None, None) => {
             db::agents::get(&app.pool, &agent_id)
                 .await?
                 .ok_or_else(|| ApiError::Validation(format!("agent_id: no agent {agent_id:?}")))?

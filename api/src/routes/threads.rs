@@ -110,6 +110,9 @@ pub async fn create(
     )
     .await?;
     app.cache.put_thread(&row).await;
+    // An empty message list, so that the first messages are written through
+    // and the first run reads its history from the cache.
+    app.cache.fill_messages(row.id, 0, &[]).await;
     Ok((StatusCode::CREATED, JsonBody(row.to_resource())))
 }
 

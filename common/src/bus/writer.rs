@@ -101,7 +101,6 @@ async fn redis_loop(
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
-        let mut last_key = String::new();
         for item in &batch {
             let key = keys.run_events(item.run_id);
             pipe.cmd("XADD")
@@ -115,9 +114,11 @@ async fn redis_loop(
                 .arg("d")
                 .arg(item.event.data().to_string())
                 .ignore();
-            if key != last_key {
+            // A stream's expiry is set when its run starts (so that the
+            // stream of a run whose worker died still goes away) and renewed
+            // when it ends; not on every event.
+            if matches!(*item.event, RunEvent::RunStarted { .. }) || item.event.is_terminal() {
                 pipe.cmd("EXPIRE").arg(&key).arg(STREAM_TTL_SECS).ignore();
-                last_key = key;
             }
         }
         // Redis is the fast path only: on failure live readers fall back to

@@ -168,36 +168,8 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
         }
     }
 
-    let busy: Option<(i32,)> = sqlx::query_as(
-        "select active_runs from threads
-         where id = $1 and owner_id = $2 and deleted_at is null for update",
-    )
-    .bind(new.thread_id)
-    .bind(new.owner)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((active_runs,)) = busy else {
-        return Ok(Created::ThreadNotFound);
-    };
-    if new.multitask == Multitask::Reject && active_runs > 0 {
-        return Ok(Created::ThreadBusy);
-    }
-
-    sqlx::query(
-        "insert into runs (id, thread_id, owner_id, agent_id, model, priority, multitask,
-                           input_message_id, enqueued_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, now())",
-    )
-    .bind(run_id)
-    .bind(new.thread_id)
-    .bind(new.owner)
-    .bind(&new.agent_id)
-    .bind(&new.model)
-    .bind(new.priority)
-    .bind(new.multitask)
-    .bind(message_id)
-    .execute(&mut *tx)
-    .await?;
+    // Appending the message locks the thread row: concurrent runs of one
+    // thread are created one after the other, and `active_runs` is exact.
     let appended = messages::append(
         &mut tx,
         NewMessage {
@@ -210,9 +182,30 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
         1,
     )
     .await?;
-    let Some((message, thread)) = appended else {
+    let Some((message, thread)) = appended.filter(|(_, t)| t.owner_id == new.owner) else {
         return Ok(Created::ThreadNotFound);
     };
+    // Active runs ahead of this one: all of them, as they all came before.
+    let queue_position = i64::from(thread.active_runs - 1);
+    if new.multitask == Multitask::Reject && queue_position > 0 {
+        return Ok(Created::ThreadBusy);
+    }
+    let created_at: DateTime<Utc> = sqlx::query_scalar(
+        "insert into runs (id, thread_id, owner_id, agent_id, model, priority, multitask,
+                           input_message_id, enqueued_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, now())
+         returning created_at",
+    )
+    .bind(run_id)
+    .bind(new.thread_id)
+    .bind(new.owner)
+    .bind(&new.agent_id)
+    .bind(&new.model)
+    .bind(new.priority)
+    .bind(new.multitask)
+    .bind(message_id)
+    .fetch_one(&mut *tx)
+    .await?;
     if let Some((key, _)) = &new.idempotency {
         sqlx::query("update idempotency_keys set run_id = $3 where owner_id = $1 and key = $2")
             .bind(new.owner)
@@ -221,17 +214,34 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
             .execute(&mut *tx)
             .await?;
     }
-    let run: RunRow = sqlx::query_as(select_runs!("where r.id = $1"))
-        .bind(run_id)
-        .fetch_one(&mut *tx)
-        .await?;
     let queued = RunEvent::RunQueued {
         run_id,
         thread_id: new.thread_id,
-        queue_position: run.queue_position,
+        queue_position: Some(queue_position),
     };
     super::events::insert(&mut tx, run_id, 1, &queued).await?;
     tx.commit().await?;
+    let run = RunRow {
+        id: run_id,
+        thread_id: new.thread_id,
+        owner_id: new.owner,
+        agent_id: new.agent_id,
+        model: new.model,
+        priority: new.priority,
+        status: RunStatus::Queued,
+        attempt: 0,
+        input_message_id: message_id,
+        output_message_id: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: None,
+        error_code: None,
+        error_message: None,
+        created_at,
+        started_at: None,
+        finished_at: None,
+        queue_position: Some(queue_position),
+    };
     Ok(Created::New {
         run,
         message,
