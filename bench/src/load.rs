@@ -46,6 +46,9 @@ pub struct RunRecord {
     pub completed_at: Instant,
     /// When the fake handed the run's first token to its connection.
     pub fake_first_token: Option<Instant>,
+    /// When a sampled observer saw the first `message.delta` entry in the
+    /// run's Redis stream (see [`Observer`]).
+    pub redis_first_delta: Option<Instant>,
     /// `message.delta` events received.
     pub deltas: usize,
     /// Bytes of delta text received.
@@ -65,6 +68,65 @@ pub struct PhaseResult {
     pub stopped_early: Option<String>,
 }
 
+/// Watches a sample of runs' Redis streams, to split the added TTFT into
+/// the worker's part (fake → Redis) and the API's part (Redis → client).
+pub struct Observer {
+    pub client: redis::Client,
+    pub prefix: String,
+    /// Observe runs whose index is a multiple of this.
+    pub every: usize,
+}
+
+impl Observer {
+    /// When the first `message.delta` entry appeared in the run's stream,
+    /// as seen by a blocking read of our own. Bounded by `timeout`.
+    async fn first_delta(
+        client: redis::Client,
+        key: String,
+        timeout: Duration,
+    ) -> anyhow::Result<Instant> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(None);
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let deadline = Instant::now() + timeout;
+        let mut position = "0-0".to_owned();
+        while Instant::now() < deadline {
+            let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(&position)
+                .query_async(&mut conn)
+                .await?;
+            let now = Instant::now();
+            for stream in reply.map(|r| r.keys).unwrap_or_default() {
+                for entry in stream.ids {
+                    if entry.get::<String>("k").as_deref() == Some("message.delta") {
+                        return Ok(now);
+                    }
+                    position = entry.id;
+                }
+            }
+        }
+        bail!("no message.delta in {key}")
+    }
+}
+
+/// Stops an observer when its run ends early.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<anyhow::Result<Instant>>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
 /// Everything the clients share.
 pub struct Load {
     pub http: reqwest::Client,
@@ -72,6 +134,7 @@ pub struct Load {
     pub fake: Arc<FakeLlm>,
     pub expected: Arc<str>,
     pub run_timeout: Duration,
+    pub observer: Option<Observer>,
 }
 
 impl Load {
@@ -81,6 +144,7 @@ impl Load {
         tokens: usize,
         concurrency: usize,
         run_timeout: Duration,
+        observer: Option<Observer>,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -94,6 +158,7 @@ impl Load {
             fake,
             expected: expected_text(tokens).into(),
             run_timeout,
+            observer,
         })
     }
 
@@ -131,11 +196,13 @@ impl Load {
                         break;
                     }
                     let tag = format!("{label}-{i}");
-                    let outcome = tokio::time::timeout(load.run_timeout, load.one_run(&tag))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(anyhow!("no terminal event within {:?}", load.run_timeout))
-                        });
+                    let observe = load.observer.as_ref().is_some_and(|o| i % o.every == 0);
+                    let outcome =
+                        tokio::time::timeout(load.run_timeout, load.one_run(&tag, observe))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(anyhow!("no terminal event within {:?}", load.run_timeout))
+                            });
                     let mut result = shared.lock().unwrap_or_else(|e| e.into_inner());
                     match outcome {
                         Ok(record) => result.records.push(record),
@@ -185,7 +252,7 @@ impl Load {
     }
 
     /// One thread, one streamed run, read to its terminal event.
-    async fn one_run(&self, tag: &str) -> anyhow::Result<RunRecord> {
+    async fn one_run(&self, tag: &str, observe: bool) -> anyhow::Result<RunRecord> {
         let response = self
             .http
             .post(format!("{}/v1/threads", self.base_url))
@@ -225,10 +292,29 @@ impl Load {
         let mut deltas = 0;
         let mut text = String::with_capacity(self.expected.len());
         let mut completed_content: Option<String> = None;
+        // For the error message of a stream that ends early.
+        let mut seen: Vec<String> = Vec::new();
+        let mut observed = AbortOnDrop(None);
         while let Some(event) = events.next().await {
             let event = event.context("reading the event stream")?;
             let now = Instant::now();
+            seen.push(format!("{}:{}", event.id, event.event));
             match event.event.as_str() {
+                "run.queued" => {
+                    let data: Value =
+                        serde_json::from_str(&event.data).context("run.queued data")?;
+                    if let (true, Some(observer), Some(run_id)) =
+                        (observe, &self.observer, data["run_id"].as_str())
+                    {
+                        // The key of common's `Keys::run_events`.
+                        let key = format!("{}:run:{run_id}:events", observer.prefix);
+                        observed.0 = Some(tokio::spawn(Observer::first_delta(
+                            observer.client.clone(),
+                            key,
+                            self.run_timeout,
+                        )));
+                    }
+                }
                 "run.started" => {
                     started_at.get_or_insert(now);
                 }
@@ -248,6 +334,14 @@ impl Load {
                 "run.completed" => {
                     let text_ok = *text == *self.expected
                         && completed_content.as_deref() == Some(&*self.expected);
+                    let redis_first_delta = match observed.0.take() {
+                        Some(task) => tokio::time::timeout(Duration::from_secs(1), task)
+                            .await
+                            .ok()
+                            .and_then(|joined| joined.ok())
+                            .and_then(|found| found.ok()),
+                        None => None,
+                    };
                     return Ok(RunRecord {
                         tag: tag.to_owned(),
                         post_sent,
@@ -256,6 +350,7 @@ impl Load {
                         last_delta_at,
                         completed_at: now,
                         fake_first_token: self.fake.first_token_at(tag),
+                        redis_first_delta,
                         deltas,
                         delta_bytes: text.len(),
                         text_ok,
@@ -267,6 +362,9 @@ impl Load {
                 _ => {}
             }
         }
-        bail!("the event stream ended before a terminal event")
+        bail!(
+            "the event stream ended before a terminal event (received {})",
+            seen.join(" ")
+        )
     }
 }

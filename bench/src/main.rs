@@ -34,9 +34,12 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, ValueEnum};
 use switchyard_fake_llm::{FakeLlm, Reply};
 
-use crate::load::{Load, PhaseResult, RunRecord};
+use crate::load::{Load, Observer, PhaseResult, RunRecord};
 use crate::stack::{Stack, StackConfig};
 use crate::sys::{CPU_PARTS, CpuSnapshot, PgSnapshot};
+
+/// Set on Ctrl-C: the current scenario is torn down and no other starts.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Targets, checked by the presets.
 const TARGET_TTFT_P50_MS: f64 = 5.0;
@@ -81,6 +84,18 @@ struct Args {
     /// executes at once].
     #[arg(long)]
     worker_concurrency: Option<usize>,
+    /// Watch every Kth run's Redis stream too, to split the added TTFT into
+    /// the worker's and the API's parts; 0 disables.
+    #[arg(long, default_value_t = 10)]
+    observe_every: usize,
+    /// Query string for the servers' DATABASE_URL, e.g. `sslmode=disable`
+    /// (sqlx's default `prefer` uses TLS whenever the server offers it).
+    #[arg(long)]
+    pg_url_options: Option<String>,
+    /// `name=value`: a PostgreSQL setting for the benchmark's database
+    /// (`ALTER DATABASE … SET`), e.g. `synchronous_commit=off`; repeatable.
+    #[arg(long = "pg-set", value_name = "NAME=VALUE")]
+    pg_settings: Vec<String>,
     /// The `switchyard` binary (a release build).
     #[arg(long, default_value = "target/release/switchyard")]
     bin: PathBuf,
@@ -245,6 +260,12 @@ async fn run(args: Args) -> std::process::ExitCode {
         })
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
+    if let Some(options) = &args.pg_url_options {
+        println!("DATABASE_URL options: {options}");
+    }
+    if !args.pg_settings.is_empty() {
+        println!("database settings: {}", args.pg_settings.join(" "));
+    }
     if !passed_env.is_empty() {
         println!("passed to the server processes: {}", passed_env.join(" "));
     }
@@ -252,13 +273,13 @@ async fn run(args: Args) -> std::process::ExitCode {
     let mut summaries = Vec::new();
     let mut failed = false;
     for which in scenarios {
+        if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
         let params = Params::preset(which, &args);
         println!("\n=== scenario {}: {}", params.name, params.describe());
         match run_scenario(&args, &params).await {
-            Ok(report) => {
-                report.print();
-                summaries.push((params.name, report.verdicts()));
-            }
+            Ok(report) => summaries.push((params.name, report.verdicts())),
             Err(error) => {
                 eprintln!("scenario {} failed: {error:#}", params.name);
                 failed = true;
@@ -302,33 +323,43 @@ async fn run_scenario(args: &Args, params: &Params) -> anyhow::Result<Report> {
         postgres: args.postgres.clone(),
         redis: args.redis.clone(),
         worker_concurrency: params.worker_concurrency,
+        pg_settings: args.pg_settings.clone(),
+        pg_url_options: args.pg_url_options.clone(),
         startup_timeout: Duration::from_secs(args.startup_timeout_secs),
         keep: args.keep,
     });
     let result = tokio::select! {
         result = measure(&mut stack, &fake, args, params) => result,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-    };
-    if let Err(error) = &result {
-        // Show what the servers said before their logs go.
-        for proc in [stack.api.as_ref(), stack.worker.as_ref()]
-            .into_iter()
-            .flatten()
-        {
-            eprintln!(
-                "--- last lines of `switchyard {}` ({})\n{}",
-                proc.name,
-                proc.log.display(),
-                stack::tail(&proc.log, 15)
-            );
+        _ = tokio::signal::ctrl_c() => {
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+            Err(anyhow!("interrupted"))
         }
-        eprintln!("scenario {}: {error:#}", params.name);
+    };
+    match &result {
+        Ok(report) => report.print(),
+        Err(error) => {
+            // Show what the servers said before their logs go.
+            for proc in [stack.api.as_ref(), stack.worker.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                eprintln!(
+                    "--- last lines of `switchyard {}` ({})\n{}",
+                    proc.name,
+                    proc.log.display(),
+                    stack::tail(&proc.log, 15)
+                );
+            }
+            eprintln!("scenario {}: {error:#}", params.name);
+        }
     }
     println!(
         "  tearing down (database {}, prefix {})",
         stack.db_name, stack.redis_prefix
     );
-    stack.down(result.is_err()).await;
+    // Keep the servers' logs when something went wrong, to look into it.
+    let keep_logs = result.as_ref().map_or(true, |r| r.errors() > 0);
+    stack.down(keep_logs).await;
     result
 }
 
@@ -354,6 +385,18 @@ async fn measure(
         params.tokens,
         params.concurrency,
         run_timeout,
+        (args.observe_every > 0)
+            .then(|| -> anyhow::Result<_> {
+                // With TCP_NODELAY, as Switchyard's own Redis connections.
+                let info = redis::IntoConnectionInfo::into_connection_info(args.redis.as_str())?
+                    .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+                Ok(Observer {
+                    client: redis::Client::open(info)?,
+                    prefix: stack.redis_prefix.clone(),
+                    every: args.observe_every,
+                })
+            })
+            .transpose()?,
     )?);
     let tag = format!("{}-{}", params.name, stack.id);
 
@@ -425,6 +468,8 @@ async fn measure(
     fake.clear_requests();
 
     let (cpu, cpu_wall) = cpu_before.since(&cpu_after);
+    let (machine_busy, steal) = cpu_before.machine_busy_since(&cpu_after);
+    let cpu_waits = cpu_before.waits_since(&cpu_after);
     Ok(Report {
         params: params.clone(),
         phase,
@@ -432,6 +477,9 @@ async fn measure(
         peak_rss_kib,
         cpu,
         cpu_wall,
+        machine_busy,
+        steal,
+        cpu_waits,
         write_xacts: pg_after.next_xid - pg_before.next_xid,
         wal_bytes: pg_after.wal_bytes - pg_before.wal_bytes,
         rows,
@@ -448,6 +496,12 @@ struct Report {
     peak_rss_kib: (u64, u64),
     cpu: Vec<f64>,
     cpu_wall: Duration,
+    /// CPU seconds the whole machine was busy, other processes included.
+    machine_busy: f64,
+    /// CPU seconds the hypervisor gave to other guests.
+    steal: f64,
+    /// Seconds each part spent runnable but waiting for a CPU.
+    cpu_waits: Vec<f64>,
     write_xacts: i64,
     wal_bytes: i64,
     rows: Vec<(&'static str, i64)>,
@@ -588,10 +642,18 @@ impl Report {
         );
 
         println!("  latency, ms:");
-        let rows: [(&str, Vec<f64>); 7] = [
+        let rows: [(&str, Vec<f64>); 9] = [
             (
                 "added TTFT (first delta - fake's first token)",
                 self.added_ttft(),
+            ),
+            (
+                " of which worker (in Redis - fake's token)",
+                self.samples(|r| Some(ms_between(r.fake_first_token?, r.redis_first_delta?))),
+            ),
+            (
+                " of which API (first delta - in Redis)",
+                self.samples(|r| Some(ms_between(r.redis_first_delta?, r.first_delta_at?))),
             ),
             ("pickup (run.started received - POST sent)", self.pickup()),
             (
@@ -631,10 +693,10 @@ impl Report {
         let capacity = self.cpu_wall.as_secs_f64() * cores;
         let parts: Vec<String> = CPU_PARTS
             .iter()
-            .zip(&self.cpu)
-            .map(|(name, secs)| {
+            .zip(self.cpu.iter().zip(&self.cpu_waits))
+            .map(|(name, (secs, wait))| {
                 format!(
-                    "{name} {secs:.2} s = {:.0}% ({:.2} ms/run)",
+                    "{name:<27} {secs:>6.2} s = {:>3.0}% ({:.2} ms/run); waited for a CPU {wait:.2} s",
                     100.0 * secs / capacity.max(1e-9),
                     per_run(secs * 1e3)
                 )
@@ -642,13 +704,25 @@ impl Report {
             .collect();
         let busy: f64 = self.cpu.iter().sum();
         println!(
-            "  CPU during the measured phase ({:.2} s x {cores} cores; {:.0}% busy):",
+            "  CPU during the measured phase ({:.2} s x {cores} cores; {:.0}% used by these parts):",
             self.cpu_wall.as_secs_f64(),
             100.0 * busy / capacity.max(1e-9)
         );
         for part in parts {
             println!("    {part}");
         }
+        let others = (self.machine_busy - busy).max(0.0);
+        println!(
+            "    other processes on the machine {others:.2} s = {:.0}%; stolen by the hypervisor {:.2} s = {:.0}%{}",
+            100.0 * others / capacity.max(1e-9),
+            self.steal,
+            100.0 * self.steal / capacity.max(1e-9),
+            if others + self.steal > 0.1 * capacity {
+                "  <- the machine was not quiet: figures are pessimistic"
+            } else {
+                ""
+            }
+        );
         println!(
             "  PostgreSQL per run: {:.2} write transactions (server-wide xid growth), {:.1} KiB WAL",
             per_run(self.write_xacts as f64),
@@ -676,12 +750,26 @@ impl Report {
                 )
             })
             .collect();
+        let mut by_time: Vec<&(String, u64, u64)> = self.redis.iter().collect();
+        by_time.sort_by_key(|entry| std::cmp::Reverse(entry.2));
+        let top_time: Vec<String> = by_time
+            .iter()
+            .take(6)
+            .map(|(name, calls, usec)| {
+                format!(
+                    "{name} {:.0} us/run ({:.0} us/call)",
+                    per_run(*usec as f64),
+                    *usec as f64 / (*calls).max(1) as f64
+                )
+            })
+            .collect();
         let redis_usec: u64 = self.redis.iter().map(|(_, _, u)| u).sum();
         println!(
             "  Redis commands per run (server-wide; {:.0} us of command time per run): {}",
             per_run(redis_usec as f64),
             top.join(", ")
         );
+        println!("  Redis command time per run: {}", top_time.join(", "));
         for (text, ok) in self.verdicts() {
             println!("  {} {text}", if ok { "ok  " } else { "MISS" });
         }

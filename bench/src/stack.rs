@@ -24,6 +24,10 @@ pub struct StackConfig {
     pub postgres: String,
     pub redis: String,
     pub worker_concurrency: Option<usize>,
+    /// Query string appended to the servers' `DATABASE_URL`, e.g. `sslmode=disable`.
+    pub pg_url_options: Option<String>,
+    /// `name=value` settings of the database (`ALTER DATABASE … SET`).
+    pub pg_settings: Vec<String>,
     pub startup_timeout: Duration,
     /// Keep the database, the Redis keys and the logs afterwards.
     pub keep: bool,
@@ -108,11 +112,33 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// The last lines of a log file, for error messages.
+/// The last lines of a log file, without terminal colours, for error messages.
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|line| strip_ansi(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `line` without ANSI escape sequences (`ESC [ … letter`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Stack {
@@ -122,7 +148,10 @@ impl Stack {
         let db_name = format!("switchyard_bench_{id}");
         Self {
             dir: std::env::temp_dir().join(format!("switchyard-bench-{id}")),
-            database_url: format!("{base}/{db_name}"),
+            database_url: match &config.pg_url_options {
+                Some(options) => format!("{base}/{db_name}?{}", options.trim_start_matches('?')),
+                None => format!("{base}/{db_name}"),
+            },
             admin_url: format!("{base}/postgres"),
             redis_prefix: format!("sybench-{id}"),
             base_url: String::new(),
@@ -138,14 +167,14 @@ impl Stack {
     /// Create everything and start both processes; returns once `/ready`
     /// answers 200.
     pub async fn up(&mut self, fake_base_url: &str) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating {}", self.dir.display()))?;
         if !self.config.bin.is_file() {
             bail!(
                 "{} does not exist; build it first: cargo build --release -p switchyard -p switchyard-bench",
                 self.config.bin.display()
             );
         }
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
         let catalog = self.dir.join("catalog.toml");
         std::fs::write(&catalog, catalog_toml(fake_base_url)).context("writing the catalog")?;
 
@@ -164,6 +193,27 @@ impl Stack {
         .await
         .context("creating the database")?;
         self.db_created = true;
+        for setting in &self.config.pg_settings {
+            let Some((name, value)) = setting.split_once('=') else {
+                bail!("--pg-set {setting:?}: expected name=value");
+            };
+            let name = name.trim();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            {
+                bail!("--pg-set {setting:?}: not a setting name");
+            }
+            let value = value.trim().replace('\'', "''");
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "alter database \"{}\" set {name} = '{value}'",
+                self.db_name
+            )))
+            .execute(&mut admin)
+            .await
+            .with_context(|| format!("--pg-set {setting}"))?;
+        }
         admin.close().await?;
 
         let port = free_port()?;
@@ -324,6 +374,9 @@ impl Stack {
                 Err(_) => eprintln!("  deleting Redis keys {}:* timed out", self.redis_prefix),
             }
         }
+        if !self.dir.exists() {
+            return;
+        }
         if keep || keep_logs {
             eprintln!("  logs kept in {}", self.dir.display());
             if keep {
@@ -388,4 +441,15 @@ model = "fake-bench"
 instructions = "You are a benchmark."
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ansi_is_stripped() {
+        assert_eq!(
+            super::strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m x"),
+            "2026  INFO x"
+        );
+    }
 }

@@ -30,6 +30,20 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Nanoseconds the threads of a process spent runnable but waiting for a
+/// CPU (`/proc/<pid>/task/*/schedstat`, second field): CPU contention.
+fn runqueue_wait_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| {
+            let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            text.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 /// Processes whose command name (`/proc/<pid>/comm`) is `name`.
 fn pids_named(name: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -53,11 +67,29 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// Busy, total and stolen CPU ticks of the whole machine (`/proc/stat`).
+fn machine_ticks() -> Option<(u64, u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is in user).
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4).unwrap_or(&0);
+    let steal = fields.get(7).copied().unwrap_or(0);
+    Some((total - idle - steal, total, steal))
+}
+
 /// CPU time of the parts of the system under test.
 #[derive(Debug, Clone)]
 pub struct CpuSnapshot {
     at: Instant,
     ticks: [u64; 5],
+    /// Run-queue waits, nanoseconds, same parts.
+    waits: [u64; 5],
+    machine: (u64, u64, u64),
 }
 
 /// Names of the [`CpuSnapshot`] parts, in order.
@@ -71,17 +103,48 @@ pub const CPU_PARTS: [&str; 5] = [
 
 impl CpuSnapshot {
     pub fn take(api: u32, worker: u32) -> Self {
-        let sum = |pids: Vec<u32>| pids.into_iter().filter_map(cpu_ticks).sum();
+        let sum = |pids: &[u32]| pids.iter().copied().filter_map(cpu_ticks).sum();
+        let waits = |pids: &[u32]| pids.iter().copied().map(runqueue_wait_ns).sum();
+        let postgres = pids_named("postgres");
+        let redis = pids_named("redis-server");
+        let me = std::process::id();
         Self {
+            waits: [
+                runqueue_wait_ns(api),
+                runqueue_wait_ns(worker),
+                runqueue_wait_ns(me),
+                waits(&postgres),
+                waits(&redis),
+            ],
             at: Instant::now(),
             ticks: [
                 cpu_ticks(api).unwrap_or(0),
                 cpu_ticks(worker).unwrap_or(0),
-                cpu_ticks(std::process::id()).unwrap_or(0),
-                sum(pids_named("postgres")),
-                sum(pids_named("redis-server")),
+                cpu_ticks(me).unwrap_or(0),
+                sum(&postgres),
+                sum(&redis),
             ],
+            machine: machine_ticks().unwrap_or((0, 0, 0)),
         }
+    }
+
+    /// Seconds each part's threads waited for a CPU between `self` and `later`.
+    pub fn waits_since(&self, later: &Self) -> Vec<f64> {
+        self.waits
+            .iter()
+            .zip(later.waits.iter())
+            .map(|(a, b)| b.saturating_sub(*a) as f64 / 1e9)
+            .collect()
+    }
+
+    /// CPU seconds the whole machine was busy between `self` and `later`,
+    /// and CPU seconds the hypervisor took away (steal).
+    pub fn machine_busy_since(&self, later: &Self) -> (f64, f64) {
+        let hz = clock_ticks_per_second();
+        (
+            later.machine.0.saturating_sub(self.machine.0) as f64 / hz,
+            later.machine.2.saturating_sub(self.machine.2) as f64 / hz,
+        )
     }
 
     /// CPU seconds per part between `self` and `later`, and the wall time.
