@@ -90,8 +90,18 @@ impl Keys {
         format!("{}:queue:runs:wake", self.prefix)
     }
 
-    /// An API instance's control stream, which interrupts its blocking read.
-    pub fn tail_control(&self, instance: uuid::Uuid) -> String {
-        format!("{}:api:{instance}:tail", self.prefix)
+    /// The Pub/Sub channel of a run's live events.
+    pub fn run_live(&self, run: RunId) -> String {
+        format!("{}:run:{run}:live", self.prefix)
+    }
+
+    /// The run of a [`Keys::run_live`] channel.
+    pub fn run_of_live(&self, channel: &str) -> Option<RunId> {
+        channel
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(":run:")?
+            .strip_suffix(":live")?
+            .parse()
+            .ok()
     }
 }

@@ -529,3 +529,69 @@ async fn token_deltas_are_coalesced_within_the_flush_interval() {
         "the first delta is not held back: {counts:?}"
     );
 }
+
+#[tokio::test]
+async fn a_live_stream_follows_the_runs_channel_only_while_it_is_open() {
+    use futures::StreamExt;
+    let catalog = switchyard_tests::SCRIPTED_CATALOG.replace(
+        "kind = \"scripted\"",
+        "kind = \"scripted\"\nchunk_delay_ms = 30",
+    );
+    let app = TestApp::spawn_with(switchyard_tests::Options {
+        catalog,
+        ..Default::default()
+    })
+    .await;
+    let thread = app.create_thread(json!({})).await;
+    let response = app
+        .http
+        .post(app.url(&format!(
+            "/v1/threads/{}/runs",
+            thread["id"].as_str().unwrap()
+        )))
+        .json(&json!({"input": {"content": "follow me live"}, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+    let mut run_id = String::new();
+    for _ in 0..4 {
+        let event = tokio::time::timeout(switchyard_tests::WAIT, stream.next())
+            .await
+            .expect("an event in time")
+            .expect("an event")
+            .expect("well-formed");
+        let data: Value = serde_json::from_str(&event.data).unwrap();
+        if let Some(id) = data["run_id"].as_str() {
+            run_id = id.to_owned();
+        }
+    }
+    let channel = format!("{}:run:{run_id}:live", app.config.redis_prefix);
+    let subscribers = |app: &TestApp| {
+        let mut conn = app.redis.clone();
+        let channel = channel.clone();
+        async move {
+            let (_, n): (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            n
+        }
+    };
+    assert_eq!(
+        subscribers(&app).await,
+        1,
+        "the API follows the run's live channel"
+    );
+    drop(stream);
+    let deadline = tokio::time::Instant::now() + switchyard_tests::WAIT;
+    while subscribers(&app).await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the API never unsubscribed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,12 +1,13 @@
 //! `GET /v1/runs/{run_id}/events`: the run's events as Server-Sent Events.
 //!
-//! A relay task per client replays the durable backlog from PostgreSQL,
-//! then follows the live Redis stream through the process's
-//! [`TailHub`](switchyard_common::bus::tail::TailHub). Sequence numbers make
-//! the seam exact: anything at or below the last sent id is dropped, and a
-//! gap is filled from Redis or, failing that, PostgreSQL before going on.
-//! When nothing arrives for a while the relay looks for itself, so a lost
-//! Redis stream or a missed wake-up cannot stall a client.
+//! A relay task per client subscribes to the run's live events through the
+//! process's [`TailHub`](switchyard_common::bus::tail::TailHub), then
+//! replays the durable backlog from PostgreSQL, then relays what arrives
+//! live. Sequence numbers make the seam exact: anything at or below the last
+//! sent id is dropped, and a gap is filled from the run's Redis stream or,
+//! failing that, PostgreSQL before going on. When nothing arrives for a
+//! while the relay looks for itself, so a lost stream or a lost message
+//! cannot stall a client.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -136,6 +137,9 @@ struct Relay {
 
 impl Relay {
     async fn run(mut self, start: Start) -> Result<(), RelayEnd> {
+        // Subscribe before reading the backlog: every event is then either in
+        // what is read or among what arrives live (perhaps both).
+        let mut live = self.app.tail.subscribe(self.run_id).await;
         let ended = match start {
             Start::After(after) => {
                 self.last = after;
@@ -146,7 +150,6 @@ impl Relay {
         if ended {
             return Ok(());
         }
-        let mut live = self.app.tail.subscribe(self.run_id, self.last).await;
         loop {
             let received = tokio::select! {
                 event = live.recv() => event,
@@ -170,12 +173,12 @@ impl Relay {
                     }
                 }
                 None => {
-                    // Cut loose (too slow) or the reader stopped: read the
-                    // store, then follow again.
+                    // Cut loose (too slow) or the reader stopped: follow
+                    // again, then read what was missed.
+                    live = self.app.tail.subscribe(self.run_id).await;
                     if self.catch_up().await? {
                         return Ok(());
                     }
-                    live = self.app.tail.subscribe(self.run_id, self.last).await;
                 }
             }
         }

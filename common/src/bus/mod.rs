@@ -1,14 +1,14 @@
 //! Run events in motion.
 //!
 //! The worker numbers each run's events (1, 2, 3…, gap-free) and hands them
-//! to an [`EventWriter`], which writes them in batches both to the run's
-//! Redis stream (for live readers, fast) and to PostgreSQL (durable: what a
-//! reconnecting client replays, even after the stream is trimmed, expired
-//! or lost). [`RunEvents`] is one run's handle: it coalesces token deltas
+//! to an [`EventWriter`], which writes them in batches to the run's Redis
+//! stream and live channel (for live readers, fast) and to PostgreSQL
+//! (durable: what a reconnecting client replays, even after the stream is
+//! trimmed, expired or lost). [`RunEvents`] is one run's handle: it coalesces token deltas
 //! so that per-token overhead stays bounded at high token rates.
 //!
-//! Readers ([`tail::TailHub`]) follow the Redis streams with one blocking
-//! read per process and fill any gap from PostgreSQL.
+//! Readers ([`tail::TailHub`]) follow live channels with one Pub/Sub
+//! connection per process and fill any gap from the stream or PostgreSQL.
 
 mod coalesce;
 pub mod tail;

@@ -1,52 +1,76 @@
-//! Following run events live: one blocking `XREAD` per API process, fanned
-//! out to every SSE client of that process.
+//! Following run events live: one Redis Pub/Sub connection per API
+//! process, fanned out to every SSE client of that process.
 //!
-//! Each subscription names a run and the last event its client has; the hub
-//! reads the run's stream from there and forwards entries in order. A new
-//! subscription interrupts the blocking read through the instance's control
-//! stream, so it starts at once. Clients must still check sequence numbers:
-//! the hub may deliver an event twice (never out of order), and anything
-//! Redis lost is theirs to fill from PostgreSQL ([`TailHub::range_after`]
-//! gives what Redis still has).
+//! The worker publishes each batch of a run's events on the run's channel
+//! ([`Keys::run_live`]) as well as appending them to its stream. The hub
+//! subscribes to a run's channel while at least one client of this process
+//! follows the run, and forwards what arrives. Pub/Sub delivers each message
+//! once, at O(1) cost per subscriber, but keeps nothing: a client subscribes
+//! first and then reads what came before (the stream, [`TailHub::range_after`],
+//! or PostgreSQL), drops what it already has by sequence number, and fills
+//! any gap the same way. A client whose buffer fills up is cut loose and
+//! recovers the same way too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::streams::StreamReadReply;
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, PubSubSink};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{decode_entry, entry_id};
 use crate::domain::RunId;
-use crate::events::SequencedEvent;
-use crate::redis_conn::{self, Keys};
+use crate::events::{RunEvent, SequencedEvent};
+use crate::redis_conn::Keys;
 
-/// Events a slow client may have outstanding before it is cut loose (it then
-/// falls back to reading PostgreSQL).
+/// Events a slow client may have outstanding before it is cut loose.
 const SUBSCRIBER_BUFFER: usize = 4096;
-/// How long one blocking read waits.
-const BLOCK_MS: u64 = 5_000;
 
-struct Followed {
-    /// Entry id of the last entry read from this run's stream.
-    position: String,
-    subscribers: Vec<mpsc::Sender<SequencedEvent>>,
-}
+type Followers = HashMap<RunId, Vec<mpsc::Sender<SequencedEvent>>>;
 
 struct Inner {
     keys: Keys,
-    control: String,
     conn: ConnectionManager,
-    followed: Mutex<HashMap<RunId, Followed>>,
+    /// Who follows which run. A plain mutex: held only for map updates and
+    /// non-blocking sends, never across an await.
+    followers: Mutex<Followers>,
+    /// The subscribing half of the Pub/Sub connection (`None` while it is
+    /// down). Subscribing and unsubscribing happen under this lock, so that
+    /// they reach Redis in the order they were decided.
+    sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    /// Runs a subscription of which ended: unsubscribe if nobody is left.
+    released: mpsc::UnboundedSender<RunId>,
 }
 
 /// The process's reader of live run events; cheap to clone.
 #[derive(Clone)]
 pub struct TailHub {
     inner: Arc<Inner>,
+}
+
+/// A client's following of one run; dropping it ends the following.
+pub struct Subscription {
+    run_id: RunId,
+    events: mpsc::Receiver<SequencedEvent>,
+    released: mpsc::UnboundedSender<RunId>,
+}
+
+impl Subscription {
+    /// The next live event; `None` once the hub cut this client loose (too
+    /// slow) or stopped.
+    pub async fn recv(&mut self) -> Option<SequencedEvent> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.released.send(self.run_id);
+    }
 }
 
 impl TailHub {
@@ -58,56 +82,44 @@ impl TailHub {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let control = keys.tail_control(uuid::Uuid::now_v7());
+        let (released, released_rx) = mpsc::unbounded_channel();
         let hub = Self {
             inner: Arc::new(Inner {
                 keys,
-                control,
                 conn,
-                followed: Mutex::new(HashMap::new()),
+                followers: Mutex::new(HashMap::new()),
+                sink: tokio::sync::Mutex::new(None),
+                released,
             }),
         };
-        tracker.spawn(hub.clone().read_loop(client, shutdown));
+        tracker.spawn(hub.clone().read_loop(client, released_rx, shutdown));
         hub
     }
 
-    /// Follow a run's live events after `after`. The receiver ends when the
-    /// hub cuts a slow client loose or stops.
-    pub async fn subscribe(&self, run_id: RunId, after: i64) -> mpsc::Receiver<SequencedEvent> {
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+    /// Follow a run's live events from now on. Returns once Redis confirmed
+    /// the subscription (or, with Redis away, at once: the caller's catch-up
+    /// reads cover what is missed).
+    pub async fn subscribe(&self, run_id: RunId) -> Subscription {
+        let (tx, events) = mpsc::channel(SUBSCRIBER_BUFFER);
+        let mut sink = self.inner.sink.lock().await;
+        let first = {
+            let mut followers = self.followers();
+            let list = followers.entry(run_id).or_default();
+            list.retain(|s| !s.is_closed());
+            list.push(tx);
+            list.len() == 1
+        };
+        if first
+            && let Some(sink) = sink.as_mut()
+            && let Err(error) = sink.subscribe(self.inner.keys.run_live(run_id)).await
         {
-            let mut followed = self.lock();
-            followed
-                .entry(run_id)
-                .or_insert_with(|| Followed {
-                    position: entry_id(after),
-                    subscribers: Vec::new(),
-                })
-                .subscribers
-                .push(tx);
+            tracing::debug!(%error, "subscribing to live run events failed");
         }
-        // Interrupt the blocking read so that it includes this stream now.
-        let mut conn = self.inner.conn.clone();
-        let woke: redis::RedisResult<()> = redis::pipe()
-            .cmd("XADD")
-            .arg(&self.inner.control)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(100)
-            .arg("*")
-            .arg("w")
-            .arg(1)
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&self.inner.control)
-            .arg(3600)
-            .ignore()
-            .query_async(&mut conn)
-            .await;
-        if let Err(error) = woke {
-            tracing::debug!(%error, "could not wake the event tail reader");
+        Subscription {
+            run_id,
+            events,
+            released: self.inner.released.clone(),
         }
-        rx
     }
 
     /// What the run's Redis stream still holds after `after`, in order.
@@ -126,107 +138,165 @@ impl TailHub {
         Ok(reply.ids.iter().filter_map(decode_entry).collect())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Followed>> {
-        // The map is never left half-updated by a panic: every critical
-        // section is plain field updates.
+    fn followers(&self) -> std::sync::MutexGuard<'_, Followers> {
+        // Every critical section is a plain map update: a panic cannot leave
+        // the map half-changed.
         self.inner
-            .followed
+            .followers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn read_loop(self, client: redis::Client, shutdown: CancellationToken) {
-        let mut control_position = "0-0".to_owned();
-        let mut conn = None;
+    async fn read_loop(
+        self,
+        client: redis::Client,
+        mut released: mpsc::UnboundedReceiver<RunId>,
+        shutdown: CancellationToken,
+    ) {
         while !shutdown.is_cancelled() {
-            let reader = match &mut conn {
-                Some(c) => c,
-                None => match redis_conn::dedicated(&client).await {
-                    Ok(c) => conn.insert(c),
-                    Err(error) => {
-                        tracing::warn!(%error, "event tail reader cannot reach Redis; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                            _ = shutdown.cancelled() => break,
-                        }
-                    }
-                },
+            let pubsub = tokio::select! {
+                pubsub = client.get_async_pubsub() => pubsub,
+                () = shutdown.cancelled() => break,
             };
-            let (runs, cmd) = self.read_command(&control_position);
-            let reply = tokio::select! {
-                reply = cmd.query_async::<Option<StreamReadReply>>(reader) => reply,
-                _ = shutdown.cancelled() => break,
-            };
-            match reply {
-                Ok(Some(reply)) => {
-                    for stream in reply.keys {
-                        if stream.key == self.inner.control {
-                            if let Some(last) = stream.ids.last() {
-                                control_position = last.id.clone();
-                            }
-                            continue;
-                        }
-                        let Some(run_id) = runs.get(&stream.key) else {
-                            continue;
-                        };
-                        self.deliver(*run_id, &stream.ids);
-                    }
-                }
-                Ok(None) => {}
+            let (mut sink, mut messages) = match pubsub {
+                Ok(pubsub) => pubsub.split(),
                 Err(error) => {
-                    tracing::warn!(%error, "reading run event streams failed; reconnecting");
-                    conn = None;
+                    tracing::warn!(%error, "live run events: cannot reach Redis; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                        _ = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                        () = shutdown.cancelled() => break,
                     }
                 }
+            };
+            {
+                // Follow again every run followed while the connection was down.
+                let mut current = self.inner.sink.lock().await;
+                let runs: Vec<RunId> = self.followers().keys().copied().collect();
+                for run_id in runs {
+                    if let Err(error) = sink.subscribe(self.inner.keys.run_live(run_id)).await {
+                        tracing::debug!(%error, "resubscribing failed");
+                    }
+                }
+                *current = Some(sink);
+            }
+            loop {
+                tokio::select! {
+                    message = messages.next() => match message {
+                        Some(message) => self.deliver(&message),
+                        None => break,
+                    },
+                    Some(run_id) = released.recv() => self.release(run_id).await,
+                    () = shutdown.cancelled() => break,
+                }
+            }
+            *self.inner.sink.lock().await = None;
+            if !shutdown.is_cancelled() {
+                tracing::warn!("live run events: connection lost; reconnecting");
             }
         }
         // Dropping the senders ends every subscriber's stream.
-        self.lock().clear();
+        self.followers().clear();
     }
 
-    /// Build the next `XREAD`, dropping runs nobody follows any more.
-    fn read_command(&self, control_position: &str) -> (HashMap<String, RunId>, redis::Cmd) {
-        let mut followed = self.lock();
-        followed.retain(|_, f| {
-            f.subscribers.retain(|s| !s.is_closed());
-            !f.subscribers.is_empty()
-        });
-        let mut keys = vec![self.inner.control.clone()];
-        let mut ids = vec![control_position.to_owned()];
-        let mut runs = HashMap::with_capacity(followed.len());
-        for (run_id, f) in followed.iter() {
-            let key = self.inner.keys.run_events(*run_id);
-            keys.push(key.clone());
-            ids.push(f.position.clone());
-            runs.insert(key, *run_id);
+    /// Unsubscribe from a run nobody of this process follows any more.
+    async fn release(&self, run_id: RunId) {
+        let mut sink = self.inner.sink.lock().await;
+        let unfollowed = {
+            let mut followers = self.followers();
+            let list = followers.entry(run_id).or_default();
+            list.retain(|s| !s.is_closed());
+            let empty = list.is_empty();
+            if empty {
+                followers.remove(&run_id);
+            }
+            empty
+        };
+        if unfollowed
+            && let Some(sink) = sink.as_mut()
+            && let Err(error) = sink.unsubscribe(self.inner.keys.run_live(run_id)).await
+        {
+            tracing::debug!(%error, "unsubscribing failed");
         }
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT")
-            .arg(1000)
-            .arg("BLOCK")
-            .arg(BLOCK_MS)
-            .arg("STREAMS")
-            .arg(&keys)
-            .arg(&ids);
-        (runs, cmd)
     }
 
-    fn deliver(&self, run_id: RunId, entries: &[redis::streams::StreamId]) {
-        let mut followed = self.lock();
-        let Some(f) = followed.get_mut(&run_id) else {
+    fn deliver(&self, message: &redis::Msg) {
+        let Some(run_id) = self.inner.keys.run_of_live(message.get_channel_name()) else {
             return;
         };
-        for entry in entries {
-            f.position = entry.id.clone();
-            let Some(event) = decode_entry(entry) else {
-                tracing::warn!(run.id = %run_id, entry = %entry.id, "undecodable run event entry");
-                continue;
-            };
-            // A full or closed subscriber is dropped; it recovers from PostgreSQL.
-            f.subscribers.retain(|s| s.try_send(event.clone()).is_ok());
+        let events = match message
+            .get_payload::<String>()
+            .ok()
+            .and_then(|p| decode_batch(&p))
+        {
+            Some(events) => events,
+            None => {
+                tracing::warn!(run.id = %run_id, "undecodable live run events");
+                return;
+            }
+        };
+        let mut followers = self.followers();
+        let Some(list) = followers.get_mut(&run_id) else {
+            return;
+        };
+        for event in events {
+            // A full or closed subscriber is dropped; it recovers from the store.
+            list.retain(|s| s.try_send(event.clone()).is_ok());
         }
+    }
+}
+
+/// One event of a live-channel message; a message is a JSON array of them:
+/// `[[seq, kind, data], …]`.
+pub fn live_item(seq: i64, kind: &str, data: Value) -> Value {
+    serde_json::json!([seq, kind, data])
+}
+
+fn decode_batch(payload: &str) -> Option<Vec<SequencedEvent>> {
+    let items: Vec<(i64, String, Value)> = serde_json::from_str(payload).ok()?;
+    items
+        .into_iter()
+        .map(|(seq, kind, data)| {
+            RunEvent::from_parts(&kind, data)
+                .ok()
+                .map(|event| SequencedEvent { seq, event })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::MessageId;
+
+    #[test]
+    fn batches_round_trip() {
+        let delta = RunEvent::MessageDelta {
+            message_id: MessageId::new(),
+            delta: "hi \"there\"\n".into(),
+        };
+        let started = RunEvent::RunStarted {
+            run_id: RunId::new(),
+            attempt: 2,
+        };
+        let payload = Value::Array(vec![
+            live_item(3, started.kind(), started.data()),
+            live_item(4, delta.kind(), delta.data()),
+        ])
+        .to_string();
+        let decoded = decode_batch(&payload).expect("decodes");
+        assert_eq!(
+            decoded,
+            vec![
+                SequencedEvent {
+                    seq: 3,
+                    event: started
+                },
+                SequencedEvent {
+                    seq: 4,
+                    event: delta
+                },
+            ]
+        );
+        assert_eq!(decode_batch("[[1, \"no.such.event\", {}]]"), None);
     }
 }

@@ -14,6 +14,7 @@ use crate::events::RunEvent;
 use crate::redis_conn::Keys;
 
 use super::entry_id;
+use super::tail::live_item;
 
 /// Live streams are kept this long after their last event; PostgreSQL keeps
 /// the events for as long as the run exists.
@@ -101,25 +102,10 @@ async fn redis_loop(
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
-        for item in &batch {
-            let key = keys.run_events(item.run_id);
-            pipe.cmd("XADD")
-                .arg(&key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(STREAM_MAX_LEN)
-                .arg(entry_id(item.seq))
-                .arg("k")
-                .arg(item.event.kind())
-                .arg("d")
-                .arg(item.event.data().to_string())
-                .ignore();
-            // A stream's expiry is set when its run starts (so that the
-            // stream of a run whose worker died still goes away) and renewed
-            // when it ends; not on every event.
-            if matches!(*item.event, RunEvent::RunStarted { .. }) || item.event.is_terminal() {
-                pipe.cmd("EXPIRE").arg(&key).arg(STREAM_TTL_SECS).ignore();
-            }
+        // Per run (consecutive items of one run): append to its stream, then
+        // publish the same events on its live channel.
+        for group in batch.chunk_by(|a, b| a.run_id == b.run_id) {
+            append_and_publish(&mut pipe, &keys, group);
         }
         // Redis is the fast path only: on failure live readers fall back to
         // PostgreSQL, so the batch is not retried.
@@ -128,6 +114,39 @@ async fn redis_loop(
         }
         batch.clear();
     }
+}
+
+fn append_and_publish(pipe: &mut redis::Pipeline, keys: &Keys, group: &[Item]) {
+    let Some(first) = group.first() else {
+        return;
+    };
+    let key = keys.run_events(first.run_id);
+    let mut live = Vec::with_capacity(group.len());
+    for item in group {
+        let data = item.event.data();
+        pipe.cmd("XADD")
+            .arg(&key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_MAX_LEN)
+            .arg(entry_id(item.seq))
+            .arg("k")
+            .arg(item.event.kind())
+            .arg("d")
+            .arg(data.to_string())
+            .ignore();
+        // A stream's expiry is set when its run starts (so that the
+        // stream of a run whose worker died still goes away) and renewed
+        // when it ends; not on every event.
+        if matches!(*item.event, RunEvent::RunStarted { .. }) || item.event.is_terminal() {
+            pipe.cmd("EXPIRE").arg(&key).arg(STREAM_TTL_SECS).ignore();
+        }
+        live.push(live_item(item.seq, item.event.kind(), data));
+    }
+    pipe.cmd("PUBLISH")
+        .arg(keys.run_live(first.run_id))
+        .arg(serde_json::Value::Array(live).to_string())
+        .ignore();
 }
 
 async fn pg_loop(pool: PgPool, mut rx: mpsc::UnboundedReceiver<PgCommand>) {
