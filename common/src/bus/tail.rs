@@ -39,9 +39,8 @@ struct Inner {
     /// non-blocking sends, never across an await.
     followers: Mutex<Followers>,
     /// The subscribing half of the Pub/Sub connection (`None` while it is
-    /// down). Subscribing and unsubscribing happen under this lock, so that
-    /// they reach Redis in the order they were decided.
-    sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    /// down); cloned out before use, never held across an await.
+    sink: Mutex<Option<PubSubSink>>,
     /// Runs a subscription of which ended: unsubscribe if nobody is left.
     released: mpsc::UnboundedSender<RunId>,
 }
@@ -88,11 +87,12 @@ impl TailHub {
                 keys,
                 conn,
                 followers: Mutex::new(HashMap::new()),
-                sink: tokio::sync::Mutex::new(None),
+                sink: Mutex::new(None),
                 released,
             }),
         };
-        tracker.spawn(hub.clone().read_loop(client, released_rx, shutdown));
+        tracker.spawn(hub.clone().read_loop(client, shutdown.clone()));
+        tracker.spawn(hub.clone().release_loop(released_rx, shutdown));
         hub
     }
 
@@ -101,7 +101,6 @@ impl TailHub {
     /// reads cover what is missed).
     pub async fn subscribe(&self, run_id: RunId) -> Subscription {
         let (tx, events) = mpsc::channel(SUBSCRIBER_BUFFER);
-        let mut sink = self.inner.sink.lock().await;
         let first = {
             let mut followers = self.followers();
             let list = followers.entry(run_id).or_default();
@@ -110,7 +109,7 @@ impl TailHub {
             list.len() == 1
         };
         if first
-            && let Some(sink) = sink.as_mut()
+            && let Some(mut sink) = self.sink()
             && let Err(error) = sink.subscribe(self.inner.keys.run_live(run_id)).await
         {
             tracing::debug!(%error, "subscribing to live run events failed");
@@ -147,12 +146,22 @@ impl TailHub {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn read_loop(
-        self,
-        client: redis::Client,
-        mut released: mpsc::UnboundedReceiver<RunId>,
-        shutdown: CancellationToken,
-    ) {
+    fn sink(&self) -> Option<PubSubSink> {
+        self.inner
+            .sink
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_sink(&self, sink: Option<PubSubSink>) {
+        *self.inner.sink.lock().unwrap_or_else(|e| e.into_inner()) = sink;
+    }
+
+    /// Read the Pub/Sub connection and deliver; reconnect when it drops.
+    /// Nothing here waits on Redis but the reading itself, so deliveries are
+    /// never held up by subscription changes.
+    async fn read_loop(self, client: redis::Client, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
             let pubsub = tokio::select! {
                 pubsub = client.get_async_pubsub() => pubsub,
@@ -168,16 +177,19 @@ impl TailHub {
                     }
                 }
             };
+            // New subscriptions use the new connection from now on; follow
+            // again every run followed while it was down (a run subscribed
+            // twice is harmless).
+            self.set_sink(Some(sink.clone()));
+            let runs: Vec<String> = self
+                .followers()
+                .keys()
+                .map(|r| self.inner.keys.run_live(*r))
+                .collect();
+            if !runs.is_empty()
+                && let Err(error) = sink.subscribe(runs).await
             {
-                // Follow again every run followed while the connection was down.
-                let mut current = self.inner.sink.lock().await;
-                let runs: Vec<RunId> = self.followers().keys().copied().collect();
-                for run_id in runs {
-                    if let Err(error) = sink.subscribe(self.inner.keys.run_live(run_id)).await {
-                        tracing::debug!(%error, "resubscribing failed");
-                    }
-                }
-                *current = Some(sink);
+                tracing::debug!(%error, "resubscribing failed");
             }
             loop {
                 tokio::select! {
@@ -185,11 +197,10 @@ impl TailHub {
                         Some(message) => self.deliver(&message),
                         None => break,
                     },
-                    Some(run_id) = released.recv() => self.release(run_id).await,
                     () = shutdown.cancelled() => break,
                 }
             }
-            *self.inner.sink.lock().await = None;
+            self.set_sink(None);
             if !shutdown.is_cancelled() {
                 tracing::warn!("live run events: connection lost; reconnecting");
             }
@@ -198,24 +209,63 @@ impl TailHub {
         self.followers().clear();
     }
 
-    /// Unsubscribe from a run nobody of this process follows any more.
-    async fn release(&self, run_id: RunId) {
-        let mut sink = self.inner.sink.lock().await;
-        let unfollowed = {
-            let mut followers = self.followers();
-            let list = followers.entry(run_id).or_default();
-            list.retain(|s| !s.is_closed());
-            let empty = list.is_empty();
-            if empty {
-                followers.remove(&run_id);
+    /// Unsubscribe from runs nobody of this process follows any more, in
+    /// batches, apart from the reading so that deliveries never wait on it.
+    async fn release_loop(
+        self,
+        mut released: mpsc::UnboundedReceiver<RunId>,
+        shutdown: CancellationToken,
+    ) {
+        let mut runs = Vec::new();
+        loop {
+            tokio::select! {
+                n = released.recv_many(&mut runs, 256) => if n == 0 { return },
+                () = shutdown.cancelled() => return,
             }
-            empty
-        };
-        if unfollowed
-            && let Some(sink) = sink.as_mut()
-            && let Err(error) = sink.unsubscribe(self.inner.keys.run_live(run_id)).await
-        {
-            tracing::debug!(%error, "unsubscribing failed");
+            let unfollowed: Vec<RunId> = {
+                let mut followers = self.followers();
+                runs.drain(..)
+                    .filter(|run_id| {
+                        let Some(list) = followers.get_mut(run_id) else {
+                            return false;
+                        };
+                        list.retain(|s| !s.is_closed());
+                        let empty = list.is_empty();
+                        if empty {
+                            followers.remove(run_id);
+                        }
+                        empty
+                    })
+                    .collect()
+            };
+            let Some(mut sink) = self.sink() else {
+                continue;
+            };
+            if unfollowed.is_empty() {
+                continue;
+            }
+            let channels: Vec<String> = unfollowed
+                .iter()
+                .map(|r| self.inner.keys.run_live(*r))
+                .collect();
+            if let Err(error) = sink.unsubscribe(channels).await {
+                tracing::debug!(%error, "unsubscribing failed");
+            }
+            // A client may have followed one of these runs again while the
+            // unsubscription was on its way, its subscription overtaken by it.
+            let again: Vec<String> = {
+                let followers = self.followers();
+                unfollowed
+                    .iter()
+                    .filter(|r| followers.contains_key(r))
+                    .map(|r| self.inner.keys.run_live(*r))
+                    .collect()
+            };
+            if !again.is_empty()
+                && let Err(error) = sink.subscribe(again).await
+            {
+                tracing::debug!(%error, "resubscribing failed");
+            }
         }
     }
 
