@@ -145,7 +145,9 @@ impl Relay {
                 self.last = after;
                 self.catch_up().await?
             }
-            Start::Created(queued) => self.send(&queued).await?,
+            // What the worker published before the subscription took effect
+            // is in the stream already.
+            Start::Created(queued) => self.send(&queued).await? || self.send_from_stream().await?,
         };
         if ended {
             return Ok(());
@@ -188,17 +190,8 @@ impl Relay {
     /// continues exactly where we are, else from PostgreSQL. Returns whether
     /// the terminal event was sent.
     async fn catch_up(&mut self) -> Result<bool, RelayEnd> {
-        if let Ok(events) = self.app.tail.range_after(self.run_id, self.last).await
-            && events.first().is_some_and(|e| e.seq == self.last + 1)
-        {
-            for event in events {
-                if event.seq != self.last + 1 {
-                    break;
-                }
-                if self.send(&event).await? {
-                    return Ok(true);
-                }
-            }
+        if self.send_from_stream().await? {
+            return Ok(true);
         }
         // A run stores its terminal events with its terminal status. Read
         // the status first: if the run had already finished, the events read
@@ -220,6 +213,23 @@ impl Relay {
                 return Ok(finished);
             }
         }
+    }
+
+    /// Send what the run's Redis stream holds after `last`, if it continues
+    /// exactly where we are. Returns whether the terminal event was sent.
+    async fn send_from_stream(&mut self) -> Result<bool, RelayEnd> {
+        let Ok(events) = self.app.tail.range_after(self.run_id, self.last).await else {
+            return Ok(false);
+        };
+        for event in events {
+            if event.seq != self.last + 1 {
+                break;
+            }
+            if self.send(&event).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Send one event; returns whether it was the terminal one.
