@@ -13,25 +13,9 @@ use switchyard_fake_llm::FakeLlm;
 
 use crate::stack::AGENT_ID;
 
-/// The words the fake's `Reply::Stream` cycles through, one per token.
-/// A copy of `STREAM_WORDS` in `fake-llm/src/reply.rs`, which is private;
-/// should it change, every run is reported as a text mismatch.
-const STREAM_WORDS: [&str; 8] = [
-    "lorem ",
-    "ipsum ",
-    "dolor ",
-    "sit ",
-    "amet ",
-    "consectetur ",
-    "adipiscing ",
-    "elit ",
-];
-
 /// The text the fake streams for `tokens` tokens.
 pub fn expected_text(tokens: usize) -> String {
-    (0..tokens)
-        .map(|i| STREAM_WORDS[i % STREAM_WORDS.len()])
-        .collect()
+    switchyard_fake_llm::stream_text(tokens)
 }
 
 /// What one client saw of one completed run.

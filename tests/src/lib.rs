@@ -76,6 +76,20 @@ pub struct Options {
     pub env: Vec<(&'static str, String)>,
 }
 
+impl Options {
+    /// The scripted model pausing `chunk_delay_ms` between words, so that a
+    /// run is still streaming when a test looks at it.
+    pub fn slow_scripted(chunk_delay_ms: u64) -> Self {
+        Self {
+            catalog: SCRIPTED_CATALOG.replace(
+                "kind = \"scripted\"",
+                &format!("kind = \"scripted\"\nchunk_delay_ms = {chunk_delay_ms}"),
+            ),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {

@@ -173,15 +173,7 @@ async fn events_survive_the_loss_of_the_redis_stream() {
 
 #[tokio::test]
 async fn resuming_in_the_middle_of_a_live_run_has_no_gap_and_no_duplicate() {
-    let catalog = switchyard_tests::SCRIPTED_CATALOG.replace(
-        "kind = \"scripted\"",
-        "kind = \"scripted\"\nchunk_delay_ms = 30",
-    );
-    let app = TestApp::spawn_with(switchyard_tests::Options {
-        catalog,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(switchyard_tests::Options::slow_scripted(30)).await;
     let thread = app.create_thread(json!({})).await;
     let run = app
         .start_run(
@@ -487,17 +479,12 @@ async fn bad_run_requests_are_refused_in_the_contract_shape_and_change_nothing()
 
 #[tokio::test]
 async fn token_deltas_are_coalesced_within_the_flush_interval() {
-    let slow_model = switchyard_tests::SCRIPTED_CATALOG.replace(
-        "kind = \"scripted\"",
-        "kind = \"scripted\"\nchunk_delay_ms = 10",
-    );
     let message = "one two three four five six seven eight nine ten eleven twelve";
     let mut counts = Vec::new();
     for flush_ms in ["0", "250"] {
         let app = TestApp::spawn_with(switchyard_tests::Options {
-            catalog: slow_model.clone(),
             env: vec![("SWITCHYARD_DELTA_FLUSH_MS", flush_ms.into())],
-            ..Default::default()
+            ..switchyard_tests::Options::slow_scripted(10)
         })
         .await;
         let thread = app.create_thread(json!({})).await;
@@ -533,15 +520,7 @@ async fn token_deltas_are_coalesced_within_the_flush_interval() {
 #[tokio::test]
 async fn a_live_stream_follows_the_runs_channel_only_while_it_is_open() {
     use futures::StreamExt;
-    let catalog = switchyard_tests::SCRIPTED_CATALOG.replace(
-        "kind = \"scripted\"",
-        "kind = \"scripted\"\nchunk_delay_ms = 30",
-    );
-    let app = TestApp::spawn_with(switchyard_tests::Options {
-        catalog,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(switchyard_tests::Options::slow_scripted(30)).await;
     let thread = app.create_thread(json!({})).await;
     let response = app
         .http
