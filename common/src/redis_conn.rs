@@ -1,15 +1,14 @@
 //! Redis connections and key names.
 //!
-//! redis-rs answers "timed out" after 500 ms by default, which breaks
-//! blocking reads and, under load, ordinary commands; every connection here
-//! is built with explicit timeouts instead. Blocking reads (`XREAD BLOCK`)
-//! get a dedicated connection so that they never delay other commands.
+//! redis-rs answers "timed out" after 500 ms by default, which under load
+//! breaks ordinary commands, and leaves Nagle's algorithm on; every
+//! connection here is built with explicit timeouts and TCP_NODELAY instead.
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisResult};
+use redis::{Client, IntoConnectionInfo, RedisResult};
 
 use crate::domain::{RunId, ThreadId};
 
@@ -33,16 +32,6 @@ pub async fn manager(client: &Client) -> RedisResult<ConnectionManager> {
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(500));
     client.get_connection_manager_with_config(config).await
-}
-
-/// A connection of its own for blocking reads: no response timeout.
-pub async fn dedicated(client: &Client) -> RedisResult<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(None);
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
 }
 
 /// Every key Switchyard writes, under one prefix.
