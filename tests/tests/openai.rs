@@ -169,3 +169,58 @@ async fn a_bad_request_fails_at_once_without_retrying() {
     );
     assert_eq!(fake.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn a_queued_run_sees_the_answer_of_the_run_before_it_in_order() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::delayed(
+        std::time::Duration::from_millis(300),
+        Reply::text(&["First answer."], Some((1, 1))),
+    ));
+    fake.push(Reply::text(&["Second answer."], Some((1, 1))));
+    let app = app_with(&fake).await;
+    let thread = app.create_thread(json!({})).await;
+    let thread_id = thread["id"].as_str().unwrap();
+    // The second question is stored while the first is still being answered.
+    let first = app.start_run(thread_id, "First question?").await;
+    let second = app.start_run(thread_id, "Second question?").await;
+    for run in [&first, &second] {
+        assert_eq!(
+            app.wait_for_run(run["id"].as_str().unwrap()).await["status"],
+            "completed"
+        );
+    }
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2);
+    let conversation = |i: usize| -> Vec<(String, String)> {
+        requests[i].body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["role"].as_str().unwrap().to_owned(),
+                    m["content"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pair = |role: &str, content: &str| (role.to_owned(), content.to_owned());
+    assert_eq!(
+        conversation(0),
+        [
+            pair("system", "You are a helpful assistant."),
+            pair("user", "First question?")
+        ],
+        "the first run does not see the question queued after it"
+    );
+    assert_eq!(
+        conversation(1),
+        [
+            pair("system", "You are a helpful assistant."),
+            pair("user", "First question?"),
+            pair("assistant", "First answer."),
+            pair("user", "Second question?"),
+        ]
+    );
+}

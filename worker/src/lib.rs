@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`runner`]: a run from job to terminal status.
+//! - [`history`]: which stored messages a run's model sees, in what order.
 //! - [`providers`]: LLM wire formats behind one streaming interface.
 //! - [`tools`]: what agents can call.
 //!
@@ -11,6 +12,7 @@
 //! as a backstop) and a sweeper that enqueues runs stored while Redis was
 //! unreachable.
 
+pub mod history;
 pub mod providers;
 pub mod runner;
 pub mod tools;

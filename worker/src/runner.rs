@@ -25,6 +25,7 @@ use switchyard_common::domain::{
 use switchyard_common::events::RunEvent;
 use switchyard_common::queue::RunQueue;
 
+use crate::history;
 use crate::providers::{ChatMessage, ChatRequest, Provider, ProviderError, ProviderEvent};
 use crate::tools::{self, Tool};
 
@@ -60,6 +61,15 @@ impl From<ProviderError> for Failure {
     }
 }
 
+/// Where a run stands in its thread, as read at the claim.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    /// The position of the run's user message.
+    input_seq: i64,
+    /// The thread's messages at the claim.
+    message_count: i64,
+}
+
 /// The answer a finished tool loop produced.
 struct Answer {
     message_id: MessageId,
@@ -72,7 +82,7 @@ impl Runner {
     /// database is unreachable); a run's own failures end the run instead.
     #[tracing::instrument(skip_all, fields(run.id = %run_id))]
     pub async fn execute(&self, run_id: RunId) -> anyhow::Result<()> {
-        let (run, last_seq, input_seq) = match db::runs::claim(&self.pool, run_id)
+        let (run, last_seq, position) = match db::runs::claim(&self.pool, run_id)
             .await
             .context("claiming the run")?
         {
@@ -80,7 +90,15 @@ impl Runner {
                 run,
                 last_event_seq,
                 input_seq,
-            } => (run, last_event_seq, input_seq),
+                message_count,
+            } => (
+                run,
+                last_event_seq,
+                Position {
+                    input_seq,
+                    message_count,
+                },
+            ),
             db::runs::Claim::Waiting => {
                 tracing::debug!("an earlier run of the thread is active; waiting for it");
                 return Ok(());
@@ -104,14 +122,14 @@ impl Runner {
         tracing::info!(thread.id = %run.thread_id, agent = %run.agent_id, attempt = run.attempt, "run started");
 
         let mut usage = Usage::default();
-        let outcome = self.answer(&run, input_seq, &mut events, &mut usage).await;
+        let outcome = self.answer(&run, position, &mut events, &mut usage).await;
         self.finish(&run, &mut events, outcome, usage).await
     }
 
     async fn answer(
         &self,
         run: &RunRow,
-        input_seq: i64,
+        position: Position,
         events: &mut RunEvents,
         usage: &mut Usage,
     ) -> Result<Answer, Failure> {
@@ -136,7 +154,7 @@ impl Runner {
             .collect();
 
         let history = self
-            .history(run, input_seq)
+            .history(run, position)
             .await
             .map_err(|e| internal("loading thread history", e))?;
         let mut messages = Vec::with_capacity(history.len() + 1);
@@ -203,21 +221,26 @@ impl Runner {
         ))
     }
 
-    /// The thread's messages up to this run's user message (`up_to`),
-    /// oldest first: from the cache when it holds them, otherwise from
-    /// PostgreSQL.
-    async fn history(&self, run: &RunRow, up_to: i64) -> Result<Vec<MessageRow>, sqlx::Error> {
+    /// The conversation this run answers (see [`crate::history`]), from the
+    /// thread's recent messages as they were at the claim: from the cache
+    /// when it holds them, otherwise from PostgreSQL.
+    async fn history(
+        &self,
+        run: &RunRow,
+        position: Position,
+    ) -> Result<Vec<MessageRow>, sqlx::Error> {
+        let up_to = position.message_count;
         if let Some(cached) = self
             .cache
             .recent_messages(run.thread_id, up_to, RECENT_MESSAGES)
             .await
         {
-            return Ok(cached);
+            return Ok(history::conversation(cached, position.input_seq));
         }
         let rows =
             db::messages::recent(&self.pool, run.thread_id, up_to, RECENT_MESSAGES as i64).await?;
         self.cache.fill_messages(run.thread_id, up_to, &rows).await;
-        Ok(rows)
+        Ok(history::conversation(rows, position.input_seq))
     }
 
     /// One model call, retried on retryable failures until text has been

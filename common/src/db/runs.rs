@@ -326,11 +326,13 @@ pub async fn take_for_enqueue(pool: &PgPool, id: RunId) -> Result<bool, sqlx::Er
 )]
 pub enum Claim {
     /// This worker owns the run now; `last_event_seq` is where its events
-    /// continue, `input_seq` the position of its user message.
+    /// continue, `input_seq` the position of its user message and
+    /// `message_count` the thread's messages at the claim.
     Owned {
         run: RunRow,
         last_event_seq: i64,
         input_seq: i64,
+        message_count: i64,
     },
     /// An earlier run of the same thread is still active: wait for it.
     Waiting,
@@ -359,7 +361,8 @@ pub async fn claim(pool: &PgPool, id: RunId) -> Result<Claim, sqlx::Error> {
                 c.started_at, c.finished_at, null::int8 as queue_position,
                 (select coalesce(max(seq), 0) from run_events e where e.run_id = c.id)
                     as last_event_seq,
-                (select m.seq from messages m where m.id = c.input_message_id) as input_seq
+                (select m.seq from messages m where m.id = c.input_message_id) as input_seq,
+                (select t.message_count from threads t where t.id = c.thread_id) as message_count
          from claimed c",
     )
     .bind(id)
@@ -370,6 +373,7 @@ pub async fn claim(pool: &PgPool, id: RunId) -> Result<Claim, sqlx::Error> {
             run: claimed.run,
             last_event_seq: claimed.last_event_seq,
             input_seq: claimed.input_seq,
+            message_count: claimed.message_count,
         });
     }
     // Tell a run that waits its turn from one that is gone; a waiting run
@@ -392,6 +396,7 @@ struct Claimed {
     run: RunRow,
     last_event_seq: i64,
     input_seq: i64,
+    message_count: i64,
 }
 
 /// The thread's next queued run, if it is now first in line.
