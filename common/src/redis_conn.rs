@@ -47,10 +47,6 @@ impl Keys {
         }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// The live event stream of a run.
     pub fn run_events(&self, run: RunId) -> String {
         format!("{}:run:{run}:events", self.prefix)

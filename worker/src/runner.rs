@@ -70,11 +70,10 @@ struct Position {
     message_count: i64,
 }
 
-/// The answer a finished tool loop produced.
+/// The answer a finished tool loop produced (its usage is the run's).
 struct Answer {
     message_id: MessageId,
     content: String,
-    usage: Usage,
 }
 
 impl Runner {
@@ -197,7 +196,6 @@ impl Runner {
                 return Ok(Answer {
                     message_id,
                     content,
-                    usage: *usage,
                 });
             }
             request.messages.push(ChatMessage::Assistant {
@@ -327,7 +325,7 @@ impl Runner {
         });
         let started = std::time::Instant::now();
         let result = match tools.iter().find(|t| t.name() == call.name) {
-            Some(tool) => tools::invoke(tool.as_ref(), &call.arguments).await.1,
+            Some(tool) => tools::invoke(tool.as_ref(), &call.arguments).await,
             None => Err(tools::ToolError(format!(
                 "there is no tool called {:?}",
                 call.name
@@ -391,14 +389,14 @@ impl Runner {
                     content: answer.content,
                 });
                 terminal.push(RunEvent::Usage {
-                    input_tokens: answer.usage.input_tokens,
-                    output_tokens: answer.usage.output_tokens,
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
                     cost_usd: None,
                 });
                 terminal.push(RunEvent::RunCompleted {
                     run_id: run.id,
                     message_id: answer.message_id,
-                    usage: answer.usage,
+                    usage,
                     cost_usd: None,
                 });
                 db::runs::Outcome::Completed {

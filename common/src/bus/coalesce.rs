@@ -44,15 +44,6 @@ impl RunEvents {
         }
     }
 
-    pub fn run_id(&self) -> RunId {
-        self.run_id
-    }
-
-    /// The sequence number of the last event handed out.
-    pub fn last_seq(&self) -> i64 {
-        self.last_seq
-    }
-
     /// Emit an event (after any pending delta, to keep the order).
     pub fn emit(&mut self, event: RunEvent) {
         self.flush();

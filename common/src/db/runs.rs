@@ -262,14 +262,6 @@ pub async fn get(pool: &PgPool, owner: UserId, id: RunId) -> Result<Option<RunRo
     .await
 }
 
-/// A run by id alone, for the worker.
-pub async fn get_any(pool: &PgPool, id: RunId) -> Result<Option<RunRow>, sqlx::Error> {
-    sqlx::query_as(select_runs!("where r.id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-}
-
 /// A run's status (`None` once the run is gone).
 pub async fn status(pool: &PgPool, id: RunId) -> Result<Option<RunStatus>, sqlx::Error> {
     sqlx::query_scalar("select status from runs where id = $1")

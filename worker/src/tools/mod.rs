@@ -44,32 +44,21 @@ pub fn spec(tool: &dyn Tool) -> ToolSpec {
 }
 
 /// Run a tool call as the model wrote it: parse, check, call, time-limit.
-pub async fn invoke(tool: &dyn Tool, raw_arguments: &str) -> (Value, Result<Value, ToolError>) {
-    let arguments: Value = match serde_json::from_str(if raw_arguments.trim().is_empty() {
+pub async fn invoke(tool: &dyn Tool, raw_arguments: &str) -> Result<Value, ToolError> {
+    let arguments: Value = serde_json::from_str(if raw_arguments.trim().is_empty() {
         "{}"
     } else {
         raw_arguments
-    }) {
-        Ok(value) => value,
-        Err(e) => {
-            return (
-                Value::String(raw_arguments.to_owned()),
-                Err(ToolError(format!("arguments are not valid JSON: {e}"))),
-            );
-        }
-    };
+    })
+    .map_err(|e| ToolError(format!("arguments are not valid JSON: {e}")))?;
     if !arguments.is_object() {
-        return (
-            arguments,
-            Err(ToolError("arguments must be a JSON object".into())),
-        );
+        return Err(ToolError("arguments must be a JSON object".into()));
     }
-    let result = match tokio::time::timeout(TOOL_TIMEOUT, tool.call(arguments.clone())).await {
+    match tokio::time::timeout(TOOL_TIMEOUT, tool.call(arguments)).await {
         Ok(result) => result,
         Err(_) => Err(ToolError(format!(
             "the tool did not finish within {}s",
             TOOL_TIMEOUT.as_secs()
         ))),
-    };
-    (arguments, result)
+    }
 }
