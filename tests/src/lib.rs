@@ -258,6 +258,18 @@ impl TestApp {
         run
     }
 
+    /// Start a run in a new thread and read its events to the end; returns
+    /// the finished run and its events.
+    pub async fn run_to_end(&self, content: &str) -> (Value, Vec<SseEvent>) {
+        let thread = self.create_thread(json!({})).await;
+        let run = self
+            .start_run(thread["id"].as_str().expect("a thread id"), content)
+            .await;
+        let run_id = run["id"].as_str().expect("a run id");
+        let events = self.stream_events(run_id, None, None).await;
+        (self.wait_for_run(run_id).await, events)
+    }
+
     /// Read a run's event stream to its end (or `limit` events).
     pub async fn stream_events(
         &self,
@@ -294,6 +306,15 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The text of a stream's `message.delta` events, concatenated.
+pub fn deltas_of(events: &[SseEvent]) -> String {
+    events
+        .iter()
+        .filter(|e| e.event == "message.delta")
+        .map(|e| e.data["delta"].as_str().expect("delta text"))
+        .collect()
 }
 
 /// Read SSE events from a response until the stream ends or `limit` events.

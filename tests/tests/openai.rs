@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use switchyard_fake_llm::{FakeLlm, Reply};
-use switchyard_tests::{Options, TestApp};
+use switchyard_tests::{Options, TestApp, deltas_of};
 
 async fn app_with(fake: &FakeLlm) -> TestApp {
     let catalog = format!(
@@ -31,22 +31,6 @@ tools = ["current_time"]
     .await
 }
 
-async fn run_once(app: &TestApp, content: &str) -> (Value, Vec<switchyard_tests::SseEvent>) {
-    let thread = app.create_thread(json!({})).await;
-    let run = app.start_run(thread["id"].as_str().unwrap(), content).await;
-    let run_id = run["id"].as_str().unwrap().to_owned();
-    let events = app.stream_events(&run_id, None, None).await;
-    (app.wait_for_run(&run_id).await, events)
-}
-
-fn text_of(events: &[switchyard_tests::SseEvent]) -> String {
-    events
-        .iter()
-        .filter(|e| e.event == "message.delta")
-        .map(|e| e.data["delta"].as_str().unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn an_openai_run_streams_the_providers_answer_with_its_usage() {
     let fake = FakeLlm::start().await;
@@ -55,9 +39,9 @@ async fn an_openai_run_streams_the_providers_answer_with_its_usage() {
         Some((21, 9)),
     ));
     let app = app_with(&fake).await;
-    let (run, events) = run_once(&app, "Hi").await;
+    let (run, events) = app.run_to_end("Hi").await;
     assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(text_of(&events), "Hello, world! How can I help?");
+    assert_eq!(deltas_of(&events), "Hello, world! How can I help?");
     assert_eq!(
         run["usage"],
         json!({"input_tokens": 21, "output_tokens": 9}),
@@ -91,7 +75,7 @@ async fn a_tool_call_with_fragmented_arguments_runs_the_tool_and_continues() {
     ));
     fake.push(Reply::text(&["It is ", "now."], Some((50, 3))));
     let app = app_with(&fake).await;
-    let (run, events) = run_once(&app, "What time is it?").await;
+    let (run, events) = app.run_to_end("What time is it?").await;
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(
         run["usage"],
@@ -123,9 +107,9 @@ async fn a_rate_limit_is_retried_and_each_attempt_is_a_step() {
     fake.push(Reply::error(500, "oops", None));
     fake.push(Reply::text(&["Fine."], Some((3, 1))));
     let app = app_with(&fake).await;
-    let (run, events) = run_once(&app, "retry me").await;
+    let (run, events) = app.run_to_end("retry me").await;
     assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(text_of(&events), "Fine.");
+    assert_eq!(deltas_of(&events), "Fine.");
     let (_, steps) = app
         .get(&format!("/v1/runs/{}/steps", run["id"].as_str().unwrap()))
         .await;
@@ -144,7 +128,7 @@ async fn persistent_server_errors_fail_the_run_with_a_clear_error() {
     let fake = FakeLlm::start().await;
     fake.set_default(Reply::error(500, "the model is on fire", None));
     let app = app_with(&fake).await;
-    let (run, events) = run_once(&app, "hello?").await;
+    let (run, events) = app.run_to_end("hello?").await;
     assert_eq!(run["status"], "failed");
     assert_eq!(run["error"]["code"], "provider_error");
     assert_eq!(fake.requests().len(), 3, "bounded retries");
@@ -158,7 +142,7 @@ async fn a_bad_request_fails_at_once_without_retrying() {
     let fake = FakeLlm::start().await;
     fake.push(Reply::error(400, "unknown parameter", None));
     let app = app_with(&fake).await;
-    let (run, _) = run_once(&app, "hello?").await;
+    let (run, _) = app.run_to_end("hello?").await;
     assert_eq!(run["status"], "failed");
     assert_eq!(run["error"]["code"], "provider_bad_request");
     assert!(

@@ -1,15 +1,7 @@
 //! Runs end to end: API → queue → worker → events → SSE, all real.
 
 use serde_json::{Value, json};
-use switchyard_tests::{SseEvent, TestApp, read_sse};
-
-fn deltas_of(events: &[SseEvent]) -> String {
-    events
-        .iter()
-        .filter(|e| e.event == "message.delta")
-        .map(|e| e.data["delta"].as_str().expect("delta text"))
-        .collect()
-}
+use switchyard_tests::{SseEvent, TestApp, deltas_of, read_sse};
 
 fn assert_gap_free(events: &[SseEvent], first: i64) {
     let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
@@ -122,12 +114,8 @@ async fn a_streamed_post_answers_with_the_event_stream() {
 #[tokio::test]
 async fn resuming_after_any_event_of_a_finished_run_gives_every_later_event_once() {
     let app = TestApp::spawn().await;
-    let thread = app.create_thread(json!({})).await;
-    let run = app
-        .start_run(thread["id"].as_str().unwrap(), "resume me please")
-        .await;
+    let (run, all) = app.run_to_end("resume me please").await;
     let run_id = run["id"].as_str().unwrap();
-    let all = app.stream_events(run_id, None, None).await;
     assert!(all.len() > 5);
     for last in 0..=all.len() as i64 {
         let resumed = app.stream_events(run_id, Some(last), None).await;
@@ -152,12 +140,8 @@ async fn resuming_after_any_event_of_a_finished_run_gives_every_later_event_once
 #[tokio::test]
 async fn events_survive_the_loss_of_the_redis_stream() {
     let app = TestApp::spawn().await;
-    let thread = app.create_thread(json!({})).await;
-    let run = app
-        .start_run(thread["id"].as_str().unwrap(), "durable")
-        .await;
+    let (run, all) = app.run_to_end("durable").await;
     let run_id = run["id"].as_str().unwrap();
-    let all = app.stream_events(run_id, None, None).await;
     app.flush_redis().await;
     let stream_key = format!("{}:run:{run_id}:events", app.config.redis_prefix);
     assert!(
@@ -216,12 +200,8 @@ async fn resuming_in_the_middle_of_a_live_run_has_no_gap_and_no_duplicate() {
 #[tokio::test]
 async fn the_scripted_model_calls_a_tool_and_the_trace_shows_it() {
     let app = TestApp::spawn().await;
-    let thread = app.create_thread(json!({})).await;
-    let run = app
-        .start_run(thread["id"].as_str().unwrap(), "/tool current_time")
-        .await;
+    let (run, events) = app.run_to_end("/tool current_time").await;
     let run_id = run["id"].as_str().unwrap();
-    let events = app.stream_events(run_id, None, None).await;
     assert_gap_free(&events, 1);
     let started = events
         .iter()
