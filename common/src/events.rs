@@ -53,6 +53,8 @@ pub enum RunEvent {
     Usage {
         input_tokens: i64,
         output_tokens: i64,
+        #[serde(default)]
+        cached_input_tokens: i64,
         cost_usd: Option<f64>,
     },
     #[serde(rename = "run.completed")]

@@ -265,10 +265,13 @@ impl Runner {
             });
             let step_id = db::steps::start(
                 &self.pool,
-                run.id,
-                StepKind::Llm,
-                &request.model,
-                &step_input,
+                db::steps::NewStep {
+                    run_id: run.id,
+                    parent_id: None,
+                    kind: StepKind::Llm,
+                    name: &request.model,
+                    input: &step_input,
+                },
             )
             .await
             .map_err(|e| internal("recording a step", e))?;
@@ -286,7 +289,13 @@ impl Runner {
                     None,
                 ),
             };
-            db::steps::finish(&self.pool, step_id, status, &output, step_usage)
+            let end = db::steps::StepEnd {
+                status,
+                output: &output,
+                usage: step_usage,
+                cost_usd: None,
+            };
+            db::steps::finish(&self.pool, step_id, end)
                 .await
                 .map_err(|e| internal("recording a step", e))?;
             match result {
@@ -315,7 +324,14 @@ impl Runner {
     ) -> Result<Value, Failure> {
         let parsed: Value =
             serde_json::from_str(&call.arguments).unwrap_or(Value::String(call.arguments.clone()));
-        let step_id = db::steps::start(&self.pool, run.id, StepKind::Tool, &call.name, &parsed)
+        let step = db::steps::NewStep {
+            run_id: run.id,
+            parent_id: None,
+            kind: StepKind::Tool,
+            name: &call.name,
+            input: &parsed,
+        };
+        let step_id = db::steps::start(&self.pool, step)
             .await
             .map_err(|e| internal("recording a step", e))?;
         events.emit(RunEvent::ToolStarted {
@@ -341,7 +357,13 @@ impl Runner {
         } else {
             StepStatus::Completed
         };
-        db::steps::finish(&self.pool, step_id, status, &value, None)
+        let end = db::steps::StepEnd {
+            status,
+            output: &value,
+            usage: None,
+            cost_usd: None,
+        };
+        db::steps::finish(&self.pool, step_id, end)
             .await
             .map_err(|e| internal("recording a step", e))?;
         events.emit(RunEvent::ToolFinished {
@@ -391,6 +413,7 @@ impl Runner {
                 terminal.push(RunEvent::Usage {
                     input_tokens: usage.input_tokens,
                     output_tokens: usage.output_tokens,
+                    cached_input_tokens: usage.cached_input_tokens,
                     cost_usd: None,
                 });
                 terminal.push(RunEvent::RunCompleted {

@@ -70,6 +70,7 @@ fn usage(input_tokens: i64, output_tokens: i64) -> Result<ProviderEvent, Provide
     Ok(ProviderEvent::Usage(Usage {
         input_tokens,
         output_tokens,
+        cached_input_tokens: 0,
     }))
 }
 

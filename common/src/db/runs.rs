@@ -26,6 +26,7 @@ pub struct RunRow {
     pub output_message_id: Option<MessageId>,
     pub input_tokens: i64,
     pub output_tokens: i64,
+    pub cached_input_tokens: i64,
     pub cost_usd: Option<f64>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
@@ -50,6 +51,7 @@ impl RunRow {
             usage: Usage {
                 input_tokens: self.input_tokens,
                 output_tokens: self.output_tokens,
+                cached_input_tokens: self.cached_input_tokens,
             },
             cost_usd: self.cost_usd,
             error: match (&self.error_code, &self.error_message) {
@@ -72,7 +74,7 @@ macro_rules! select_runs {
         concat!(
             "select r.id, r.thread_id, r.owner_id, r.agent_id, r.model, r.priority, r.status,
                     r.attempt, r.input_message_id, r.output_message_id, r.input_tokens,
-                    r.output_tokens, r.cost_usd, r.error_code, r.error_message, r.created_at,
+                    r.output_tokens, r.cached_input_tokens, r.cost_usd, r.error_code, r.error_message, r.created_at,
                     r.started_at, r.finished_at,
                     case when r.status = 'queued' then
                         (select count(*) from runs a
@@ -234,6 +236,7 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
         output_message_id: None,
         input_tokens: 0,
         output_tokens: 0,
+        cached_input_tokens: 0,
         cost_usd: None,
         error_code: None,
         error_message: None,
@@ -349,7 +352,7 @@ pub async fn claim(pool: &PgPool, id: RunId) -> Result<Claim, sqlx::Error> {
          )
          select c.id, c.thread_id, c.owner_id, c.agent_id, c.model, c.priority, c.status,
                 c.attempt, c.input_message_id, c.output_message_id, c.input_tokens,
-                c.output_tokens, c.cost_usd, c.error_code, c.error_message, c.created_at,
+                c.output_tokens, c.cached_input_tokens, c.cost_usd, c.error_code, c.error_message, c.created_at,
                 c.started_at, c.finished_at, null::int8 as queue_position,
                 (select coalesce(max(seq), 0) from run_events e where e.run_id = c.id)
                     as last_event_seq,
@@ -463,7 +466,7 @@ pub async fn finish(
         "with done as (
              update runs set status = $2, output_message_id = $3, input_tokens = $4,
                  output_tokens = $5, cost_usd = $6, error_code = $7, error_message = $8,
-                 finished_at = now()
+                 cached_input_tokens = $9, finished_at = now()
              where id = $1 and status = 'in_progress'
              returning thread_id
          )
@@ -479,6 +482,7 @@ pub async fn finish(
     .bind(finish.cost_usd)
     .bind(error.as_ref().map(|e| e.code.clone()))
     .bind(error.map(|e| e.message))
+    .bind(finish.usage.cached_input_tokens)
     .fetch_optional(&mut *tx)
     .await
 }

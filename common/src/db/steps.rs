@@ -1,4 +1,4 @@
-//! Steps: the trace of a run (LLM calls, tool calls, agent hand-offs).
+//! Steps: the trace of a run (LLM calls, tool calls, agent hand-offs, plans).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -10,6 +10,7 @@ use crate::domain::{RunId, Step, StepId, StepKind, StepStatus, Usage};
 struct StepRow {
     id: StepId,
     run_id: RunId,
+    parent_id: Option<StepId>,
     kind: StepKind,
     name: String,
     input: Value,
@@ -17,6 +18,8 @@ struct StepRow {
     status: StepStatus,
     input_tokens: Option<i64>,
     output_tokens: Option<i64>,
+    cached_input_tokens: Option<i64>,
+    cost_usd: Option<f64>,
     started_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
     latency_ms: Option<i64>,
@@ -27,6 +30,7 @@ impl From<StepRow> for Step {
         Self {
             id: row.id,
             run_id: row.run_id,
+            parent_id: row.parent_id,
             kind: row.kind,
             name: row.name,
             input: row.input,
@@ -39,52 +43,66 @@ impl From<StepRow> for Step {
                 (Some(input_tokens), Some(output_tokens)) => Some(Usage {
                     input_tokens,
                     output_tokens,
+                    cached_input_tokens: row.cached_input_tokens.unwrap_or(0),
                 }),
                 _ => None,
             },
+            cost_usd: row.cost_usd,
         }
     }
 }
 
+/// A step about to start.
+pub struct NewStep<'a> {
+    pub run_id: RunId,
+    /// The agent or plan step it runs under.
+    pub parent_id: Option<StepId>,
+    pub kind: StepKind,
+    pub name: &'a str,
+    pub input: &'a Value,
+}
+
 /// Record the start of a step.
-pub async fn start(
-    pool: &PgPool,
-    run_id: RunId,
-    kind: StepKind,
-    name: &str,
-    input: &Value,
-) -> Result<StepId, sqlx::Error> {
+pub async fn start(pool: &PgPool, step: NewStep<'_>) -> Result<StepId, sqlx::Error> {
     let id = StepId::new();
-    sqlx::query("insert into steps (id, run_id, kind, name, input) values ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(run_id)
-        .bind(kind)
-        .bind(name)
-        .bind(input)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "insert into steps (id, run_id, parent_id, kind, name, input) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(step.run_id)
+    .bind(step.parent_id)
+    .bind(step.kind)
+    .bind(step.name)
+    .bind(step.input)
+    .execute(pool)
+    .await?;
     Ok(id)
 }
 
+/// How a step ended.
+pub struct StepEnd<'a> {
+    pub status: StepStatus,
+    pub output: &'a Value,
+    /// LLM steps: the provider's token counts for the call.
+    pub usage: Option<Usage>,
+    pub cost_usd: Option<f64>,
+}
+
 /// Record the end of a step.
-pub async fn finish(
-    pool: &PgPool,
-    id: StepId,
-    status: StepStatus,
-    output: &Value,
-    usage: Option<Usage>,
-) -> Result<(), sqlx::Error> {
+pub async fn finish(pool: &PgPool, id: StepId, end: StepEnd<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update steps set status = $2, output = $3, input_tokens = $4, output_tokens = $5,
-             finished_at = now(),
+             cached_input_tokens = $6, cost_usd = $7, finished_at = now(),
              latency_ms = (extract(epoch from (now() - started_at)) * 1000)::bigint
          where id = $1",
     )
     .bind(id)
-    .bind(status)
-    .bind(output)
-    .bind(usage.map(|u| u.input_tokens))
-    .bind(usage.map(|u| u.output_tokens))
+    .bind(end.status)
+    .bind(end.output)
+    .bind(end.usage.map(|u| u.input_tokens))
+    .bind(end.usage.map(|u| u.output_tokens))
+    .bind(end.usage.map(|u| u.cached_input_tokens))
+    .bind(end.cost_usd)
     .execute(pool)
     .await?;
     Ok(())
@@ -92,8 +110,8 @@ pub async fn finish(
 
 pub async fn list(pool: &PgPool, run_id: RunId) -> Result<Vec<Step>, sqlx::Error> {
     let rows: Vec<StepRow> = sqlx::query_as(
-        "select id, run_id, kind, name, input, output, status, input_tokens, output_tokens,
-                started_at, finished_at, latency_ms
+        "select id, run_id, parent_id, kind, name, input, output, status, input_tokens,
+                output_tokens, cached_input_tokens, cost_usd, started_at, finished_at, latency_ms
          from steps where run_id = $1 order by started_at, id",
     )
     .bind(run_id)

@@ -80,14 +80,20 @@ pub struct Message {
 /// Token counts as reported by the provider.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
+    /// Every prompt token, cached ones included.
     pub input_tokens: i64,
     pub output_tokens: i64,
+    /// The part of `input_tokens` the provider served from its prompt cache
+    /// (billed at the cached-input price).
+    #[serde(default)]
+    pub cached_input_tokens: i64,
 }
 
 impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, other: Self) {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
+        self.cached_input_tokens += other.cached_input_tokens;
     }
 }
 
@@ -123,6 +129,8 @@ pub struct Run {
 pub struct Step {
     pub id: StepId,
     pub run_id: RunId,
+    /// The `agent` or `plan` step this step ran under; `null` at the top level.
+    pub parent_id: Option<StepId>,
     pub kind: StepKind,
     pub name: String,
     #[schema(value_type = Object)]
@@ -134,4 +142,6 @@ pub struct Step {
     pub finished_at: Option<DateTime<Utc>>,
     pub latency_ms: Option<i64>,
     pub usage: Option<Usage>,
+    /// LLM steps: the call's cost from the configured price table, if priced.
+    pub cost_usd: Option<f64>,
 }

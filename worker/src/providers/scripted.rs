@@ -154,6 +154,7 @@ impl Provider for Scripted {
                 Ok(ProviderEvent::Usage(Usage {
                     input_tokens,
                     output_tokens: 1,
+                    cached_input_tokens: 0,
                 })),
             ])
             .boxed(),
@@ -162,6 +163,7 @@ impl Provider for Scripted {
                 let usage = Usage {
                     input_tokens,
                     output_tokens: pieces.len() as i64,
+                    cached_input_tokens: 0,
                 };
                 let deltas = futures::stream::iter(pieces.into_iter().enumerate()).then(
                     move |(i, piece)| async move {
@@ -239,7 +241,8 @@ mod tests {
             events.last(),
             Some(&ProviderEvent::Usage(Usage {
                 input_tokens: 2,
-                output_tokens: deltas as i64
+                output_tokens: deltas as i64,
+                cached_input_tokens: 0,
             }))
         );
     }

@@ -138,6 +138,11 @@ impl Decoder {
             self.pending.push_back(ProviderEvent::Usage(Usage {
                 input_tokens: count(usage.prompt_tokens),
                 output_tokens: count(usage.completion_tokens),
+                cached_input_tokens: count(
+                    usage
+                        .prompt_tokens_details
+                        .map_or(0, |details| details.cached_tokens),
+                ),
             }));
         }
         Ok(())

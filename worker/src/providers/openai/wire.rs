@@ -166,6 +166,14 @@ pub(super) struct WireUsage {
     pub(super) prompt_tokens: u64,
     #[serde(default)]
     pub(super) completion_tokens: u64,
+    #[serde(default)]
+    pub(super) prompt_tokens_details: Option<WirePromptDetails>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WirePromptDetails {
+    #[serde(default)]
+    pub(super) cached_tokens: u64,
 }
 
 /// Error bodies: OpenAI's shape first, then shapes seen from compatible servers.
