@@ -24,8 +24,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
+
+use crate::domain::{
+    AgentSpec, DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_ITERATIONS, Usage, Workflow, WorkflowKind,
+};
 
 /// Everything a Switchyard process needs to know at start-up.
 #[derive(Debug, Clone)]
@@ -167,7 +171,150 @@ impl Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catalog {
     pub providers: Vec<ProviderConfig>,
-    pub agents: Vec<AgentConfig>,
+    pub agents: Vec<AgentSpec>,
+    /// Prices per model name, for the cost of runs and LLM steps.
+    pub prices: HashMap<String, Price>,
+}
+
+/// What a model costs, in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    /// Prompt tokens served from the provider's cache; `input` when not set.
+    pub cached_input: Option<f64>,
+}
+
+impl Price {
+    /// The cost of `usage` at this price.
+    pub fn cost(&self, usage: &Usage) -> f64 {
+        let cached = usage.cached_input_tokens.clamp(0, usage.input_tokens);
+        let uncached = usage.input_tokens - cached;
+        let per_token = |price: f64| price / 1_000_000.0;
+        uncached as f64 * per_token(self.input)
+            + cached as f64 * per_token(self.cached_input.unwrap_or(self.input))
+            + usage.output_tokens as f64 * per_token(self.output)
+    }
+}
+
+/// Why an agent definition is refused: the field at fault and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentProblem {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl AgentProblem {
+    fn new(field: &'static str, message: String) -> Self {
+        Self { field, message }
+    }
+}
+
+/// Check an agent against a deployment's providers and agents: a valid id,
+/// a declared provider, known tools with the settings they need, and a
+/// workflow whose hand-offs name other agents that exist.
+pub fn check_agent(
+    spec: &AgentSpec,
+    providers: &[ProviderConfig],
+    agent_exists: impl Fn(&str) -> bool,
+) -> Result<(), AgentProblem> {
+    if !is_slug(&spec.id) {
+        return Err(AgentProblem::new(
+            "id",
+            format!(
+                "agent id {:?} must match [a-z0-9][a-z0-9-]{{0,62}}",
+                spec.id
+            ),
+        ));
+    }
+    for (field, value) in [("name", &spec.name), ("model", &spec.model)] {
+        if value.trim().is_empty() {
+            return Err(AgentProblem::new(
+                field,
+                format!("{field} must not be empty"),
+            ));
+        }
+    }
+    if !providers.iter().any(|p| p.name == spec.provider) {
+        let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+        return Err(AgentProblem::new(
+            "provider",
+            format!(
+                "provider {:?} is not declared (known: {})",
+                spec.provider,
+                known.join(", ")
+            ),
+        ));
+    }
+    if let Some(tool) = spec
+        .tools
+        .iter()
+        .find(|t| !BUILTIN_TOOLS.contains(&t.as_str()))
+    {
+        return Err(AgentProblem::new(
+            "tools",
+            format!(
+                "unknown tool {tool:?} (known: {})",
+                BUILTIN_TOOLS.join(", ")
+            ),
+        ));
+    }
+    spec.tool_settings
+        .validate(&spec.tools)
+        .map_err(|message| AgentProblem::new("tool_settings", message))?;
+    let workflow = &spec.workflow;
+    if workflow.max_iterations == 0 {
+        return Err(AgentProblem::new(
+            "workflow.max_iterations",
+            "max_iterations must be at least 1".into(),
+        ));
+    }
+    if spec.context_tokens == 0 {
+        return Err(AgentProblem::new(
+            "context_tokens",
+            "context_tokens must be at least 1".into(),
+        ));
+    }
+    match workflow.kind {
+        WorkflowKind::Single if !workflow.handoffs.is_empty() => {
+            return Err(AgentProblem::new(
+                "workflow.handoffs",
+                "hand-offs need a triage or planner workflow".into(),
+            ));
+        }
+        WorkflowKind::Triage | WorkflowKind::Planner if workflow.handoffs.is_empty() => {
+            return Err(AgentProblem::new(
+                "workflow.handoffs",
+                format!(
+                    "a {} workflow needs at least one agent in handoffs",
+                    workflow.kind.as_str()
+                ),
+            ));
+        }
+        _ => {}
+    }
+    for (i, target) in workflow.handoffs.iter().enumerate() {
+        if *target == spec.id {
+            return Err(AgentProblem::new(
+                "workflow.handoffs",
+                format!("agent {target:?} cannot hand off to itself"),
+            ));
+        }
+        if workflow.handoffs[..i].contains(target) {
+            return Err(AgentProblem::new(
+                "workflow.handoffs",
+                format!("agent {target:?} is listed twice"),
+            ));
+        }
+        if !agent_exists(target) {
+            return Err(AgentProblem::new(
+                "workflow.handoffs",
+                format!("hand-off to agent {target:?}, which does not exist"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An LLM endpoint agents can use.
@@ -262,27 +409,76 @@ pub struct ScriptedReply {
     pub reply: String,
 }
 
-/// An agent as declared in the catalog; stored in PostgreSQL at start-up.
+/// An agent as written in the catalog file (`[[agents]]`): the workflow's
+/// settings are flat keys here and an object in the API's [`AgentSpec`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AgentConfig {
-    pub id: String,
-    pub name: String,
+struct AgentFile {
+    id: String,
+    name: String,
     #[serde(default)]
-    pub description: String,
-    pub provider: String,
-    pub model: String,
+    description: String,
+    provider: String,
+    model: String,
     #[serde(default)]
-    pub instructions: String,
+    instructions: String,
     #[serde(default)]
-    pub tools: Vec<String>,
-    /// Model turns (LLM calls) one run may make before it fails.
+    tools: Vec<String>,
+    #[serde(default = "default_workflow_kind")]
+    workflow: WorkflowKind,
+    #[serde(default)]
+    handoffs: Vec<String>,
     #[serde(default = "default_max_iterations")]
-    pub max_iterations: u32,
+    max_iterations: u32,
+    #[serde(default)]
+    tool_settings: ToolSettings,
+    #[serde(default = "default_context_tokens")]
+    context_tokens: u32,
+}
+
+fn default_workflow_kind() -> WorkflowKind {
+    WorkflowKind::Single
 }
 
 fn default_max_iterations() -> u32 {
-    8
+    DEFAULT_MAX_ITERATIONS
+}
+
+fn default_context_tokens() -> u32 {
+    DEFAULT_CONTEXT_TOKENS
+}
+
+impl From<AgentFile> for AgentSpec {
+    fn from(file: AgentFile) -> Self {
+        Self {
+            id: file.id,
+            name: file.name,
+            description: file.description,
+            provider: file.provider,
+            model: file.model,
+            instructions: file.instructions,
+            tools: file.tools,
+            workflow: Workflow {
+                kind: file.workflow,
+                handoffs: file.handoffs,
+                max_iterations: file.max_iterations,
+            },
+            tool_settings: file.tool_settings,
+            context_tokens: file.context_tokens,
+        }
+    }
+}
+
+/// Settings of the built-in tools that need them, per agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSettings {}
+
+impl ToolSettings {
+    /// Whether every tool in `tools` has the settings it needs.
+    pub fn validate(&self, _tools: &[String]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The file as written, with positions kept for error messages.
@@ -292,7 +488,9 @@ struct CatalogFile {
     #[serde(default)]
     providers: Vec<Spanned<ProviderFile>>,
     #[serde(default)]
-    agents: Vec<Spanned<AgentConfig>>,
+    agents: Vec<Spanned<AgentFile>>,
+    #[serde(default)]
+    prices: HashMap<String, Price>,
 }
 
 /// The tools every deployment has.
@@ -380,64 +578,53 @@ impl Catalog {
             providers.push(provider);
         }
 
-        let mut agents: Vec<AgentConfig> = Vec::new();
-        for spanned in file.agents {
-            let span = spanned.span();
-            let agent = spanned.into_inner();
-            if !is_slug(&agent.id) {
+        let declared: Vec<(std::ops::Range<usize>, AgentSpec)> = file
+            .agents
+            .into_iter()
+            .map(|spanned| (spanned.span(), AgentSpec::from(spanned.into_inner())))
+            .collect();
+        for (i, (span, agent)) in declared.iter().enumerate() {
+            if declared[..i].iter().any(|(_, a)| a.id == agent.id) {
                 return Err(at(
-                    span,
-                    format!(
-                        "agent id {:?} must match [a-z0-9][a-z0-9-]{{0,62}}",
-                        agent.id
-                    ),
+                    span.clone(),
+                    format!("agent {:?} is declared twice", agent.id),
                 ));
             }
-            if agents.iter().any(|a| a.id == agent.id) {
-                return Err(at(span, format!("agent {:?} is declared twice", agent.id)));
-            }
-            if !providers.iter().any(|p| p.name == agent.provider) {
-                return Err(at(
-                    span,
-                    format!(
-                        "agent {:?} uses provider {:?}, which is not declared",
-                        agent.id, agent.provider
-                    ),
-                ));
-            }
-            if let Some(tool) = agent
-                .tools
-                .iter()
-                .find(|t| !BUILTIN_TOOLS.contains(&t.as_str()))
-            {
-                return Err(at(
-                    span,
-                    format!(
-                        "agent {:?} uses unknown tool {tool:?} (known: {})",
-                        agent.id,
-                        BUILTIN_TOOLS.join(", ")
-                    ),
-                ));
-            }
-            if agent.max_iterations == 0 {
-                return Err(at(
-                    span,
-                    format!("agent {:?}: max_iterations must be at least 1", agent.id),
-                ));
-            }
-            agents.push(agent);
+            check_agent(agent, &providers, |id| {
+                declared.iter().any(|(_, a)| a.id == id)
+            })
+            .map_err(|problem| {
+                at(
+                    span.clone(),
+                    format!("agent {:?}: {}", agent.id, problem.message),
+                )
+            })?;
         }
-        if agents.is_empty() {
+        if declared.is_empty() {
             return Err(at(0..0, "the catalog declares no agents".into()));
         }
-        Ok(Self { providers, agents })
+        for (model, price) in &file.prices {
+            let prices = [price.input, price.output, price.cached_input.unwrap_or(0.0)];
+            if prices.iter().any(|p| !p.is_finite() || *p < 0.0) {
+                return Err(at(
+                    0..0,
+                    format!("prices of model {model:?} must be finite and not negative"),
+                ));
+            }
+        }
+        let agents = declared.into_iter().map(|(_, agent)| agent).collect();
+        Ok(Self {
+            providers,
+            agents,
+            prices: file.prices,
+        })
     }
 
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
         self.providers.iter().find(|p| p.name == name)
     }
 
-    pub fn agent(&self, id: &str) -> Option<&AgentConfig> {
+    pub fn agent(&self, id: &str) -> Option<&AgentSpec> {
         self.agents.iter().find(|a| a.id == id)
     }
 }

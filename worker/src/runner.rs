@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use switchyard_common::bus::{EventWriter, RunEvents};
 use switchyard_common::cache::{Cache, RECENT_MESSAGES};
-use switchyard_common::config::{AgentConfig, Config};
+use switchyard_common::config::Config;
 use switchyard_common::db::{self, messages::MessageRow, runs::RunRow};
+use switchyard_common::domain::AgentSpec;
 use switchyard_common::domain::{
     MessageId, MessageRole, RunError, RunId, StepKind, StepStatus, Usage,
 };
@@ -179,7 +180,7 @@ impl Runner {
 
         let message_id = MessageId::new();
         let mut content = String::new();
-        for _ in 0..agent.max_iterations {
+        for _ in 0..agent.workflow.max_iterations {
             let turn = self
                 .model_turn(
                     run,
@@ -214,7 +215,7 @@ impl Runner {
             "max_iterations",
             format!(
                 "the agent did not answer within {} model turns",
-                agent.max_iterations
+                agent.workflow.max_iterations
             ),
         ))
     }
@@ -247,7 +248,7 @@ impl Runner {
     async fn model_turn(
         &self,
         run: &RunRow,
-        agent: &AgentConfig,
+        agent: &AgentSpec,
         provider: &dyn Provider,
         request: &ChatRequest,
         events: &mut RunEvents,

@@ -119,6 +119,7 @@ pub async fn create(
             db::agents::get(&app.pool, &agent_id)
                 .await?
                 .ok_or_else(|| ApiError::Validation(format!("agent_id: no agent {agent_id:?}")))?
+                .spec
                 .model
         }
     };

@@ -1,11 +1,13 @@
-//! Agents: the catalog's declarations, stored so that threads and runs can
-//! reference them.
+//! Agents: the catalog's declarations (applied at start-up) and the agents
+//! written over the API. Deleting one hides it (`deleted_at`): threads and
+//! runs keep referencing it.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use sqlx::types::Json;
 
-use crate::config::AgentConfig;
-use crate::domain::{Agent, Workflow};
+use crate::config::ToolSettings;
+use crate::domain::{Agent, AgentSource, AgentSpec, Workflow};
 
 #[derive(sqlx::FromRow)]
 struct AgentRow {
@@ -16,7 +18,10 @@ struct AgentRow {
     model: String,
     instructions: String,
     tools: Vec<String>,
-    workflow: sqlx::types::Json<Workflow>,
+    workflow: Json<Workflow>,
+    tool_settings: Json<ToolSettings>,
+    context_tokens: i32,
+    source: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -24,74 +29,214 @@ struct AgentRow {
 impl From<AgentRow> for Agent {
     fn from(row: AgentRow) -> Self {
         Self {
-            id: row.id,
-            name: row.name,
-            description: row.description,
-            provider: row.provider,
-            model: row.model,
-            instructions: row.instructions,
-            tools: row.tools,
-            workflow: row.workflow.0,
+            spec: AgentSpec {
+                id: row.id,
+                name: row.name,
+                description: row.description,
+                provider: row.provider,
+                model: row.model,
+                instructions: row.instructions,
+                tools: row.tools,
+                workflow: row.workflow.0,
+                tool_settings: row.tool_settings.0,
+                context_tokens: u32::try_from(row.context_tokens).unwrap_or(1),
+            },
+            source: if row.source == "api" {
+                AgentSource::Api
+            } else {
+                AgentSource::Config
+            },
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
     }
 }
 
-/// `select … from agents` followed by the rest of a query, as one static string.
-macro_rules! select_agents {
-    ($rest:literal) => {
-        concat!(
-            "select id, name, description, provider, model, instructions, tools, workflow,
-                    created_at, updated_at
-             from agents ",
-            $rest
-        )
+/// The columns of an agent row, for `select` and `returning`.
+macro_rules! agent_columns {
+    () => {
+        "id, name, description, provider, model, instructions, tools, workflow, tool_settings,
+         context_tokens, source, created_at, updated_at"
     };
 }
 
-/// Create or update the catalog's agents (start-up).
-pub async fn upsert_catalog(pool: &PgPool, agents: &[AgentConfig]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    for agent in agents {
-        sqlx::query(
-            "insert into agents (id, name, description, provider, model, instructions, tools)
-             values ($1, $2, $3, $4, $5, $6, $7)
+/// `insert … on conflict do update` of every definition column (`$11` is
+/// the source), then the rest of the statement.
+macro_rules! upsert {
+    ($rest:literal) => {
+        concat!(
+            "insert into agents (id, name, description, provider, model, instructions, tools,
+                                 workflow, tool_settings, context_tokens, source)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              on conflict (id) do update set
                  name = excluded.name, description = excluded.description,
                  provider = excluded.provider, model = excluded.model,
                  instructions = excluded.instructions, tools = excluded.tools,
-                 updated_at = now()
-             where (agents.name, agents.description, agents.provider, agents.model,
-                    agents.instructions, agents.tools)
-                 is distinct from
-                   (excluded.name, excluded.description, excluded.provider, excluded.model,
-                    excluded.instructions, excluded.tools)",
+                 workflow = excluded.workflow, tool_settings = excluded.tool_settings,
+                 context_tokens = excluded.context_tokens, source = excluded.source,
+                 deleted_at = null, updated_at = now() ",
+            $rest,
+            " returning ",
+            agent_columns!()
         )
-        .bind(&agent.id)
-        .bind(&agent.name)
-        .bind(&agent.description)
-        .bind(&agent.provider)
-        .bind(&agent.model)
-        .bind(&agent.instructions)
-        .bind(&agent.tools)
-        .execute(&mut *tx)
-        .await?;
+    };
+}
+
+type RowQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, AgentRow, sqlx::postgres::PgArguments>;
+
+/// Bind `$1`…`$11` of [`upsert!`] (and of [`update`]).
+fn bind_spec<'q>(query: RowQuery<'q>, spec: &'q AgentSpec, source: &'static str) -> RowQuery<'q> {
+    query
+        .bind(&spec.id)
+        .bind(&spec.name)
+        .bind(&spec.description)
+        .bind(&spec.provider)
+        .bind(&spec.model)
+        .bind(&spec.instructions)
+        .bind(&spec.tools)
+        .bind(Json(&spec.workflow))
+        .bind(Json(&spec.tool_settings))
+        .bind(i32::try_from(spec.context_tokens).unwrap_or(i32::MAX))
+        .bind(source)
+}
+
+/// Create or update the catalog's agents (start-up). An agent of the same
+/// id written over the API is replaced: the file wins.
+pub async fn upsert_catalog(pool: &PgPool, agents: &[AgentSpec]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for agent in agents {
+        bind_spec(sqlx::query_as(upsert!("")), agent, "config")
+            .fetch_one(&mut *tx)
+            .await?;
     }
     tx.commit().await
 }
 
+/// The agents that are not deleted, by id.
 pub async fn list(pool: &PgPool) -> Result<Vec<Agent>, sqlx::Error> {
-    let rows: Vec<AgentRow> = sqlx::query_as(select_agents!("order by id"))
-        .fetch_all(pool)
-        .await?;
+    let rows: Vec<AgentRow> = sqlx::query_as(concat!(
+        "select ",
+        agent_columns!(),
+        " from agents where deleted_at is null order by id"
+    ))
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().map(Agent::from).collect())
 }
 
+/// An agent that is not deleted.
 pub async fn get(pool: &PgPool, id: &str) -> Result<Option<Agent>, sqlx::Error> {
-    let row: Option<AgentRow> = sqlx::query_as(select_agents!("where id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<AgentRow> = sqlx::query_as(concat!(
+        "select ",
+        agent_columns!(),
+        " from agents where id = $1 and deleted_at is null"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(Agent::from))
+}
+
+/// Which of `ids` name agents that are not deleted.
+pub async fn existing(pool: &PgPool, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("select id from agents where id = any($1) and deleted_at is null")
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+}
+
+/// Why an agent write was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteRefused {
+    /// No such agent (or it is deleted).
+    NotFound,
+    /// A live agent has this id already (create).
+    Exists,
+    /// The agent is declared in the configuration file, which is re-applied
+    /// at every start-up: it is changed there.
+    FromConfig,
+    /// These agents hand off to it (delete).
+    InUse(Vec<String>),
+}
+
+/// Create an agent over the API. A deleted agent of the same id is revived
+/// with the new definition.
+pub async fn create(
+    pool: &PgPool,
+    spec: &AgentSpec,
+) -> Result<Result<Agent, WriteRefused>, sqlx::Error> {
+    let row: Option<AgentRow> = bind_spec(
+        sqlx::query_as(upsert!("where agents.deleted_at is not null")),
+        spec,
+        "api",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(Agent::from).ok_or(WriteRefused::Exists))
+}
+
+/// Replace the definition of an agent written over the API.
+pub async fn update(
+    pool: &PgPool,
+    spec: &AgentSpec,
+) -> Result<Result<Agent, WriteRefused>, sqlx::Error> {
+    let row: Option<AgentRow> = bind_spec(
+        sqlx::query_as(concat!(
+            "update agents set name = $2, description = $3, provider = $4, model = $5,
+                 instructions = $6, tools = $7, workflow = $8, tool_settings = $9,
+                 context_tokens = $10, updated_at = now()
+             where id = $1 and deleted_at is null and source = $11
+             returning ",
+            agent_columns!()
+        )),
+        spec,
+        "api",
+    )
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(row) => Ok(Ok(Agent::from(row))),
+        None => Ok(Err(refusal(pool, &spec.id).await?)),
+    }
+}
+
+/// Hide an agent written over the API. Its threads and runs stay; new runs
+/// on it are refused.
+pub async fn delete(pool: &PgPool, id: &str) -> Result<Result<(), WriteRefused>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let source: Option<String> = sqlx::query_scalar(
+        "select source from agents where id = $1 and deleted_at is null for update",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match source.as_deref() {
+        None => return Ok(Err(WriteRefused::NotFound)),
+        Some("config") => return Ok(Err(WriteRefused::FromConfig)),
+        Some(_) => {}
+    }
+    let users: Vec<String> = sqlx::query_scalar(
+        "select id from agents
+         where deleted_at is null and workflow -> 'handoffs' ? $1 order by id",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !users.is_empty() {
+        return Ok(Err(WriteRefused::InUse(users)));
+    }
+    sqlx::query("update agents set deleted_at = now(), updated_at = now() where id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// Why an update found no API agent to change.
+async fn refusal(pool: &PgPool, id: &str) -> Result<WriteRefused, sqlx::Error> {
+    Ok(match get(pool, id).await? {
+        Some(agent) if agent.source == AgentSource::Config => WriteRefused::FromConfig,
+        _ => WriteRefused::NotFound,
+    })
 }

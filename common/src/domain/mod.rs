@@ -1,9 +1,14 @@
 //! Domain types: ids, statuses and the resources of the HTTP contract.
 
+mod agent;
 mod ids;
 mod resources;
 mod status;
 
+pub use agent::{
+    Agent, AgentSource, AgentSpec, DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_ITERATIONS, Workflow,
+    WorkflowKind,
+};
 pub use ids::{MessageId, RunId, StepId, ThreadId, UserId};
-pub use resources::{Agent, Message, Run, RunError, Step, Thread, ThreadStatus, Usage, Workflow};
+pub use resources::{Message, Run, RunError, Step, Thread, ThreadStatus, Usage};
 pub use status::{MessageRole, Multitask, RunStatus, StepKind, StepStatus};

@@ -7,44 +7,6 @@ use utoipa::ToSchema;
 
 use super::{MessageId, MessageRole, RunId, RunStatus, StepId, StepKind, StepStatus, ThreadId};
 
-/// An agent: a model on a provider, with instructions, tools and a workflow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Agent {
-    /// A slug: `[a-z0-9][a-z0-9-]{0,62}`.
-    pub id: String,
-    pub name: String,
-    pub description: String,
-    /// The name of a provider declared in the configuration.
-    pub provider: String,
-    pub model: String,
-    pub instructions: String,
-    pub tools: Vec<String>,
-    pub workflow: Workflow,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// How an agent runs. Only `single` (the tool loop) is executed today; the
-/// other kinds are accepted in the shape of the contract.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Workflow {
-    /// `single`, `triage`, `planner` or `http`.
-    pub kind: String,
-    /// Kind-specific settings.
-    #[serde(flatten)]
-    #[schema(value_type = Object)]
-    pub settings: serde_json::Map<String, Value>,
-}
-
-impl Default for Workflow {
-    fn default() -> Self {
-        Self {
-            kind: "single".into(),
-            settings: Default::default(),
-        }
-    }
-}
-
 /// Whether a thread has a queued or in-progress run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
