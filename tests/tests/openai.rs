@@ -44,7 +44,7 @@ async fn an_openai_run_streams_the_providers_answer_with_its_usage() {
     assert_eq!(deltas_of(&events), "Hello, world! How can I help?");
     assert_eq!(
         run["usage"],
-        json!({"input_tokens": 21, "output_tokens": 9}),
+        json!({"input_tokens": 21, "output_tokens": 9, "cached_input_tokens": 0}),
         "usage is the provider's own"
     );
 
@@ -79,7 +79,7 @@ async fn a_tool_call_with_fragmented_arguments_runs_the_tool_and_continues() {
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(
         run["usage"],
-        json!({"input_tokens": 80, "output_tokens": 8}),
+        json!({"input_tokens": 80, "output_tokens": 8, "cached_input_tokens": 0}),
         "usage adds up across turns"
     );
     let finished = events
@@ -207,4 +207,93 @@ async fn a_queued_run_sees_the_answer_of_the_run_before_it_in_order() {
             pair("user", "Second question?"),
         ]
     );
+}
+
+#[tokio::test]
+async fn later_runs_see_earlier_tool_calls_and_results() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::tool_call(
+        "call_7",
+        "current_time",
+        &["{", "}"],
+        Some((5, 2)),
+    ));
+    fake.push(Reply::text(&["It is noon."], Some((9, 3))));
+    fake.push(Reply::text(&["You asked about the time."], Some((12, 4))));
+    let app = app_with(&fake).await;
+    let thread = app.create_thread(json!({})).await;
+    let thread_id = thread["id"].as_str().unwrap();
+    for question in ["What time is it?", "What did I ask?"] {
+        let run = app.start_run(thread_id, question).await;
+        let run = app.wait_for_run(run["id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "completed", "{run}");
+    }
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 3);
+    let messages = requests[2].body["messages"].as_array().unwrap().clone();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "tool", "assistant", "user"],
+        "{messages:?}"
+    );
+    assert_eq!(messages[2]["tool_calls"][0]["id"], "call_7");
+    assert_eq!(
+        messages[2]["tool_calls"][0]["function"]["name"],
+        "current_time"
+    );
+    assert_eq!(messages[3]["tool_call_id"], "call_7");
+    let result: Value = serde_json::from_str(messages[3]["content"].as_str().unwrap()).unwrap();
+    assert!(result["utc"].is_string(), "{result}");
+    assert_eq!(messages[4]["content"], "It is noon.");
+    assert_eq!(messages[5]["content"], "What did I ask?");
+}
+
+#[tokio::test]
+async fn history_is_trimmed_from_the_oldest_end_to_the_context_budget() {
+    let fake = FakeLlm::start().await;
+    fake.set_default(Reply::text(&["Noted."], Some((1, 1))));
+    let catalog = format!(
+        r#"
+[[providers]]
+name = "local-mock"
+kind = "openai"
+base_url = "{}"
+
+[[agents]]
+id = "assistant"
+name = "Assistant"
+provider = "local-mock"
+model = "gpt-4o-mini"
+context_tokens = 60
+"#,
+        fake.base_url()
+    );
+    let app = TestApp::spawn_with(Options {
+        catalog,
+        ..Default::default()
+    })
+    .await;
+    let thread = app.create_thread(json!({})).await;
+    let thread_id = thread["id"].as_str().unwrap();
+    // Each question is about 25 tokens (100 characters).
+    let questions: Vec<String> = (1..=4).map(|i| format!("{i}{}", "x".repeat(99))).collect();
+    for question in &questions {
+        let run = app.start_run(thread_id, question).await;
+        let run = app.wait_for_run(run["id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "completed", "{run}");
+    }
+    let last = &fake.requests()[3].body["messages"];
+    let contents: Vec<&str> = last
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    // 60 tokens: the last answer (~6) and the question (~29) fit, the third
+    // question does not.
+    assert_eq!(contents, ["Noted.", questions[3].as_str()]);
 }

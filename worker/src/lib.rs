@@ -5,6 +5,7 @@
 //! - [`runner`]: a run from job to terminal status.
 //! - [`history`]: which stored messages a run's model sees, in what order.
 //! - [`providers`]: LLM wire formats behind one streaming interface.
+//! - [`workflow`]: how a run unfolds: the tool loop, triage, planner.
 //! - [`tools`]: what agents can call.
 //!
 //! [`Worker::start`] wires them to PostgreSQL and Redis: an apalis worker
@@ -16,6 +17,7 @@ pub mod history;
 pub mod providers;
 pub mod runner;
 pub mod tools;
+pub mod workflow;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,34 +1,27 @@
 //! A run, from job to terminal status.
 //!
 //! The runner claims the run (the conditional update that makes it this
-//! worker's alone), loads the agent and the thread's history, drives the
-//! tool loop against the agent's provider while streaming events, and ends
-//! the run in one transaction: assistant message, usage, status and terminal
-//! events together.
+//! worker's alone), loads its agent and the thread's history, hands them
+//! to the agent's workflow ([`crate::workflow`]) while events stream, and
+//! ends the run in one transaction: assistant message, usage, cost, status
+//! and terminal events together.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt;
-use rand::Rng;
-use serde_json::{Value, json};
 use sqlx::PgPool;
 use switchyard_common::bus::{EventWriter, RunEvents};
 use switchyard_common::cache::{Cache, RECENT_MESSAGES};
 use switchyard_common::config::Config;
 use switchyard_common::db::{self, messages::MessageRow, runs::RunRow};
-use switchyard_common::domain::AgentSpec;
-use switchyard_common::domain::{
-    MessageId, MessageRole, RunError, RunId, StepKind, StepStatus, Usage,
-};
+use switchyard_common::domain::{MessageId, MessageRole, RunError, RunId, WorkflowKind};
 use switchyard_common::events::RunEvent;
 use switchyard_common::queue::RunQueue;
 
 use crate::history;
-use crate::providers::{ChatMessage, ChatRequest, Provider, ProviderError, ProviderEvent};
-use crate::tools::{self, Tool};
+use crate::providers::Provider;
+use crate::workflow::{self, Failure, Participant, Scope, Voice, internal};
 
 /// Everything a run needs from its process; shared by all runs.
 pub struct Runner {
@@ -40,28 +33,6 @@ pub struct Runner {
     pub providers: HashMap<String, Arc<dyn Provider>>,
 }
 
-/// Why a run ends early, as the run's `error`.
-#[derive(Debug)]
-struct Failure {
-    code: &'static str,
-    message: String,
-}
-
-impl Failure {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<ProviderError> for Failure {
-    fn from(error: ProviderError) -> Self {
-        Self::new(error.code(), error.to_string())
-    }
-}
-
 /// Where a run stands in its thread, as read at the claim.
 #[derive(Debug, Clone, Copy)]
 struct Position {
@@ -69,12 +40,6 @@ struct Position {
     input_seq: i64,
     /// The thread's messages at the claim.
     message_count: i64,
-}
-
-/// The answer a finished tool loop produced (its usage is the run's).
-struct Answer {
-    message_id: MessageId,
-    content: String,
 }
 
 impl Runner {
@@ -121,103 +86,35 @@ impl Runner {
         });
         tracing::info!(thread.id = %run.thread_id, agent = %run.agent_id, attempt = run.attempt, "run started");
 
-        let mut usage = Usage::default();
-        let outcome = self.answer(&run, position, &mut events, &mut usage).await;
-        self.finish(&run, &mut events, outcome, usage).await
+        let scope = Scope::new(self, &run, events);
+        let message_id = scope.message_id;
+        let outcome = self.answer(&scope, position).await;
+        let (events, produced) = scope.into_parts();
+        self.finish(&run, events, outcome.map(|()| message_id), produced)
+            .await
     }
 
-    async fn answer(
-        &self,
-        run: &RunRow,
-        position: Position,
-        events: &mut RunEvents,
-        usage: &mut Usage,
-    ) -> Result<Answer, Failure> {
-        let agent = self.config.catalog.agent(&run.agent_id).ok_or_else(|| {
-            Failure::new(
-                "agent_unavailable",
-                format!("agent {:?} is not configured", run.agent_id),
-            )
-        })?;
-        let provider = self.providers.get(&agent.provider).ok_or_else(|| {
-            Failure::new(
-                "agent_unavailable",
-                format!("provider {:?} is not configured", agent.provider),
-            )
-        })?;
-        // The stored agent is the catalog's (upserted at start-up).
-        let instructions = agent.instructions.clone();
-        let tools: Vec<Arc<dyn Tool>> = agent
-            .tools
-            .iter()
-            .filter_map(|t| tools::builtin(t))
-            .collect();
-
+    /// Run the agent's workflow on the thread's conversation.
+    async fn answer(&self, scope: &Scope<'_>, position: Position) -> Result<(), Failure> {
+        let run = scope.run;
+        let entry = Arc::new(scope.agent(&run.agent_id).await?);
         let history = self
             .history(run, position)
             .await
             .map_err(|e| internal("loading thread history", e))?;
-        let mut messages = Vec::with_capacity(history.len() + 1);
-        if !instructions.is_empty() {
-            messages.push(ChatMessage::System {
-                content: instructions,
-            });
-        }
-        messages.extend(history.into_iter().filter_map(|m| match m.role {
-            MessageRole::User => Some(ChatMessage::User { content: m.content }),
-            MessageRole::Assistant => Some(ChatMessage::Assistant {
-                content: m.content,
-                tool_calls: Vec::new(),
-            }),
-            MessageRole::System => Some(ChatMessage::System { content: m.content }),
-            MessageRole::Tool => None,
-        }));
-        let mut request = ChatRequest {
-            model: run.model.clone(),
-            messages,
-            tools: tools.iter().map(|t| tools::spec(t.as_ref())).collect(),
-        };
-
-        let message_id = MessageId::new();
-        let mut content = String::new();
-        for _ in 0..agent.workflow.max_iterations {
-            let turn = self
-                .model_turn(
-                    run,
-                    agent,
-                    provider.as_ref(),
-                    &request,
-                    events,
-                    message_id,
-                    &mut content,
-                )
-                .await?;
-            *usage += turn.usage;
-            if turn.tool_calls.is_empty() {
-                return Ok(Answer {
-                    message_id,
-                    content,
-                });
+        let conversation = history::to_chat(history, entry.context_tokens);
+        // The run's model is the entry agent's unless the run overrode it.
+        let model = Some(run.model.clone());
+        match entry.workflow.kind {
+            WorkflowKind::Single => {
+                let agent = Participant::new(scope, entry, model, None, Voice::User)?;
+                workflow::single(scope, agent, &conversation).await
             }
-            request.messages.push(ChatMessage::Assistant {
-                content: turn.text,
-                tool_calls: turn.tool_calls.clone(),
-            });
-            for call in turn.tool_calls {
-                let result = self.call_tool(run, &tools, &call, events).await?;
-                request.messages.push(ChatMessage::Tool {
-                    tool_call_id: call.id,
-                    content: result.to_string(),
-                });
+            WorkflowKind::Triage => workflow::triage::run(scope, entry, model, &conversation).await,
+            WorkflowKind::Planner => {
+                workflow::planner::run(scope, entry, model, &conversation).await
             }
         }
-        Err(Failure::new(
-            "max_iterations",
-            format!(
-                "the agent did not answer within {} model turns",
-                agent.workflow.max_iterations
-            ),
-        ))
     }
 
     /// The conversation this run answers (see [`crate::history`]), from the
@@ -242,165 +139,34 @@ impl Runner {
         Ok(history::conversation(rows, position.input_seq))
     }
 
-    /// One model call, retried on retryable failures until text has been
-    /// streamed. Each attempt is a step.
-    #[allow(clippy::too_many_arguments)]
-    async fn model_turn(
-        &self,
-        run: &RunRow,
-        agent: &AgentSpec,
-        provider: &dyn Provider,
-        request: &ChatRequest,
-        events: &mut RunEvents,
-        message_id: MessageId,
-        content: &mut String,
-    ) -> Result<Turn, Failure> {
-        let max_attempts = provider.max_attempts().max(1);
-        let mut attempt = 1;
-        loop {
-            let step_input = json!({
-                "provider": agent.provider,
-                "model": request.model,
-                "messages": request.messages.len(),
-                "attempt": attempt,
-            });
-            let step_id = db::steps::start(
-                &self.pool,
-                db::steps::NewStep {
-                    run_id: run.id,
-                    parent_id: None,
-                    kind: StepKind::Llm,
-                    name: &request.model,
-                    input: &step_input,
-                },
-            )
-            .await
-            .map_err(|e| internal("recording a step", e))?;
-            let streamed_before = content.len();
-            let result = stream_turn(provider, request.clone(), events, message_id, content).await;
-            let (status, output, step_usage) = match &result {
-                Ok(turn) => (
-                    StepStatus::Completed,
-                    json!({"text": turn.text, "tool_calls": turn.tool_calls}),
-                    Some(turn.usage),
-                ),
-                Err(error) => (
-                    StepStatus::Failed,
-                    json!({"error": error.to_string()}),
-                    None,
-                ),
-            };
-            let end = db::steps::StepEnd {
-                status,
-                output: &output,
-                usage: step_usage,
-                cost_usd: None,
-            };
-            db::steps::finish(&self.pool, step_id, end)
-                .await
-                .map_err(|e| internal("recording a step", e))?;
-            match result {
-                Ok(turn) => return Ok(turn),
-                Err(error)
-                    if error.is_retryable()
-                        && attempt < max_attempts
-                        && content.len() == streamed_before =>
-                {
-                    let wait = backoff(attempt, error.retry_after());
-                    tracing::warn!(%error, attempt, wait_ms = wait.as_millis() as u64, "provider call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-    }
-
-    async fn call_tool(
-        &self,
-        run: &RunRow,
-        tools: &[Arc<dyn Tool>],
-        call: &crate::providers::ToolCall,
-        events: &mut RunEvents,
-    ) -> Result<Value, Failure> {
-        let parsed: Value =
-            serde_json::from_str(&call.arguments).unwrap_or(Value::String(call.arguments.clone()));
-        let step = db::steps::NewStep {
-            run_id: run.id,
-            parent_id: None,
-            kind: StepKind::Tool,
-            name: &call.name,
-            input: &parsed,
-        };
-        let step_id = db::steps::start(&self.pool, step)
-            .await
-            .map_err(|e| internal("recording a step", e))?;
-        events.emit(RunEvent::ToolStarted {
-            step_id,
-            tool: call.name.clone(),
-            arguments: parsed,
-        });
-        let started = std::time::Instant::now();
-        let result = match tools.iter().find(|t| t.name() == call.name) {
-            Some(tool) => tools::invoke(tool.as_ref(), &call.arguments).await,
-            None => Err(tools::ToolError(format!(
-                "there is no tool called {:?}",
-                call.name
-            ))),
-        };
-        let latency_ms = started.elapsed().as_millis() as i64;
-        let (is_error, value) = match result {
-            Ok(value) => (false, value),
-            Err(error) => (true, json!({"error": error.0})),
-        };
-        let status = if is_error {
-            StepStatus::Failed
-        } else {
-            StepStatus::Completed
-        };
-        let end = db::steps::StepEnd {
-            status,
-            output: &value,
-            usage: None,
-            cost_usd: None,
-        };
-        db::steps::finish(&self.pool, step_id, end)
-            .await
-            .map_err(|e| internal("recording a step", e))?;
-        events.emit(RunEvent::ToolFinished {
-            step_id,
-            tool: call.name.clone(),
-            result: value.clone(),
-            is_error,
-            latency_ms,
-        });
-        Ok(value)
-    }
-
     /// End the run: one transaction for the answer, the status and the
     /// terminal events; then the cache and the next run of the thread.
     async fn finish(
         &self,
         run: &RunRow,
-        events: &mut RunEvents,
-        outcome: Result<Answer, Failure>,
-        usage: Usage,
+        mut events: RunEvents,
+        outcome: Result<MessageId, Failure>,
+        produced: workflow::State,
     ) -> anyhow::Result<()> {
         // Every delta is durable before the events that close the stream.
         events.sync().await;
+        let usage = produced.usage;
+        let cost_usd = produced.cost_usd;
         let mut tx = self.pool.begin().await.context("finishing the run")?;
         let mut terminal = Vec::new();
         let mut appended = None;
         let finish = match outcome {
-            Ok(answer) => {
+            Ok(message_id) => {
+                let tool_turns = produced.tool_turns;
                 let message = db::messages::append(
                     &mut tx,
                     db::messages::NewMessage {
-                        id: answer.message_id,
+                        id: message_id,
                         thread_id: run.thread_id,
                         run_id: Some(run.id),
                         role: MessageRole::Assistant,
-                        content: &answer.content,
+                        content: &produced.content,
+                        tool_calls: (!tool_turns.is_empty()).then_some(tool_turns.as_slice()),
                     },
                     0,
                 )
@@ -408,24 +174,22 @@ impl Runner {
                 .context("storing the answer")?;
                 appended = message.map(|(m, _)| m);
                 terminal.push(RunEvent::MessageCompleted {
-                    message_id: answer.message_id,
-                    content: answer.content,
+                    message_id,
+                    content: produced.content,
                 });
                 terminal.push(RunEvent::Usage {
                     input_tokens: usage.input_tokens,
                     output_tokens: usage.output_tokens,
                     cached_input_tokens: usage.cached_input_tokens,
-                    cost_usd: None,
+                    cost_usd,
                 });
                 terminal.push(RunEvent::RunCompleted {
                     run_id: run.id,
-                    message_id: answer.message_id,
+                    message_id,
                     usage,
-                    cost_usd: None,
+                    cost_usd,
                 });
-                db::runs::Outcome::Completed {
-                    message_id: answer.message_id,
-                }
+                db::runs::Outcome::Completed { message_id }
             }
             Err(failure) => {
                 tracing::warn!(code = failure.code, message = %failure.message, "run failed");
@@ -461,7 +225,7 @@ impl Runner {
                 run_id: run.id,
                 outcome: finish,
                 usage,
-                cost_usd: None,
+                cost_usd,
             },
         )
         .await
@@ -494,90 +258,5 @@ impl Runner {
             self.queue.enqueue(&self.pool, next).await;
         }
         Ok(())
-    }
-}
-
-/// What one model call produced.
-struct Turn {
-    text: String,
-    tool_calls: Vec<crate::providers::ToolCall>,
-    usage: Usage,
-}
-
-/// Drive one provider stream, relaying text as it comes and flushing
-/// coalesced deltas on time.
-async fn stream_turn(
-    provider: &dyn Provider,
-    request: ChatRequest,
-    events: &mut RunEvents,
-    message_id: MessageId,
-    content: &mut String,
-) -> Result<Turn, ProviderError> {
-    let mut stream = provider.stream(request);
-    let mut turn = Turn {
-        text: String::new(),
-        tool_calls: Vec::new(),
-        usage: Usage::default(),
-    };
-    loop {
-        let deadline = events.deadline();
-        let item = tokio::select! {
-            item = stream.next() => item,
-            () = sleep_until(deadline) => {
-                events.flush();
-                continue;
-            }
-        };
-        match item {
-            None => break,
-            Some(Ok(ProviderEvent::TextDelta(text))) => {
-                events.delta(message_id, &text);
-                content.push_str(&text);
-                turn.text.push_str(&text);
-            }
-            Some(Ok(ProviderEvent::ToolCall(call))) => turn.tool_calls.push(call),
-            Some(Ok(ProviderEvent::Usage(usage))) => turn.usage += usage,
-            Some(Err(error)) => {
-                events.flush();
-                return Err(error);
-            }
-        }
-    }
-    events.flush();
-    Ok(turn)
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Exponential backoff with full jitter, at least what the provider asked for.
-fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let base = Duration::from_millis(250) * 2u32.saturating_pow(attempt - 1);
-    let jittered = base.mul_f64(rand::rng().random_range(0.5..1.0));
-    retry_after
-        .map_or(jittered, |asked| asked.max(jittered))
-        .min(Duration::from_secs(30))
-}
-
-fn internal(what: &str, error: sqlx::Error) -> Failure {
-    tracing::error!(%error, "{what} failed");
-    Failure::new("internal", format!("{what} failed"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_grows_and_honours_retry_after() {
-        assert!(backoff(1, None) <= Duration::from_millis(250));
-        assert!(backoff(3, None) >= Duration::from_millis(500));
-        assert!(backoff(1, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
-        assert!(backoff(30, None) <= Duration::from_secs(30));
     }
 }

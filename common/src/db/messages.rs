@@ -1,6 +1,7 @@
 //! Messages: appended to a thread in order, each with its position `seq`.
 
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
 use super::Page;
@@ -17,6 +18,28 @@ pub struct MessageRow {
     pub role: MessageRole,
     pub content: String,
     pub created_at: DateTime<Utc>,
+    /// Assistant answers: the tool use that led to them, turn by turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Json<Vec<ToolTurn>>>,
+}
+
+/// One model turn that called tools: the text it streamed first, then each
+/// call with the result the model was given.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ToolTurn {
+    pub text: String,
+    pub calls: Vec<ToolExchange>,
+}
+
+/// A tool call and its result, as the model saw them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ToolExchange {
+    pub id: String,
+    pub name: String,
+    /// The arguments as the model wrote them.
+    pub arguments: String,
+    /// The result as given back to the model.
+    pub result: String,
 }
 
 impl MessageRow {
@@ -38,6 +61,7 @@ pub struct NewMessage<'a> {
     pub run_id: Option<RunId>,
     pub role: MessageRole,
     pub content: &'a str,
+    pub tool_calls: Option<&'a [ToolTurn]>,
 }
 
 /// Longest generated title, in characters.
@@ -88,9 +112,9 @@ pub async fn append(
         return Ok(None);
     };
     let message: MessageRow = sqlx::query_as(
-        "insert into messages (id, thread_id, seq, run_id, role, content)
-         values ($1, $2, $3, $4, $5, $6)
-         returning id, thread_id, seq, run_id, role, content, created_at",
+        "insert into messages (id, thread_id, seq, run_id, role, content, tool_calls)
+         values ($1, $2, $3, $4, $5, $6, $7)
+         returning id, thread_id, seq, run_id, role, content, created_at, tool_calls",
     )
     .bind(new.id)
     .bind(new.thread_id)
@@ -98,6 +122,7 @@ pub async fn append(
     .bind(new.run_id)
     .bind(new.role)
     .bind(new.content)
+    .bind(new.tool_calls.map(Json))
     .fetch_one(&mut *tx)
     .await?;
     Ok(Some((message, thread)))
@@ -112,7 +137,7 @@ pub async fn list(
     before: Option<MessageId>,
 ) -> Result<Page<MessageRow>, sqlx::Error> {
     let rows: Vec<MessageRow> = sqlx::query_as(
-        "select id, thread_id, seq, run_id, role, content, created_at from messages
+        "select id, thread_id, seq, run_id, role, content, created_at, tool_calls from messages
          where thread_id = $1
            and ($2::uuid is null or seq < (select seq from messages where id = $2 and thread_id = $1))
          order by seq desc limit $3",
@@ -135,7 +160,7 @@ pub async fn recent(
     limit: i64,
 ) -> Result<Vec<MessageRow>, sqlx::Error> {
     let mut rows: Vec<MessageRow> = sqlx::query_as(
-        "select id, thread_id, seq, run_id, role, content, created_at from messages
+        "select id, thread_id, seq, run_id, role, content, created_at, tool_calls from messages
          where thread_id = $1 and seq <= $2 order by seq desc limit $3",
     )
     .bind(thread_id)

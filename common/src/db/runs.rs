@@ -180,6 +180,7 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
             run_id: Some(run_id),
             role: MessageRole::User,
             content: new.content,
+            tool_calls: None,
         },
         1,
     )

@@ -1,13 +1,17 @@
 //! The scripted model: deterministic, offline, instant to start.
 //!
 //! It is the model of the built-in agents, for demos and tests. It answers
-//! the last user message by these rules, in order:
+//! the last message by these rules, in order:
 //!
-//! 1. After a tool result, it reports the result: ``The `NAME` tool returned: …``.
-//! 2. A message starting with `/tool NAME {json}` makes it call the tool
-//!    `NAME` with those arguments (`{}` when omitted), if the agent has it.
-//! 3. The first `replies` rule of its configuration whose `contains`
-//!    occurs in the message answers with that rule's `reply`.
+//! 1. After tool results: the first `replies` rule with `after_tool` naming
+//!    the last result's tool answers with its `reply` (`{result}` replaced by
+//!    the result); otherwise it reports the results:
+//!    ``The `NAME` tool returned: …``.
+//! 2. A user message starting with `/tool NAME {json}` makes it call the
+//!    tool `NAME` with those arguments (`{}` when omitted), if the agent has it.
+//! 3. The first `replies` rule (for this model, if the rule names one) whose
+//!    `contains` occurs in the user message answers with its `reply`, or
+//!    calls its `tool` with its `arguments`.
 //! 4. Otherwise it echoes: `You said: "…". …`.
 //!
 //! The answer is streamed word by word, `chunk_delay_ms` apart. Its usage
@@ -32,23 +36,6 @@ impl Scripted {
     }
 
     fn answer(&self, request: &ChatRequest) -> Answer {
-        let tool_result = request.messages.iter().rev().map_while(|m| match m {
-            ChatMessage::Tool {
-                content,
-                tool_call_id,
-            } => Some((tool_call_id, content)),
-            _ => None,
-        });
-        let results: Vec<String> = tool_result
-            .map(|(id, content)| {
-                let name = tool_name_of(&request.messages, id).unwrap_or("unknown");
-                format!("The `{name}` tool returned: {content}")
-            })
-            .collect();
-        if !results.is_empty() {
-            return Answer::Text(results.into_iter().rev().collect::<Vec<_>>().join("\n"));
-        }
-
         let last_user = request
             .messages
             .iter()
@@ -58,38 +45,85 @@ impl Scripted {
                 _ => None,
             })
             .unwrap_or_default();
+        let rules = || {
+            self.settings.replies.iter().filter(|rule| {
+                rule.model.as_ref().is_none_or(|m| *m == request.model)
+                    && last_user.contains(&rule.contains)
+            })
+        };
+
+        let results: Vec<(&str, &str)> = request
+            .messages
+            .iter()
+            .rev()
+            .map_while(|m| match m {
+                ChatMessage::Tool {
+                    content,
+                    tool_call_id,
+                } => Some((
+                    tool_name_of(&request.messages, tool_call_id).unwrap_or("unknown"),
+                    content.as_str(),
+                )),
+                _ => None,
+            })
+            .collect();
+        if let Some(&(last_tool, last_result)) = results.first() {
+            if let Some(reply) = rules()
+                .filter(|rule| rule.after_tool.as_deref() == Some(last_tool))
+                .find_map(|rule| rule.reply.as_deref())
+            {
+                return Answer::Text(reply.replace("{result}", last_result));
+            }
+            let report: Vec<String> = results
+                .iter()
+                .rev()
+                .map(|(name, content)| format!("The `{name}` tool returned: {content}"))
+                .collect();
+            return Answer::Text(report.join("\n"));
+        }
 
         if let Some(command) = last_user.trim_start().strip_prefix("/tool ") {
             let command = command.trim();
             let (name, arguments) = command
                 .split_once(char::is_whitespace)
                 .unwrap_or((command, ""));
-            if !request.tools.iter().any(|t| t.name == name) {
-                return Answer::Text(format!("I have no tool called `{name}`."));
-            }
             let arguments = match arguments.trim() {
                 "" => "{}".to_owned(),
                 given => given.to_owned(),
             };
-            return Answer::Tool(ToolCall {
-                id: format!("call_{}", uuid_suffix(last_user)),
-                name: name.to_owned(),
-                arguments,
-            });
+            return call(request, last_user, name, arguments);
         }
 
-        if let Some(rule) = self
-            .settings
-            .replies
-            .iter()
-            .find(|r| last_user.contains(&r.contains))
-        {
-            return Answer::Text(rule.reply.clone());
+        if let Some(rule) = rules().find(|rule| rule.after_tool.is_none()) {
+            return match (&rule.reply, &rule.tool) {
+                (_, Some(tool)) => {
+                    let arguments = rule
+                        .arguments
+                        .clone()
+                        .unwrap_or_else(|| serde_json::json!({}));
+                    call(request, last_user, tool, arguments.to_string())
+                }
+                (Some(reply), None) => Answer::Text(reply.clone()),
+                // The catalog refuses rules with neither.
+                (None, None) => Answer::Text(String::new()),
+            };
         }
         Answer::Text(format!(
             "You said: \"{last_user}\". I am the scripted model: I answer offline, the same way every time."
         ))
     }
+}
+
+/// A call of the tool `name`, if the request offers it.
+fn call(request: &ChatRequest, prompt: &str, name: &str, arguments: String) -> Answer {
+    if !request.tools.iter().any(|t| t.name == name) {
+        return Answer::Text(format!("I have no tool called `{name}`."));
+    }
+    Answer::Tool(ToolCall {
+        id: format!("call_{}", uuid_suffix(prompt)),
+        name: name.to_owned(),
+        arguments,
+    })
 }
 
 enum Answer {
@@ -187,6 +221,7 @@ impl Provider for Scripted {
 mod tests {
     use super::*;
     use crate::providers::ToolSpec;
+    use switchyard_common::config::ScriptedReply;
 
     fn request(messages: Vec<ChatMessage>) -> ChatRequest {
         ChatRequest {
@@ -286,10 +321,29 @@ mod tests {
     async fn refuses_tools_the_agent_lacks_and_follows_reply_rules() {
         let provider = Scripted::new(ScriptedSettings {
             chunk_delay_ms: 0,
-            replies: vec![switchyard_common::config::ScriptedReply {
-                contains: "weather".into(),
-                reply: "Sunny.".into(),
-            }],
+            replies: vec![
+                ScriptedReply {
+                    contains: "weather".into(),
+                    reply: Some("Sunny.".into()),
+                    ..Default::default()
+                },
+                ScriptedReply {
+                    contains: "time".into(),
+                    model: Some("other-model".into()),
+                    reply: Some("Not for this model.".into()),
+                    ..Default::default()
+                },
+                ScriptedReply {
+                    contains: "time".into(),
+                    tool: Some("current_time".into()),
+                    ..Default::default()
+                },
+                ScriptedReply {
+                    after_tool: Some("current_time".into()),
+                    reply: Some("It is {result}.".into()),
+                    ..Default::default()
+                },
+            ],
         });
         let text = |events: Vec<ProviderEvent>| -> String {
             events
@@ -316,5 +370,33 @@ mod tests {
         )
         .await;
         assert_eq!(text(rule), "Sunny.");
+
+        let asked = ChatMessage::User {
+            content: "what time is it?".into(),
+        };
+        let events = collect(&provider, request(vec![asked.clone()])).await;
+        let ProviderEvent::ToolCall(call) = &events[0] else {
+            panic!("expected the rule's tool call, got {events:?}");
+        };
+        assert_eq!(
+            (call.name.as_str(), call.arguments.as_str()),
+            ("current_time", "{}")
+        );
+        let answered = collect(
+            &provider,
+            request(vec![
+                asked,
+                ChatMessage::Assistant {
+                    content: String::new(),
+                    tool_calls: vec![call.clone()],
+                },
+                ChatMessage::Tool {
+                    tool_call_id: call.id.clone(),
+                    content: "noon".into(),
+                },
+            ]),
+        )
+        .await;
+        assert_eq!(text(answered), "It is noon.");
     }
 }

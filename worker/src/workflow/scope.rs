@@ -1,0 +1,196 @@
+//! What the agents of one run share.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use switchyard_common::bus::RunEvents;
+use switchyard_common::db::{self, messages::ToolTurn, runs::RunRow};
+use switchyard_common::domain::{AgentSpec, MessageId, Usage};
+use switchyard_common::events::RunEvent;
+
+use crate::providers::{Provider, ProviderError};
+use crate::runner::Runner;
+use crate::tools::{self, Tool};
+
+/// Why a run ends early, as the run's `error`.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Failures of our own infrastructure, as opposed to the agent's work.
+    pub fn is_internal(&self) -> bool {
+        self.code == "internal"
+    }
+}
+
+impl From<ProviderError> for Failure {
+    fn from(error: ProviderError) -> Self {
+        Self::new(error.code(), error.to_string())
+    }
+}
+
+/// A database failure while running: logged in full, reported plainly.
+pub(crate) fn internal(what: &str, error: sqlx::Error) -> Failure {
+    tracing::error!(%error, "{what} failed");
+    Failure::new("internal", format!("{what} failed"))
+}
+
+/// The run's shared state: its events, its answer so far, its bill.
+pub(crate) struct Scope<'a> {
+    pub runner: &'a Runner,
+    pub run: &'a RunRow,
+    /// The answer's id, known before its first delta.
+    pub message_id: MessageId,
+    events: Mutex<RunEvents>,
+    state: Mutex<State>,
+}
+
+/// What a run has produced so far.
+#[derive(Default)]
+pub(crate) struct State {
+    /// The text streamed to the user: the answer.
+    pub content: String,
+    /// The tool use that led to the answer, turn by turn.
+    pub tool_turns: Vec<ToolTurn>,
+    pub usage: Usage,
+    /// The cost of the LLM calls so far; `None` once a call had no price.
+    pub cost_usd: Option<f64>,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(runner: &'a Runner, run: &'a RunRow, events: RunEvents) -> Self {
+        Self {
+            runner,
+            run,
+            message_id: MessageId::new(),
+            events: Mutex::new(events),
+            state: Mutex::new(State {
+                cost_usd: Some(0.0),
+                ..State::default()
+            }),
+        }
+    }
+
+    /// The event stream and what the run produced, once its agents are done.
+    pub fn into_parts(self) -> (RunEvents, State) {
+        (
+            self.events
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner),
+            self.state
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    fn events(&self) -> MutexGuard<'_, RunEvents> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn emit(&self, event: RunEvent) {
+        self.events().emit(event);
+    }
+
+    /// A piece of the answer: streamed (coalesced) and kept.
+    pub fn say(&self, text: &str) {
+        self.events().delta(self.message_id, text);
+        self.state().content.push_str(text);
+    }
+
+    /// Bytes of the answer streamed so far.
+    pub fn said(&self) -> usize {
+        self.state().content.len()
+    }
+
+    /// When coalesced deltas are due out.
+    pub fn flush_deadline(&self) -> Option<tokio::time::Instant> {
+        self.events().deadline()
+    }
+
+    pub fn flush(&self) {
+        self.events().flush();
+    }
+
+    /// Count an LLM call's usage; returns its cost when its model is priced.
+    pub fn bill(&self, model: &str, usage: Usage) -> Option<f64> {
+        let cost = self
+            .runner
+            .config
+            .catalog
+            .prices
+            .get(model)
+            .map(|price| price.cost(&usage));
+        let mut state = self.state();
+        state.usage += usage;
+        state.cost_usd = match (state.cost_usd, cost) {
+            (Some(total), Some(cost)) => Some(total + cost),
+            _ => None,
+        };
+        cost
+    }
+
+    /// Record a turn of tool use that is part of the answer.
+    pub fn record_turn(&self, turn: ToolTurn) {
+        self.state().tool_turns.push(turn);
+    }
+
+    /// An agent by id, as stored now; deleted agents are unavailable.
+    pub async fn agent(&self, id: &str) -> Result<AgentSpec, Failure> {
+        db::agents::get(&self.runner.pool, id)
+            .await
+            .map_err(|e| internal("loading an agent", e))?
+            .map(|agent| agent.spec)
+            .ok_or_else(|| {
+                Failure::new(
+                    "agent_unavailable",
+                    format!("agent {id:?} does not exist any more"),
+                )
+            })
+    }
+
+    /// The provider an agent runs on.
+    pub fn provider(&self, agent: &AgentSpec) -> Result<Arc<dyn Provider>, Failure> {
+        self.runner
+            .providers
+            .get(&agent.provider)
+            .cloned()
+            .ok_or_else(|| {
+                Failure::new(
+                    "agent_unavailable",
+                    format!(
+                        "agent {:?} uses provider {:?}, which is not configured",
+                        agent.id, agent.provider
+                    ),
+                )
+            })
+    }
+
+    /// The tools an agent may call.
+    pub fn tools(&self, agent: &AgentSpec) -> Result<Vec<Arc<dyn Tool>>, Failure> {
+        agent
+            .tools
+            .iter()
+            .map(|name| {
+                tools::builtin(name).ok_or_else(|| {
+                    Failure::new(
+                        "agent_unavailable",
+                        format!("agent {:?} uses unknown tool {name:?}", agent.id),
+                    )
+                })
+            })
+            .collect()
+    }
+}
