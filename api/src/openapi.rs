@@ -15,7 +15,7 @@ use crate::routes::{agents, events, runs, service, threads};
             from the newest (`before`)."
     ),
     paths(
-        agents::list, agents::show,
+        agents::list, agents::show, agents::create, agents::update, agents::remove,
         threads::create, threads::list, threads::show, threads::update, threads::remove,
         threads::messages,
         runs::create, runs::list, runs::show, runs::steps,

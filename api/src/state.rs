@@ -79,6 +79,21 @@ impl AppState {
 #[derive(Debug, Clone, Copy)]
 pub struct CurrentUser {
     pub id: UserId,
+    /// May change what all users share, such as the agents.
+    pub is_admin: bool,
+}
+
+impl CurrentUser {
+    /// `forbidden` unless the user is an administrator.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "this operation is for administrators only".into(),
+            ))
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for CurrentUser {
@@ -88,8 +103,67 @@ impl FromRequestParts<AppState> for CurrentUser {
         _parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Without authentication every request is the development user
+        // `local`, who administers their own deployment.
         Ok(Self {
             id: state.local_user,
+            is_admin: true,
         })
+    }
+}
+
+/// The caller, who must be an administrator: extracting it answers anyone
+/// else `403 forbidden` before the request body is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin(pub CurrentUser);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        user.require_admin()?;
+        Ok(Self(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn only_administrators_pass_the_admin_guard() {
+        let admin = CurrentUser {
+            id: UserId::new(),
+            is_admin: true,
+        };
+        assert!(admin.require_admin().is_ok());
+
+        let user = CurrentUser {
+            is_admin: false,
+            ..admin
+        };
+        let response = user
+            .require_admin()
+            .expect_err("a user who is not an administrator is refused")
+            .into_response();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["error"]["code"], "forbidden");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("administrators")),
+            "{body}"
+        );
     }
 }

@@ -260,6 +260,18 @@ pub fn check_agent(
             ),
         ));
     }
+    // A tool listed twice would be offered to the model twice, which
+    // providers refuse.
+    if let Some(tool) = (0..spec.tools.len()).find_map(|i| {
+        spec.tools[..i]
+            .contains(&spec.tools[i])
+            .then(|| &spec.tools[i])
+    }) {
+        return Err(AgentProblem::new(
+            "tools",
+            format!("tool {tool:?} is listed twice"),
+        ));
+    }
     spec.tool_settings
         .validate(&spec.tools)
         .map_err(|message| AgentProblem::new("tool_settings", message))?;
@@ -881,6 +893,13 @@ instructions = "You are a helpful assistant."
             err.to_string()
                 .starts_with("SWITCHYARD_LISTEN=\"nowhere\" is invalid")
         );
+    }
+
+    #[test]
+    fn a_tool_listed_twice_is_refused() {
+        let text = "[[providers]]\nname = \"p\"\nkind = \"scripted\"\n\n[[agents]]\nid = \"a\"\nname = \"A\"\nprovider = \"p\"\nmodel = \"m\"\ntools = [\"current_time\", \"current_time\"]\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("\"current_time\" is listed twice"), "{err}");
     }
 
     #[test]

@@ -240,6 +240,14 @@ impl TestApp {
         self.call(self.http.post(self.url(path)).json(&body)).await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(self.http.put(self.url(path)).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call(self.http.delete(self.url(path))).await
+    }
+
     pub async fn create_thread(&self, body: Value) -> Value {
         let (status, thread) = self.post("/v1/threads", body).await;
         assert_eq!(status, 201, "{thread}");

@@ -12,7 +12,7 @@ use switchyard_common::events::SequencedEvent;
 use utoipa::{IntoParams, ToSchema};
 
 use super::events;
-use super::threads::{check_agent, check_limit};
+use super::threads::{check_limit, no_agent};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
 use crate::state::{AppState, CurrentUser};
@@ -108,21 +108,21 @@ pub async fn create(
         .agent_id
         .clone()
         .unwrap_or_else(|| thread.agent_id.clone());
-    if body.agent_id.is_some() {
-        check_agent(&app, &agent_id).await?;
-    }
-    let model = match (&body.model, app.config.catalog.agent(&agent_id)) {
-        (Some(model), _) => model.clone(),
-        // Agents are the catalog's: its model is the stored one.
-        (None, Some(agent)) => agent.model.clone(),
-        (None, None) => {
+    // The agent is looked up even when the model is overridden: a deleted
+    // agent (the thread's or the requested one) takes no new runs.
+    let agent_model = match app.config.catalog.agent(&agent_id) {
+        // The catalog's agents cannot be changed over the API: the file's
+        // model is the stored one.
+        Some(agent) => agent.model.clone(),
+        None => {
             db::agents::get(&app.pool, &agent_id)
                 .await?
-                .ok_or_else(|| ApiError::Validation(format!("agent_id: no agent {agent_id:?}")))?
+                .ok_or_else(|| no_agent(&agent_id))?
                 .spec
                 .model
         }
     };
+    let model = body.model.clone().unwrap_or(agent_model);
     let request_hash = idempotency_key
         .as_ref()
         .map(|_| request_hash(thread_id, &body));

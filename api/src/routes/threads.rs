@@ -73,14 +73,18 @@ fn check_metadata(metadata: &Option<Value>) -> ApiResult<()> {
     }
 }
 
-/// Whether an agent exists; the `validation_failed` error if not.
+/// Whether an agent exists (and is not deleted); the `validation_failed`
+/// error if not.
 pub async fn check_agent(app: &AppState, agent_id: &str) -> ApiResult<()> {
     match db::agents::get(&app.pool, agent_id).await? {
         Some(_) => Ok(()),
-        None => Err(ApiError::Validation(format!(
-            "agent_id: no agent {agent_id:?}"
-        ))),
+        None => Err(no_agent(agent_id)),
     }
+}
+
+/// The answer to a thread or run naming an agent that does not exist.
+pub fn no_agent(agent_id: &str) -> ApiError {
+    ApiError::Validation(format!("agent_id: no agent {agent_id:?}"))
 }
 
 #[utoipa::path(post, path = "/v1/threads", tag = "threads", request_body = CreateThread,

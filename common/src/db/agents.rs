@@ -61,9 +61,9 @@ macro_rules! agent_columns {
 }
 
 /// `insert … on conflict do update` of every definition column (`$11` is
-/// the source), then the rest of the statement.
+/// the source) and of `$set` columns, then the rest of the statement.
 macro_rules! upsert {
-    ($rest:literal) => {
+    ($set:literal, $rest:literal) => {
         concat!(
             "insert into agents (id, name, description, provider, model, instructions, tools,
                                  workflow, tool_settings, context_tokens, source)
@@ -75,6 +75,8 @@ macro_rules! upsert {
                  workflow = excluded.workflow, tool_settings = excluded.tool_settings,
                  context_tokens = excluded.context_tokens, source = excluded.source,
                  deleted_at = null, updated_at = now() ",
+            $set,
+            " ",
             $rest,
             " returning ",
             agent_columns!()
@@ -105,7 +107,7 @@ fn bind_spec<'q>(query: RowQuery<'q>, spec: &'q AgentSpec, source: &'static str)
 pub async fn upsert_catalog(pool: &PgPool, agents: &[AgentSpec]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     for agent in agents {
-        bind_spec(sqlx::query_as(upsert!("")), agent, "config")
+        bind_spec(sqlx::query_as(upsert!("", "")), agent, "config")
             .fetch_one(&mut *tx)
             .await?;
     }
@@ -157,22 +159,36 @@ pub enum WriteRefused {
     FromConfig,
     /// These agents hand off to it (delete).
     InUse(Vec<String>),
+    /// The definition hands off to this agent, which does not exist (or was
+    /// deleted while the write was being checked).
+    MissingHandoff(String),
 }
 
 /// Create an agent over the API. A deleted agent of the same id is revived
-/// with the new definition.
+/// with the new definition, as if new.
 pub async fn create(
     pool: &PgPool,
     spec: &AgentSpec,
 ) -> Result<Result<Agent, WriteRefused>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if let Some(missing) = lock_handoffs(&mut tx, spec).await? {
+        return Ok(Err(WriteRefused::MissingHandoff(missing)));
+    }
     let row: Option<AgentRow> = bind_spec(
-        sqlx::query_as(upsert!("where agents.deleted_at is not null")),
+        sqlx::query_as(upsert!(
+            ", created_at = now()",
+            "where agents.deleted_at is not null"
+        )),
         spec,
         "api",
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(row.map(Agent::from).ok_or(WriteRefused::Exists))
+    let Some(row) = row else {
+        return Ok(Err(WriteRefused::Exists));
+    };
+    tx.commit().await?;
+    Ok(Ok(Agent::from(row)))
 }
 
 /// Replace the definition of an agent written over the API.
@@ -180,6 +196,10 @@ pub async fn update(
     pool: &PgPool,
     spec: &AgentSpec,
 ) -> Result<Result<Agent, WriteRefused>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if let Some(missing) = lock_handoffs(&mut tx, spec).await? {
+        return Ok(Err(WriteRefused::MissingHandoff(missing)));
+    }
     let row: Option<AgentRow> = bind_spec(
         sqlx::query_as(concat!(
             "update agents set name = $2, description = $3, provider = $4, model = $5,
@@ -192,12 +212,36 @@ pub async fn update(
         spec,
         "api",
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
     match row {
-        Some(row) => Ok(Ok(Agent::from(row))),
+        Some(row) => {
+            tx.commit().await?;
+            Ok(Ok(Agent::from(row)))
+        }
         None => Ok(Err(refusal(pool, &spec.id).await?)),
     }
+}
+
+/// Lock the agents `spec` hands off to until the write commits, so that
+/// none of them is deleted meanwhile ([`delete`] locks the row it deletes,
+/// then looks for agents handing off to it). The first hand-off that does
+/// not name a live agent, if any.
+async fn lock_handoffs(
+    tx: &mut sqlx::PgConnection,
+    spec: &AgentSpec,
+) -> Result<Option<String>, sqlx::Error> {
+    let handoffs = &spec.workflow.handoffs;
+    if handoffs.is_empty() {
+        return Ok(None);
+    }
+    let live: Vec<String> = sqlx::query_scalar(
+        "select id from agents where id = any($1) and deleted_at is null for share",
+    )
+    .bind(handoffs)
+    .fetch_all(tx)
+    .await?;
+    Ok(handoffs.iter().find(|h| !live.contains(h)).cloned())
 }
 
 /// Hide an agent written over the API. Its threads and runs stay; new runs
