@@ -86,6 +86,7 @@ impl Worker {
             queue: run_queue.clone(),
             config: config.clone(),
             providers,
+            toolbox: tools::Toolbox::new().context("building the tools' HTTP clients")?,
         });
 
         tracker.spawn(consume(

@@ -21,6 +21,7 @@ use switchyard_common::queue::RunQueue;
 
 use crate::history;
 use crate::providers::Provider;
+use crate::tools::Toolbox;
 use crate::workflow::{self, Failure, Participant, Scope, Voice, internal};
 
 /// Everything a run needs from its process; shared by all runs.
@@ -31,6 +32,7 @@ pub struct Runner {
     pub queue: RunQueue,
     pub config: Arc<Config>,
     pub providers: HashMap<String, Arc<dyn Provider>>,
+    pub toolbox: Toolbox,
 }
 
 /// Where a run stands in its thread, as read at the claim.

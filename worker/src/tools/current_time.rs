@@ -21,13 +21,8 @@ impl Tool for CurrentTime {
         json!({"type": "object", "properties": {}, "additionalProperties": false})
     }
 
-    fn call(&self, arguments: Value) -> BoxFuture<'static, Result<Value, ToolError>> {
-        async move {
-            if arguments.as_object().is_some_and(|a| !a.is_empty()) {
-                return Err(ToolError("current_time takes no arguments".into()));
-            }
-            Ok(json!({ "utc": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true) }))
-        }
-        .boxed()
+    fn call(&self, _arguments: Value) -> BoxFuture<'static, Result<Value, ToolError>> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        async move { Ok(json!({ "utc": now })) }.boxed()
     }
 }

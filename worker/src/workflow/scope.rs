@@ -9,7 +9,7 @@ use switchyard_common::events::RunEvent;
 
 use crate::providers::{Provider, ProviderError};
 use crate::runner::Runner;
-use crate::tools::{self, Tool};
+use crate::tools::Tool;
 
 /// Why a run ends early, as the run's `error`.
 #[derive(Debug, Clone)]
@@ -178,19 +178,17 @@ impl<'a> Scope<'a> {
             })
     }
 
-    /// The tools an agent may call.
+    /// The tools an agent may call. A tool that cannot be set up (its
+    /// database variable unset, say) makes the agent unavailable.
     pub fn tools(&self, agent: &AgentSpec) -> Result<Vec<Arc<dyn Tool>>, Failure> {
-        agent
-            .tools
-            .iter()
-            .map(|name| {
-                tools::builtin(name).ok_or_else(|| {
-                    Failure::new(
-                        "agent_unavailable",
-                        format!("agent {:?} uses unknown tool {name:?}", agent.id),
-                    )
-                })
+        self.runner
+            .toolbox
+            .for_agent(&agent.tools, &agent.tool_settings)
+            .map_err(|error| {
+                Failure::new(
+                    "agent_unavailable",
+                    format!("agent {:?}: {}", agent.id, error.0),
+                )
             })
-            .collect()
     }
 }
