@@ -18,6 +18,38 @@
 //!
 //! A malformed value stops start-up with a message naming the variable; a
 //! malformed catalog names the file, the line and the problem.
+//!
+//! Providers in the catalog, by `kind`:
+//!
+//! ```toml
+//! # OpenAI's chat completions, or any server speaking them (vLLM, llama.cpp,
+//! # LM Studio, Ollama): `base_url` includes the API version path.
+//! [[providers]]
+//! name = "openai"
+//! kind = "openai"
+//! base_url = "https://api.openai.com/v1"
+//! api_key_env = "OPENAI_API_KEY"
+//!
+//! # Azure OpenAI: the same format at a deployment's URL. `base_url` is the
+//! # resource endpoint; requests go to
+//! # `{base_url}/openai/deployments/{deployment}/chat/completions?api-version={api_version}`
+//! # with the key in an `api-key` header.
+//! [[providers]]
+//! name = "azure"
+//! kind = "openai"
+//! base_url = "https://my-resource.openai.azure.com"
+//! api_key_env = "AZURE_OPENAI_API_KEY"
+//! azure = { deployment = "gpt-4o", api_version = "2024-10-21" }
+//!
+//! # Anthropic's Messages API: `base_url` WITHOUT `/v1`, as Anthropic's SDKs
+//! # take it; requests go to `{base_url}/v1/messages`.
+//! [[providers]]
+//! name = "anthropic"
+//! kind = "anthropic"
+//! base_url = "https://api.anthropic.com"
+//! api_key_env = "ANTHROPIC_API_KEY"
+//! max_tokens = 4096
+//! ```
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -342,6 +374,8 @@ pub enum ProviderKind {
     /// OpenAI chat completions, streamed (also vLLM, llama.cpp, LM Studio,
     /// Ollama's `/v1`, Azure OpenAI).
     Openai(OpenAiSettings),
+    /// Anthropic's Messages API, streamed.
+    Anthropic(AnthropicSettings),
     /// Switchyard's own deterministic offline model (see the worker's
     /// `providers::scripted`).
     Scripted(ScriptedSettings),
@@ -355,6 +389,11 @@ enum ProviderFile {
         name: String,
         #[serde(flatten)]
         settings: OpenAiSettings,
+    },
+    Anthropic {
+        name: String,
+        #[serde(flatten)]
+        settings: AnthropicSettings,
     },
     Scripted {
         name: String,
@@ -370,6 +409,10 @@ impl From<ProviderFile> for ProviderConfig {
                 name,
                 kind: ProviderKind::Openai(settings),
             },
+            ProviderFile::Anthropic { name, settings } => Self {
+                name,
+                kind: ProviderKind::Anthropic(settings),
+            },
             ProviderFile::Scripted { name, settings } => Self {
                 name,
                 kind: ProviderKind::Scripted(settings),
@@ -381,6 +424,7 @@ impl From<ProviderFile> for ProviderConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct OpenAiSettings {
     /// e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
+    /// For Azure OpenAI, the resource endpoint (see [`AzureSettings`]).
     pub base_url: String,
     /// The environment variable that holds the API key, if any.
     pub api_key_env: Option<String>,
@@ -393,6 +437,48 @@ pub struct OpenAiSettings {
     /// Extra HTTP headers sent with every request.
     #[serde(default)]
     pub headers: HashMap<String, String>,
+    /// Set for Azure OpenAI, which serves the same format at a
+    /// deployment's URL and takes the key in another header.
+    #[serde(default)]
+    pub azure: Option<AzureSettings>,
+}
+
+/// Azure OpenAI's addressing: requests go to
+/// `{base_url}/openai/deployments/{deployment}/chat/completions?api-version={api_version}`,
+/// and the key is sent as `api-key: KEY` rather than `Authorization: Bearer KEY`.
+/// The deployment decides the model; the agent's `model` is still sent in
+/// the body, where Azure ignores it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureSettings {
+    /// The deployment's name, as created in the Azure resource.
+    pub deployment: String,
+    /// The `api-version` query parameter, e.g. `2024-10-21`.
+    pub api_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AnthropicSettings {
+    /// e.g. `https://api.anthropic.com`, WITHOUT `/v1` (as Anthropic's SDKs
+    /// take it); `/v1/messages` is appended.
+    pub base_url: String,
+    /// The environment variable that holds the API key (sent as `x-api-key`), if any.
+    pub api_key_env: Option<String>,
+    /// Seconds to wait for the response to start, and between two events.
+    #[serde(default = "default_provider_timeout")]
+    pub timeout_secs: u64,
+    /// Attempts for a retryable failure (429, 529, 5xx, timeouts) before the run fails.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// The most tokens one answer may have: Anthropic requires a bound.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// The `anthropic-version` header: the API version the client speaks.
+    #[serde(default = "default_anthropic_version")]
+    pub anthropic_version: String,
+    /// Extra HTTP headers sent with every request (e.g. `anthropic-beta`).
+    #[serde(default)]
+    pub headers: HashMap<String, String>,
 }
 
 fn default_provider_timeout() -> u64 {
@@ -401,6 +487,47 @@ fn default_provider_timeout() -> u64 {
 
 fn default_max_attempts() -> u32 {
     3
+}
+
+fn default_max_tokens() -> u32 {
+    4096
+}
+
+fn default_anthropic_version() -> String {
+    "2023-06-01".to_owned()
+}
+
+impl ProviderKind {
+    /// What is wrong with these settings, if anything, for the catalog's
+    /// error message.
+    fn problem(&self) -> Option<String> {
+        let http = |base_url: &str, max_attempts: u32| {
+            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                Some("base_url must start with http:// or https://".to_owned())
+            } else if max_attempts == 0 {
+                Some("max_attempts must be at least 1".to_owned())
+            } else {
+                None
+            }
+        };
+        match self {
+            Self::Openai(openai) => http(&openai.base_url, openai.max_attempts).or_else(|| {
+                let azure = openai.azure.as_ref()?;
+                if azure.deployment.trim().is_empty() {
+                    Some("azure.deployment must not be empty".to_owned())
+                } else if azure.api_version.trim().is_empty() {
+                    Some("azure.api_version must not be empty".to_owned())
+                } else {
+                    None
+                }
+            }),
+            Self::Anthropic(anthropic) => http(&anthropic.base_url, anthropic.max_attempts)
+                .or_else(|| {
+                    (anthropic.max_tokens == 0).then(|| "max_tokens must be at least 1".to_owned())
+                }),
+            Self::Scripted(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -879,27 +1006,8 @@ impl Catalog {
                     format!("provider {:?} is declared twice", provider.name),
                 ));
             }
-            if let ProviderKind::Openai(openai) = &provider.kind {
-                if !(openai.base_url.starts_with("http://")
-                    || openai.base_url.starts_with("https://"))
-                {
-                    return Err(at(
-                        span,
-                        format!(
-                            "provider {:?}: base_url must start with http:// or https://",
-                            provider.name
-                        ),
-                    ));
-                }
-                if openai.max_attempts == 0 {
-                    return Err(at(
-                        span,
-                        format!(
-                            "provider {:?}: max_attempts must be at least 1",
-                            provider.name
-                        ),
-                    ));
-                }
+            if let Some(problem) = provider.kind.problem() {
+                return Err(at(span, format!("provider {:?}: {problem}", provider.name)));
             }
             if let ProviderKind::Scripted(scripted) = &provider.kind
                 && let Some(problem) = scripted.replies.iter().find_map(ScriptedReply::problem)
@@ -1196,6 +1304,81 @@ instructions = "You are a helpful assistant."
             .to_string();
         assert!(err.starts_with("agents.toml:"), "{err}");
         assert!(err.contains("unknown tool \"shell\""), "{err}");
+    }
+
+    const AGENT: &str = "\n[[agents]]\nid = \"a\"\nname = \"A\"\nprovider = \"p\"\nmodel = \"m\"\n";
+
+    #[test]
+    fn an_anthropic_provider_parses_with_defaults() {
+        let text = format!(
+            "[[providers]]\nname = \"p\"\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com\"\napi_key_env = \"ANTHROPIC_API_KEY\"\n{AGENT}"
+        );
+        let catalog = parse(&text).unwrap();
+        let ProviderKind::Anthropic(anthropic) = &catalog.providers[0].kind else {
+            panic!("expected an anthropic provider");
+        };
+        assert_eq!(anthropic.base_url, "https://api.anthropic.com");
+        assert_eq!(anthropic.api_key_env.as_deref(), Some("ANTHROPIC_API_KEY"));
+        assert_eq!(anthropic.timeout_secs, 60);
+        assert_eq!(anthropic.max_attempts, 3);
+        assert_eq!(anthropic.max_tokens, 4096);
+        assert_eq!(anthropic.anthropic_version, "2023-06-01");
+        assert!(anthropic.headers.is_empty());
+    }
+
+    #[test]
+    fn bad_anthropic_settings_name_the_provider_and_the_key() {
+        let cases = [
+            (
+                "base_url = \"api.anthropic.com\"",
+                "base_url must start with http",
+            ),
+            (
+                "base_url = \"https://api.anthropic.com\"\nmax_attempts = 0",
+                "max_attempts must be at least 1",
+            ),
+            (
+                "base_url = \"https://api.anthropic.com\"\nmax_tokens = 0",
+                "max_tokens must be at least 1",
+            ),
+        ];
+        for (settings, problem) in cases {
+            let text =
+                format!("[[providers]]\nname = \"p\"\nkind = \"anthropic\"\n{settings}\n{AGENT}");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.starts_with("agents.toml:1:"), "{err}");
+            assert!(err.contains("provider \"p\": "), "{err}");
+            assert!(err.contains(problem), "{err}");
+        }
+        let text = format!(
+            "[[providers]]\nname = \"p\"\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com\"\nmax_token = 10\n{AGENT}"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("unknown field `max_token`"), "{err}");
+    }
+
+    #[test]
+    fn an_azure_openai_provider_parses_and_is_checked() {
+        let provider = "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"https://r.openai.azure.com\"\n";
+        let text = format!(
+            "{provider}azure = {{ deployment = \"gpt-4o\", api_version = \"2024-10-21\" }}\n{AGENT}"
+        );
+        let catalog = parse(&text).unwrap();
+        let ProviderKind::Openai(openai) = &catalog.providers[0].kind else {
+            panic!("expected an openai provider");
+        };
+        let azure = openai.azure.as_ref().expect("azure settings");
+        assert_eq!(azure.deployment, "gpt-4o");
+        assert_eq!(azure.api_version, "2024-10-21");
+
+        let text = format!(
+            "{provider}azure = {{ deployment = \"\", api_version = \"2024-10-21\" }}\n{AGENT}"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("azure.deployment must not be empty"), "{err}");
+        let text = format!("{provider}azure = {{ deployment = \"gpt-4o\" }}\n{AGENT}");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("api_version"), "{err}");
     }
 
     #[test]

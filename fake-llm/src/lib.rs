@@ -1,10 +1,10 @@
-//! A local fake of OpenAI's chat-completions API, speaking the real
-//! streaming wire format, for tests and benchmarks.
+//! A local fake of OpenAI's chat-completions API and Anthropic's Messages
+//! API, speaking their real streaming wire formats, for tests and benchmarks.
 //!
 //! Provider clients are only trustworthy if they are tested against the
 //! bytes a real server sends: SSE events split at arbitrary points, tool-call
-//! arguments in fragments, a usage chunk with no choices, `[DONE]`, error
-//! bodies with `Retry-After`. This crate serves exactly that on
+//! arguments in fragments, a usage chunk with no choices, `[DONE]`, `ping`
+//! events, error bodies with `Retry-After`. This crate serves exactly that on
 //! `127.0.0.1`, with no network access and no API key, so that tests drive
 //! the real HTTP client end to end.
 //!
@@ -20,8 +20,14 @@
 //! # }
 //! ```
 //!
-//! Only `POST {base_url}/chat/completions` with `"stream": true` is served;
-//! a non-streaming request gets a 400. Replies come from a queue
+//! Served, with `"stream": true` only (a non-streaming request gets a 400):
+//!
+//! - `POST /v1/chat/completions`: OpenAI ([`FakeLlm::base_url`]);
+//! - `POST /openai/deployments/{deployment}/chat/completions`: the same,
+//!   at Azure OpenAI's path ([`FakeLlm::origin`] is the Azure endpoint);
+//! - `POST /v1/messages`: Anthropic ([`FakeLlm::origin`] is the base URL).
+//!
+//! The same [`Reply`] renders in either format. Replies come from a queue
 //! ([`FakeLlm::push`]), then from a default ([`FakeLlm::set_default`]).
 //! Every request is recorded ([`FakeLlm::requests`]), together with the
 //! instant its first token was handed to the connection, for
@@ -31,6 +37,7 @@
 //! holds no per-token state, so hundreds of concurrent streams at tens of
 //! thousands of tokens per second cost little besides JSON encoding.
 
+mod anthropic;
 mod reply;
 mod sse;
 
@@ -42,7 +49,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt;
@@ -66,6 +73,8 @@ pub struct RecordedRequest {
     /// The JSON body; `Value::Null` if it was not JSON.
     pub body: Value,
     pub headers: HeaderMap,
+    /// The path and query asked for.
+    pub uri: Uri,
     pub received_at: Instant,
     /// When the first chunk carrying content or a tool call was handed to
     /// the connection; `None` if none was (yet).
@@ -78,10 +87,11 @@ impl RecordedRequest {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The text of the last `"role": "user"` message.
+    /// The text of the last `"role": "user"` message that has text (in
+    /// Anthropic's format, a user turn may hold only tool results).
     pub fn last_user_message(&self) -> Option<String> {
         let parsed = IncomingRequest::deserialize(&self.body).ok()?;
-        parsed.last_user_message().map(str::to_owned)
+        parsed.last_user_message()
     }
 }
 
@@ -104,7 +114,12 @@ impl FakeLlm {
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
-            .fallback(|| async { error_response(Reply::error(404, "unknown path", None)) })
+            .route(
+                "/openai/deployments/{deployment}/chat/completions",
+                post(chat_completions),
+            )
+            .route("/v1/messages", post(messages))
+            .fallback(|| async { error_response(Format::OpenAi, 404, "unknown path", None) })
             .with_state(Arc::clone(&shared));
         let server = tokio::spawn(async move {
             // Only fails if accepting fails for good; the fake then just stops.
@@ -124,6 +139,12 @@ impl FakeLlm {
     /// The OpenAI base URL, e.g. `http://127.0.0.1:PORT/v1`.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// The server's root, e.g. `http://127.0.0.1:PORT`: Anthropic's base
+    /// URL (without `/v1`) and Azure OpenAI's resource endpoint.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// Answer the next request (in arrival order) with `reply`.
@@ -198,7 +219,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The parts of a request body the fake acts on.
+/// The parts of a request body the fake acts on, in either format.
 #[derive(Deserialize)]
 struct IncomingRequest {
     #[serde(default)]
@@ -207,6 +228,9 @@ struct IncomingRequest {
     stream: bool,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    /// Anthropic's system prompt, apart from the messages.
+    #[serde(default)]
+    system: Option<Value>,
     #[serde(default)]
     messages: Vec<IncomingMessage>,
 }
@@ -224,35 +248,86 @@ struct IncomingMessage {
     content: Option<Value>,
 }
 
+/// The text of a `content`: a string, or (Anthropic) the `text` blocks of
+/// an array; `None` if it has none.
+fn text_of(content: Option<&Value>) -> Option<String> {
+    match content? {
+        Value::String(text) => Some(text.clone()),
+        Value::Array(blocks) => {
+            let texts: Vec<&str> = blocks
+                .iter()
+                .filter(|block| block["type"] == "text")
+                .filter_map(|block| block["text"].as_str())
+                .collect();
+            (!texts.is_empty()).then(|| texts.concat())
+        }
+        _ => None,
+    }
+}
+
 impl IncomingRequest {
-    fn last_user_message(&self) -> Option<&str> {
-        let message = self.messages.iter().rev().find(|m| m.role == "user")?;
-        message.content.as_ref()?.as_str()
+    fn last_user_message(&self) -> Option<String> {
+        self.messages
+            .iter()
+            .rev()
+            .filter(|m| m.role == "user")
+            .find_map(|m| text_of(m.content.as_ref()))
     }
 
     fn prompt_words(&self) -> u32 {
-        let words = self
+        let texts = self
             .messages
             .iter()
-            .filter_map(|m| m.content.as_ref()?.as_str());
-        let count: usize = words.map(|c| c.split_whitespace().count()).sum();
+            .map(|m| m.content.as_ref())
+            .chain([self.system.as_ref()])
+            .filter_map(text_of);
+        let count: usize = texts.map(|c| c.split_whitespace().count()).sum();
         u32::try_from(count).unwrap_or(u32::MAX)
     }
 }
 
+/// The wire format a route speaks.
+#[derive(Clone, Copy)]
+enum Format {
+    OpenAi,
+    Anthropic,
+}
+
 async fn chat_completions(
     State(shared): State<Arc<Shared>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    answer(&shared, Format::OpenAi, uri, headers, &body).await
+}
+
+async fn messages(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(&shared, Format::Anthropic, uri, headers, &body).await
+}
+
+/// Record the request, then answer it with the next reply, in `format`.
+async fn answer(
+    shared: &Arc<Shared>,
+    format: Format,
+    uri: Uri,
+    headers: HeaderMap,
+    body: &[u8],
+) -> Response {
     let received_at = Instant::now();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let parsed = IncomingRequest::deserialize(&body);
     let index = {
         let mut requests = lock(&shared.requests);
         requests.push(RecordedRequest {
             body,
             headers,
+            uri,
             received_at,
             first_token_at: None,
         });
@@ -261,18 +336,12 @@ async fn chat_completions(
     let request = match parsed {
         Ok(request) if request.stream => request,
         Ok(_) => {
-            return error_response(Reply::error(
-                400,
-                "the fake LLM only serves \"stream\": true",
-                None,
-            ));
+            let message = "the fake LLM only serves \"stream\": true";
+            return error_response(format, 400, message, None);
         }
         Err(e) => {
-            return error_response(Reply::error(
-                400,
-                &format!("invalid request body: {e}"),
-                None,
-            ));
+            let message = format!("invalid request body: {e}");
+            return error_response(format, 400, &message, None);
         }
     };
 
@@ -285,24 +354,43 @@ async fn chat_completions(
         tokio::time::sleep(delay).await;
         reply = *inner;
     }
-    if let Reply::Status { .. } = reply {
-        return error_response(reply);
+    if let Reply::Status {
+        status,
+        message,
+        retry_after,
+    } = &reply
+    {
+        return error_response(format, *status, message, *retry_after);
     }
 
-    let ctx = sse::ChunkContext {
-        id: format!("chatcmpl-fake-{index}"),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        model: request.model.clone(),
-        include_usage: request
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage),
-        prompt_words: request.prompt_words(),
+    let frames = match format {
+        Format::OpenAi => {
+            let ctx = sse::ChunkContext {
+                id: format!("chatcmpl-fake-{index}"),
+                created: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                model: request.model.clone(),
+                include_usage: request
+                    .stream_options
+                    .as_ref()
+                    .is_some_and(|o| o.include_usage),
+                prompt_words: request.prompt_words(),
+            };
+            sse::frames(reply, ctx)
+        }
+        Format::Anthropic => {
+            let ctx = anthropic::MessageContext {
+                id: format!("msg_fake_{index}"),
+                model: request.model.clone(),
+                prompt_words: request.prompt_words(),
+            };
+            anthropic::frames(reply, ctx)
+        }
     };
-    let last_user = request.last_user_message().map(str::to_owned);
-    let frames = sse::frames(reply, ctx).map(move |frame| {
+    let last_user = request.last_user_message();
+    let shared = Arc::clone(shared);
+    let frames = frames.map(move |frame| {
         if frame.first_token {
             shared.record_first_token(index, last_user.as_deref(), Instant::now());
         }
@@ -318,15 +406,16 @@ async fn chat_completions(
     response
 }
 
-/// A `Reply::Status` as an HTTP response; other replies give a 500.
-fn error_response(reply: Reply) -> Response {
-    let Reply::Status {
-        status,
-        body,
-        retry_after,
-    } = reply
-    else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+/// An HTTP error with the error body of `format`.
+fn error_response(
+    format: Format,
+    status: u16,
+    message: &str,
+    retry_after: Option<u64>,
+) -> Response {
+    let body = match format {
+        Format::OpenAi => sse::error_body(status, message),
+        Format::Anthropic => anthropic::error_body(status, message),
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, axum::Json(body)).into_response();

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
 /// The words a [`Reply::Stream`] cycles through, one per chunk: token `i`
 /// is `STREAM_WORDS[i % STREAM_WORDS.len()]`.
 pub const STREAM_WORDS: [&str; 8] = [
@@ -27,28 +25,41 @@ pub enum Reply {
         chunks: Vec<String>,
         usage: Option<(u32, u32)>,
     },
-    /// Streamed tool calls, `finish_reason: "tool_calls"`. Each call gets
-    /// its own `index`; after one chunk per call carrying id, type and name,
-    /// the argument fragments of all calls are interleaved round-robin,
-    /// which the format allows and a client must handle.
+    /// Streamed tool calls. OpenAI: `finish_reason: "tool_calls"`; each
+    /// call gets its own `index`, and after one chunk per call carrying id,
+    /// type and name, the argument fragments of all calls are interleaved
+    /// round-robin, which the format allows and a client must handle.
+    /// Anthropic: one `tool_use` block per call, one after the other, each
+    /// fragment an `input_json_delta`; `stop_reason: "tool_use"`.
     ToolCalls {
         calls: Vec<FakeToolCall>,
         usage: Option<(u32, u32)>,
     },
-    /// An HTTP error: `body` is sent as JSON (use [`Reply::error`] for
-    /// OpenAI's `{"error": {...}}` shape), with `Retry-After: {seconds}`
-    /// when set.
+    /// An HTTP error with `message`, in the error body shape of the wire
+    /// format asked for, with `Retry-After: {seconds}` when set.
     Status {
         status: u16,
-        body: Value,
+        message: String,
         retry_after: Option<u64>,
+    },
+    /// Streamed text, then a failure reported inside the stream (the status
+    /// was already 200), after which the connection closes. `status` is the
+    /// HTTP status the failure would have had: Anthropic's `error` event
+    /// carries the matching `error.type` (529: `overloaded_error`), OpenAI's
+    /// error chunk has it as `code`, as compatible servers send it.
+    Interrupted {
+        chunks: Vec<String>,
+        status: u16,
+        message: String,
     },
     /// For benchmarks: `tokens` one-word chunks, one every `interval`
     /// (zero: as fast as possible, several events per write), then usage
     /// of `(prompt words, tokens)`.
     Stream { tokens: usize, interval: Duration },
     /// Each string sent as one `data:` event, as is, with nothing added (no
-    /// role chunk, no `[DONE]`): for malformed or truncated streams.
+    /// role chunk, no `[DONE]`, no `message_stop`): for malformed or
+    /// truncated streams. In Anthropic's format the event is named by the
+    /// JSON's `type`, if it has one, as Anthropic names its events.
     Raw { events: Vec<String> },
     /// Wait `delay` before answering with `reply` (response headers included):
     /// a server that stalls.
@@ -79,22 +90,21 @@ impl Reply {
         }
     }
 
-    /// An HTTP error in OpenAI's shape:
-    /// `{"error": {"message", "type", "code"}}`.
+    /// An HTTP error, shaped as the wire format's error body.
     pub fn error(status: u16, message: &str, retry_after: Option<u64>) -> Self {
-        let (kind, code) = match status {
-            401 | 403 => ("invalid_request_error", "invalid_api_key"),
-            404 => ("invalid_request_error", "model_not_found"),
-            429 => ("requests", "rate_limit_exceeded"),
-            500..=599 => ("server_error", "server_error"),
-            _ => ("invalid_request_error", "invalid_request"),
-        };
-        let body =
-            json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
         Self::Status {
             status,
-            body,
+            message: message.to_owned(),
             retry_after,
+        }
+    }
+
+    /// Text from `chunks`, then a mid-stream failure of `status`.
+    pub fn interrupted(chunks: &[&str], status: u16, message: &str) -> Self {
+        Self::Interrupted {
+            chunks: chunks.iter().map(|c| (*c).to_owned()).collect(),
+            status,
+            message: message.to_owned(),
         }
     }
 

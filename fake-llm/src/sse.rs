@@ -10,13 +10,18 @@
 //! 4. if the request asked for `stream_options.include_usage`, a chunk with
 //!    `"choices": []` and `usage` (every earlier chunk then has `"usage": null`);
 //! 5. `data: [DONE]`.
+//!
+//! Errors are `{"error": {"message", "type", "param", "code"}}`, as the body
+//! of an HTTP error or, mid-stream, as a chunk of their own.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::reply::{FakeToolCall, Reply, STREAM_WORDS};
 
@@ -171,22 +176,40 @@ impl ChunkContext {
     }
 }
 
+/// OpenAI's error object for an HTTP `status`.
+pub(crate) fn error_body(status: u16, message: &str) -> Value {
+    let (kind, code) = match status {
+        401 | 403 => ("invalid_request_error", "invalid_api_key"),
+        404 => ("invalid_request_error", "model_not_found"),
+        429 => ("requests", "rate_limit_exceeded"),
+        500..=599 => ("server_error", "server_error"),
+        _ => ("invalid_request_error", "invalid_request"),
+    };
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
 /// The body of a streamed reply. `reply` must not be `Status` or `Delayed`
 /// (the server resolves those first); they yield an empty body.
 pub(crate) fn frames(reply: Reply, ctx: ChunkContext) -> BoxStream<'static, Frame> {
     match reply {
         Reply::Text { chunks, usage } => {
-            let mut out = vec![ctx.role()];
-            let mut first = true;
-            for chunk in &chunks {
-                let delta = Delta {
-                    content: Some(chunk),
-                    ..Delta::default()
-                };
-                out.push(ctx.frame(delta, None, first && !chunk.is_empty()));
-                first &= chunk.is_empty();
-            }
+            let mut out = text_frames(&chunks, &ctx);
             out.push(ctx.end("stop", usage));
+            stream::iter(out).boxed()
+        }
+        Reply::Interrupted {
+            chunks,
+            status,
+            message,
+        } => {
+            let mut out = text_frames(&chunks, &ctx);
+            // As compatible servers send it: the status as the error's code.
+            let mut error = error_body(status, &message);
+            error["error"]["code"] = Value::from(status);
+            out.push(Frame {
+                bytes: format!("data: {error}\n\n").into(),
+                first_token: false,
+            });
             stream::iter(out).boxed()
         }
         Reply::ToolCalls { calls, usage } => {
@@ -202,6 +225,21 @@ pub(crate) fn frames(reply: Reply, ctx: ChunkContext) -> BoxStream<'static, Fram
         Reply::Stream { tokens, interval } => paced_stream(tokens, interval, Arc::new(ctx)),
         Reply::Status { .. } | Reply::Delayed { .. } => stream::empty().boxed(),
     }
+}
+
+/// The role chunk and one chunk per piece of text.
+fn text_frames(chunks: &[String], ctx: &ChunkContext) -> Vec<Frame> {
+    let mut out = vec![ctx.role()];
+    let mut first = true;
+    for chunk in chunks {
+        let delta = Delta {
+            content: Some(chunk),
+            ..Delta::default()
+        };
+        out.push(ctx.frame(delta, None, first && !chunk.is_empty()));
+        first &= chunk.is_empty();
+    }
+    out
 }
 
 fn tool_call_frames(
@@ -274,38 +312,50 @@ fn paced_stream(
     let head = stream::iter([ctx.role()]);
     let tail_ctx = Arc::clone(&ctx);
     let tail = stream::once(async move { tail_ctx.end("stop", usage) });
-    let token_delta = |i: usize| Delta {
-        content: Some(STREAM_WORDS[i % STREAM_WORDS.len()]),
-        ..Delta::default()
-    };
-    let body = if interval.is_zero() {
-        stream::iter((0..tokens).step_by(UNPACED_BATCH))
-            .map(move |start| {
-                let mut out = Vec::with_capacity(UNPACED_BATCH * 192);
-                for i in start..tokens.min(start + UNPACED_BATCH) {
-                    ctx.write_chunk(&mut out, token_delta(i), None);
-                }
-                Frame {
-                    bytes: out.into(),
-                    first_token: start == 0,
-                }
-            })
-            .boxed()
-    } else {
-        let mut ticker = tokio::time::interval(interval);
-        // Late ticks fire at once, so the average rate holds under load.
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        stream::unfold((ticker, 0), move |(mut ticker, i)| {
-            let ctx = Arc::clone(&ctx);
-            async move {
-                if i >= tokens {
-                    return None;
-                }
-                ticker.tick().await;
-                Some((ctx.frame(token_delta(i), None, i == 0), (ticker, i + 1)))
-            }
-        })
-        .boxed()
-    };
+    let body = paced_tokens(tokens, interval, move |range| {
+        let mut out = Vec::with_capacity(range.len() * 192);
+        let first_token = range.start == 0;
+        for i in range {
+            let delta = Delta {
+                content: Some(STREAM_WORDS[i % STREAM_WORDS.len()]),
+                ..Delta::default()
+            };
+            ctx.write_chunk(&mut out, delta, None);
+        }
+        Frame {
+            bytes: out.into(),
+            first_token,
+        }
+    });
     head.chain(body).chain(tail).boxed()
+}
+
+/// The body of a [`Reply::Stream`] of `tokens` tokens, `render`ed a range
+/// of token numbers at a time: one token every `interval`, or without
+/// pacing, [`UNPACED_BATCH`] at once (several events per write).
+pub(crate) fn paced_tokens(
+    tokens: usize,
+    interval: Duration,
+    render: impl Fn(Range<usize>) -> Frame + Send + 'static,
+) -> BoxStream<'static, Frame> {
+    if interval.is_zero() {
+        return stream::iter((0..tokens).step_by(UNPACED_BATCH))
+            .map(move |start| render(start..tokens.min(start + UNPACED_BATCH)))
+            .boxed();
+    }
+    let mut ticker = tokio::time::interval(interval);
+    // Late ticks fire at once, so the average rate holds under load.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    stream::unfold(
+        (ticker, 0, render),
+        move |(mut ticker, i, render)| async move {
+            if i >= tokens {
+                return None;
+            }
+            ticker.tick().await;
+            let frame = render(i..i + 1);
+            Some((frame, (ticker, i + 1, render)))
+        },
+    )
+    .boxed()
 }

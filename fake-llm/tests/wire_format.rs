@@ -194,3 +194,41 @@ async fn benchmark_streams_carry_every_token() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_interrupted_stream_ends_with_an_error_chunk() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::interrupted(&["Hal"], 503, "overloaded"));
+    let (status, _, events) = call(&fake, ask("hi", true)).await;
+    assert_eq!(status, 200);
+    assert_eq!(events.len(), 3, "role, content, error: {events:#?}");
+    let error: Value = serde_json::from_str(&events[2]).expect("JSON error chunk");
+    assert_eq!(error["error"]["message"], "overloaded");
+    assert_eq!(error["error"]["code"], 503);
+}
+
+#[tokio::test]
+async fn azure_deployment_path_is_served_and_recorded() {
+    let fake = FakeLlm::start().await;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            fake.origin()
+        ))
+        .header("api-key", "azure-fake")
+        .json(&ask("hi", true))
+        .send()
+        .await
+        .expect("the fake answers");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("a complete body");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+
+    let recorded = &fake.requests()[0];
+    assert_eq!(
+        recorded.uri.path(),
+        "/openai/deployments/gpt-4o/chat/completions"
+    );
+    assert_eq!(recorded.uri.query(), Some("api-version=2024-10-21"));
+    assert_eq!(recorded.header("api-key"), Some("azure-fake"));
+}

@@ -145,7 +145,11 @@ async fn a_failing_tool_is_reported_to_the_model_and_the_run_goes_on() {
         .collect();
     assert_eq!(
         kinds,
-        [("llm", "completed"), ("tool", "failed"), ("llm", "completed")]
+        [
+            ("llm", "completed"),
+            ("tool", "failed"),
+            ("llm", "completed")
+        ]
     );
 }
 
@@ -154,7 +158,12 @@ async fn http_request_refuses_loopback_unless_allowed() {
     let fake = FakeLlm::start().await;
     let url = meeting_point().await;
     let arguments = json!({ "url": url }).to_string();
-    fake.push(Reply::tool_call("call_1", "http_request", &[&arguments], None));
+    fake.push(Reply::tool_call(
+        "call_1",
+        "http_request",
+        &[&arguments],
+        None,
+    ));
     fake.push(Reply::text(&["Refused."], None));
     let app = app_with(
         &fake,

@@ -2,18 +2,20 @@
 //! streaming wire format (`switchyard-fake-llm`): the HTTP client, SSE
 //! parsing, fragment assembly and error classification all run for real.
 
+mod support;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde_json::json;
-use switchyard_common::config::OpenAiSettings;
-use switchyard_common::domain::Usage;
+use switchyard_common::config::{AzureSettings, OpenAiSettings};
 use switchyard_fake_llm::{FakeLlm, FakeToolCall, Reply};
 use switchyard_worker::providers::openai::OpenAi;
 use switchyard_worker::providers::{
-    ChatMessage, ChatRequest, Provider, ProviderError, ProviderEvent, ToolCall, ToolSpec,
+    ChatMessage, ChatRequest, Provider, ProviderError, ToolCall, ToolSpec,
 };
+
+use self::support::{collect, failure, text, tool_call, usage};
 
 const KEY_VAR: &str = "SWITCHYARD_TEST_OPENAI_KEY";
 const KEY: &str = "sk-test-4f9a0c2e7b1d";
@@ -25,6 +27,7 @@ fn settings(base_url: String, timeout_secs: u64) -> OpenAiSettings {
         timeout_secs,
         max_attempts: 3,
         headers: HashMap::new(),
+        azure: None,
     }
 }
 
@@ -45,41 +48,6 @@ fn ask(content: &str) -> ChatRequest {
         }],
         tools: Vec::new(),
     }
-}
-
-async fn collect(
-    provider: &OpenAi,
-    request: ChatRequest,
-) -> Vec<Result<ProviderEvent, ProviderError>> {
-    provider.stream(request).collect().await
-}
-
-/// The single error a failed call yields.
-async fn failure(provider: &OpenAi) -> ProviderError {
-    match collect(provider, ask("hi")).await.as_slice() {
-        [Err(error)] => error.clone(),
-        other => panic!("expected a single error, got {other:?}"),
-    }
-}
-
-fn text(content: &str) -> Result<ProviderEvent, ProviderError> {
-    Ok(ProviderEvent::TextDelta(content.into()))
-}
-
-fn usage(input_tokens: i64, output_tokens: i64) -> Result<ProviderEvent, ProviderError> {
-    Ok(ProviderEvent::Usage(Usage {
-        input_tokens,
-        output_tokens,
-        cached_input_tokens: 0,
-    }))
-}
-
-fn tool_call(id: &str, name: &str, arguments: &str) -> Result<ProviderEvent, ProviderError> {
-    Ok(ProviderEvent::ToolCall(ToolCall {
-        id: id.into(),
-        name: name.into(),
-        arguments: arguments.into(),
-    }))
 }
 
 #[tokio::test]
@@ -218,25 +186,10 @@ async fn sends_openai_request_body_and_headers() {
     );
 }
 
-/// Setting a variable is `unsafe` in edition 2024 (and unsafe code is
-/// forbidden), so this test reruns itself in a child process that has
-/// the key in its environment.
 #[tokio::test]
 async fn api_key_from_env_is_sent_and_never_leaks_into_errors() {
-    if std::env::var(KEY_VAR).is_err() {
-        let exe = std::env::current_exe().expect("test binary path");
-        let name = "api_key_from_env_is_sent_and_never_leaks_into_errors";
-        let child = std::process::Command::new(exe)
-            .args([name, "--exact", "--nocapture"])
-            .env(KEY_VAR, KEY)
-            .output()
-            .expect("rerun the test binary");
-        let stdout = String::from_utf8_lossy(&child.stdout);
-        let stderr = String::from_utf8_lossy(&child.stderr);
-        assert!(
-            child.status.success() && stdout.contains("1 passed"),
-            "child run failed:\n{stdout}\n{stderr}"
-        );
+    let name = "api_key_from_env_is_sent_and_never_leaks_into_errors";
+    if support::ran_in_child_with_env(KEY_VAR, KEY, name) {
         return;
     }
 
@@ -258,10 +211,40 @@ async fn api_key_from_env_is_sent_and_never_leaks_into_errors() {
         &format!("Incorrect API key provided: {KEY}."),
         None,
     ));
-    let error = failure(&provider).await;
+    let error = failure(&provider, ask("hi")).await;
     assert!(matches!(error, ProviderError::Auth(_)), "{error:?}");
     assert!(!error.is_retryable());
     assert!(!format!("{error} {error:?}").contains(KEY), "{error:?}");
+}
+
+#[tokio::test]
+async fn azure_sends_to_the_deployment_with_api_version_and_api_key_header() {
+    let name = "azure_sends_to_the_deployment_with_api_version_and_api_key_header";
+    if support::ran_in_child_with_env(KEY_VAR, KEY, name) {
+        return;
+    }
+
+    let fake = FakeLlm::start().await;
+    let mut config = settings(fake.origin(), 5);
+    config.api_key_env = Some(KEY_VAR.into());
+    config.azure = Some(AzureSettings {
+        deployment: "gpt-4o prod".into(),
+        api_version: "2024-10-21".into(),
+    });
+    let provider = OpenAi::new(&config, reqwest::Client::new()).expect("valid settings");
+    fake.push(Reply::text(&["Hel", "lo"], Some((5, 2))));
+    let events = collect(&provider, ask("hi")).await;
+    assert_eq!(events, [text("Hel"), text("lo"), usage(5, 2)]);
+
+    let sent = fake.requests();
+    assert_eq!(
+        sent[0].uri.path(),
+        "/openai/deployments/gpt-4o%20prod/chat/completions"
+    );
+    assert_eq!(sent[0].uri.query(), Some("api-version=2024-10-21"));
+    assert_eq!(sent[0].header("api-key"), Some(KEY));
+    assert_eq!(sent[0].header("authorization"), None);
+    assert_eq!(sent[0].body["model"], "gpt-test");
 }
 
 #[tokio::test]
@@ -316,6 +299,20 @@ async fn a_stream_cut_short_is_a_retryable_transport_error() {
 }
 
 #[tokio::test]
+async fn an_error_chunk_mid_stream_is_classified_by_its_code() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::interrupted(&["Hal"], 429, "slow down"));
+    let events = collect(&provider(&fake), ask("hi")).await;
+    assert_eq!(
+        events,
+        [
+            text("Hal"),
+            Err(ProviderError::RateLimited { retry_after: None })
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_malformed_chunk_is_a_protocol_error() {
     let fake = FakeLlm::start().await;
     fake.push(Reply::Raw {
@@ -332,7 +329,7 @@ async fn a_malformed_chunk_is_a_protocol_error() {
 async fn rate_limit_carries_retry_after_and_is_retryable() {
     let fake = FakeLlm::start().await;
     fake.push(Reply::error(429, "Rate limit reached", Some(7)));
-    let error = failure(&provider(&fake)).await;
+    let error = failure(&provider(&fake), ask("hi")).await;
     assert_eq!(
         error,
         ProviderError::RateLimited {
@@ -348,7 +345,7 @@ async fn server_errors_are_retryable() {
     fake.push(Reply::error(500, "The server had an error", None));
     fake.push(Reply::error(503, "Overloaded", Some(2)));
     let provider = provider(&fake);
-    let error = failure(&provider).await;
+    let error = failure(&provider, ask("hi")).await;
     assert_eq!(
         error,
         ProviderError::Server {
@@ -357,7 +354,7 @@ async fn server_errors_are_retryable() {
         }
     );
     assert!(error.is_retryable());
-    let error = failure(&provider).await;
+    let error = failure(&provider, ask("hi")).await;
     assert_eq!(
         error,
         ProviderError::Overloaded {
@@ -372,13 +369,13 @@ async fn refusals_are_not_retryable() {
     fake.push(Reply::error(400, "Invalid 'messages': empty array", None));
     fake.push(Reply::error(401, "Incorrect API key provided", None));
     let provider = provider(&fake);
-    let error = failure(&provider).await;
+    let error = failure(&provider, ask("hi")).await;
     assert_eq!(
         error,
         ProviderError::BadRequest("Invalid 'messages': empty array".into())
     );
     assert!(!error.is_retryable());
-    let error = failure(&provider).await;
+    let error = failure(&provider, ask("hi")).await;
     assert_eq!(
         error,
         ProviderError::Auth("Incorrect API key provided".into())
@@ -395,7 +392,7 @@ async fn a_server_that_does_not_answer_in_time_is_a_timeout() {
     ));
     let provider = provider_with_timeout(&fake, 1);
     let started = Instant::now();
-    assert_eq!(failure(&provider).await, ProviderError::Timeout);
+    assert_eq!(failure(&provider, ask("hi")).await, ProviderError::Timeout);
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -432,7 +429,7 @@ async fn an_unreachable_server_is_a_retryable_transport_error() {
     };
     let config = settings(format!("http://127.0.0.1:{port}/v1"), 5);
     let provider = OpenAi::new(&config, reqwest::Client::new()).expect("valid settings");
-    let error = failure(&provider).await;
+    let error = failure(&provider, ask("hi")).await;
     assert!(matches!(error, ProviderError::Transport(_)), "{error:?}");
     assert!(error.is_retryable());
 }

@@ -5,8 +5,11 @@
 //! usage figures. Failures are classified ([`ProviderError::is_retryable`])
 //! so that the runner can decide whether to try again.
 
+pub mod anthropic;
+mod http;
 pub mod openai;
 pub mod scripted;
+mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,6 +151,9 @@ pub trait Provider: Send + Sync {
 pub fn build(config: &ProviderConfig, http: &reqwest::Client) -> anyhow::Result<Arc<dyn Provider>> {
     Ok(match &config.kind {
         ProviderKind::Openai(settings) => Arc::new(openai::OpenAi::new(settings, http.clone())?),
+        ProviderKind::Anthropic(settings) => {
+            Arc::new(anthropic::Anthropic::new(settings, http.clone())?)
+        }
         ProviderKind::Scripted(settings) => Arc::new(scripted::Scripted::new(settings.clone())),
     })
 }

@@ -1,56 +1,27 @@
-//! Decoding a streamed answer: server-sent events in, [`ProviderEvent`]s out.
+//! Decoding a streamed answer's chunks into [`ProviderEvent`]s.
 //!
 //! Text is handed on chunk by chunk. Tool-call fragments are collected by
 //! `index` and emitted whole when the answer finishes (`finish_reason` or
-//! `[DONE]`). The answer is complete only if one of those arrived: a
-//! connection that closes before is a dropped answer, not a short one.
+//! `[DONE]`). The model has finished once a `finish_reason` arrived.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::pin::Pin;
-use std::time::Duration;
 
-use eventsource_stream::{Event, EventStreamError};
-use futures::stream::{self, Stream, StreamExt};
+use eventsource_stream::Event;
 use serde_json::Value;
 use switchyard_common::domain::Usage;
 
 use super::wire::WireChunk;
-use super::{classify_status, transport_error};
+use crate::providers::http::classify_status;
+use crate::providers::sse::{Flow, Format};
 use crate::providers::{ProviderError, ProviderEvent, ToolCall};
 
-pub(super) type SseStream =
-    Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
-
-/// The events of one answer, from its server-sent events.
-pub(super) fn decode(
-    events: SseStream,
-    idle: Duration,
-) -> impl Stream<Item = Result<ProviderEvent, ProviderError>> {
-    let decoder = Decoder {
-        events,
-        idle,
-        pending: VecDeque::new(),
-        tool_calls: BTreeMap::new(),
-        finished: false,
-        ended: false,
-    };
-    stream::unfold(decoder, |mut decoder| async move {
-        let item = decoder.next().await?;
-        Some((item, decoder))
-    })
-}
-
-struct Decoder {
-    events: SseStream,
-    idle: Duration,
-    /// Decoded but not yet handed out.
-    pending: VecDeque<ProviderEvent>,
+/// The state of one answer's decoding.
+#[derive(Default)]
+pub(super) struct Chunks {
     /// Tool calls being assembled, by `index`.
     tool_calls: BTreeMap<u32, PartialToolCall>,
     /// A `finish_reason` arrived: the answer is complete.
     finished: bool,
-    /// Nothing more to read (`[DONE]`, end of stream or an error).
-    ended: bool,
 }
 
 #[derive(Default)]
@@ -60,40 +31,16 @@ struct PartialToolCall {
     arguments: String,
 }
 
-impl Decoder {
-    async fn next(&mut self) -> Option<Result<ProviderEvent, ProviderError>> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some(Ok(event));
-            }
-            if self.ended {
-                return None;
-            }
-            let step = match tokio::time::timeout(self.idle, self.events.next()).await {
-                // Finished but silent: the usage chunk or `[DONE]` is lost,
-                // not the answer.
-                Err(_) if self.finished => self.end(),
-                Err(_) => Err(ProviderError::Timeout),
-                Ok(Some(Ok(event))) => self.handle(&event.data),
-                Ok(Some(Err(e))) => Err(sse_error(e)),
-                Ok(None) if self.finished => self.end(),
-                Ok(None) => Err(ProviderError::Transport(
-                    "the stream ended before the answer was complete".into(),
-                )),
-            };
-            if let Err(error) = step {
-                self.ended = true;
-                self.pending.clear();
-                return Some(Err(error));
-            }
+impl Format for Chunks {
+    fn event(
+        &mut self,
+        event: &Event,
+        out: &mut VecDeque<ProviderEvent>,
+    ) -> Result<Flow, ProviderError> {
+        if event.data.trim() == "[DONE]" {
+            return Ok(Flow::End);
         }
-    }
-
-    fn handle(&mut self, data: &str) -> Result<(), ProviderError> {
-        if data.trim() == "[DONE]" {
-            return self.end();
-        }
-        let chunk: WireChunk = serde_json::from_str(data)
+        let chunk: WireChunk = serde_json::from_str(&event.data)
             .map_err(|e| ProviderError::Protocol(format!("malformed chunk: {e}")))?;
         if let Some(error) = chunk.error {
             // The status was already 200: classify by the error's own code
@@ -115,7 +62,7 @@ impl Decoder {
         {
             let delta = choice.delta.unwrap_or_default();
             if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
-                self.pending.push_back(ProviderEvent::TextDelta(text));
+                out.push_back(ProviderEvent::TextDelta(text));
             }
             for fragment in delta.tool_calls.unwrap_or_default() {
                 let call = self.tool_calls.entry(fragment.index).or_default();
@@ -130,12 +77,12 @@ impl Decoder {
             }
             if choice.finish_reason.is_some() {
                 self.finished = true;
-                self.flush_tool_calls()?;
+                self.flush_tool_calls(out)?;
             }
         }
         if let Some(usage) = chunk.usage {
             let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-            self.pending.push_back(ProviderEvent::Usage(Usage {
+            out.push_back(ProviderEvent::Usage(Usage {
                 input_tokens: count(usage.prompt_tokens),
                 output_tokens: count(usage.completion_tokens),
                 cached_input_tokens: count(
@@ -145,15 +92,20 @@ impl Decoder {
                 ),
             }));
         }
-        Ok(())
+        Ok(Flow::Continue)
     }
 
-    fn end(&mut self) -> Result<(), ProviderError> {
-        self.ended = true;
-        self.flush_tool_calls()
+    fn finished(&self) -> bool {
+        self.finished
     }
 
-    fn flush_tool_calls(&mut self) -> Result<(), ProviderError> {
+    fn end(&mut self, out: &mut VecDeque<ProviderEvent>) -> Result<(), ProviderError> {
+        self.flush_tool_calls(out)
+    }
+}
+
+impl Chunks {
+    fn flush_tool_calls(&mut self, out: &mut VecDeque<ProviderEvent>) -> Result<(), ProviderError> {
         for (index, call) in std::mem::take(&mut self.tool_calls) {
             if call.name.is_empty() {
                 return Err(ProviderError::Protocol(format!(
@@ -171,18 +123,8 @@ impl Decoder {
                 name: call.name,
                 arguments: call.arguments,
             };
-            self.pending.push_back(ProviderEvent::ToolCall(call));
+            out.push_back(ProviderEvent::ToolCall(call));
         }
         Ok(())
-    }
-}
-
-fn sse_error(error: EventStreamError<reqwest::Error>) -> ProviderError {
-    match error {
-        EventStreamError::Transport(e) => transport_error(&e),
-        EventStreamError::Utf8(_) => {
-            ProviderError::Protocol("the event stream is not valid UTF-8".into())
-        }
-        EventStreamError::Parser(_) => ProviderError::Protocol("malformed event stream".into()),
     }
 }

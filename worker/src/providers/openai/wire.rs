@@ -1,5 +1,6 @@
 //! OpenAI's chat-completions JSON, as typed serde structs: the request
-//! sent, the streamed chunks and the error bodies received.
+//! sent and the streamed chunks received (error bodies are read in
+//! `providers::http`).
 //!
 //! Only the fields Switchyard uses are declared; unknown fields are
 //! ignored, and fields compatible servers omit or send as `null` are
@@ -176,15 +177,7 @@ pub(super) struct WirePromptDetails {
     pub(super) cached_tokens: u64,
 }
 
-/// Error bodies: OpenAI's shape first, then shapes seen from compatible servers.
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub(super) enum WireErrorBody {
-    Nested { error: WireErrorDetail },
-    Flat { error: String },
-    Message { message: String },
-}
-
+/// A failure reported inside the stream, after a 200.
 #[derive(Deserialize)]
 pub(super) struct WireErrorDetail {
     #[serde(default)]
