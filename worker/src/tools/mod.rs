@@ -237,7 +237,7 @@ mod tests {
             Err(e) => e.0,
         };
         let none = ToolSettings::default();
-        assert!(err(&["shell"], &none).contains("unknown tool \"shell\""));
+        assert!(err(&["shell"], &none).contains("no built-in tool called \"shell\""));
         assert!(err(&["http_request"], &none).contains("allow_hosts"));
         assert!(err(&["sql_query"], &none).contains("database_url_env"));
 
