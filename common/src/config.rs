@@ -376,6 +376,8 @@ pub enum ProviderKind {
     Openai(OpenAiSettings),
     /// Anthropic's Messages API, streamed.
     Anthropic(AnthropicSettings),
+    /// Ollama's native chat API (`/api/chat`, streamed as JSON lines).
+    Ollama(OllamaSettings),
     /// Switchyard's own deterministic offline model (see the worker's
     /// `providers::scripted`).
     Scripted(ScriptedSettings),
@@ -395,6 +397,11 @@ enum ProviderFile {
         #[serde(flatten)]
         settings: AnthropicSettings,
     },
+    Ollama {
+        name: String,
+        #[serde(flatten)]
+        settings: OllamaSettings,
+    },
     Scripted {
         name: String,
         #[serde(flatten)]
@@ -412,6 +419,10 @@ impl From<ProviderFile> for ProviderConfig {
             ProviderFile::Anthropic { name, settings } => Self {
                 name,
                 kind: ProviderKind::Anthropic(settings),
+            },
+            ProviderFile::Ollama { name, settings } => Self {
+                name,
+                kind: ProviderKind::Ollama(settings),
             },
             ProviderFile::Scripted { name, settings } => Self {
                 name,
@@ -481,8 +492,54 @@ pub struct AnthropicSettings {
     pub headers: HashMap<String, String>,
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OllamaSettings {
+    /// e.g. `http://127.0.0.1:11434`; `/api/chat` is appended.
+    pub base_url: String,
+    /// The environment variable that holds a key sent as a bearer token,
+    /// for Ollama behind an authenticating proxy or on ollama.com.
+    pub api_key_env: Option<String>,
+    /// Seconds to wait for the answer to start. Ollama loads the model
+    /// into memory and reads the whole prompt before its first line, which
+    /// on a cold server takes minutes, hence a longer wait than between lines.
+    #[serde(default = "default_ollama_start_timeout")]
+    pub start_timeout_secs: u64,
+    /// Seconds of silence allowed between two lines of a started answer.
+    #[serde(default = "default_provider_timeout")]
+    pub timeout_secs: u64,
+    /// Attempts for a retryable failure (429, 5xx, timeouts) before the run fails.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Extra HTTP headers sent with every request.
+    #[serde(default)]
+    pub headers: HashMap<String, String>,
+    /// Model parameters sent as Ollama's `options` (`temperature`,
+    /// `num_ctx`, `seed`, ...), as written.
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// How long Ollama keeps the model loaded after a call; its own default
+    /// (five minutes) when unset.
+    pub keep_alive: Option<KeepAlive>,
+}
+
+/// Ollama's `keep_alive`: a duration or a number of seconds.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(
+    untagged,
+    expecting = "a duration such as \"10m\" or a number of seconds (negative: for ever)"
+)]
+pub enum KeepAlive {
+    Seconds(i64),
+    /// Go duration syntax, e.g. `"30s"`, `"10m"`, `"1h30m"`.
+    Duration(String),
+}
+
 fn default_provider_timeout() -> u64 {
     60
+}
+
+fn default_ollama_start_timeout() -> u64 {
+    300
 }
 
 fn default_max_attempts() -> u32 {
@@ -525,6 +582,7 @@ impl ProviderKind {
                 .or_else(|| {
                     (anthropic.max_tokens == 0).then(|| "max_tokens must be at least 1".to_owned())
                 }),
+            Self::Ollama(ollama) => http(&ollama.base_url, ollama.max_attempts),
             Self::Scripted(_) => None,
         }
     }
@@ -1121,6 +1179,65 @@ instructions = "You are a helpful assistant."
         };
         assert_eq!(openai.api_key_env.as_deref(), Some("OPENAI_API_KEY"));
         assert_eq!(catalog.agents[0].model, "gpt-4o-mini");
+    }
+
+    const OLLAMA_AGENT: &str =
+        "\n[[agents]]\nid = \"a\"\nname = \"A\"\nprovider = \"local\"\nmodel = \"qwen3\"\n";
+
+    #[test]
+    fn an_ollama_provider_parses_with_its_defaults_and_pass_through_settings() {
+        let catalog = parse(&format!(
+            r#"
+[[providers]]
+name = "local"
+kind = "ollama"
+base_url = "http://127.0.0.1:11434"
+keep_alive = "10m"
+options = {{ temperature = 0.2, num_ctx = 8192, stop = ["</answer>"] }}
+{OLLAMA_AGENT}"#
+        ))
+        .unwrap();
+        let ProviderKind::Ollama(ollama) = &catalog.providers[0].kind else {
+            panic!("expected an ollama provider");
+        };
+        assert_eq!(ollama.base_url, "http://127.0.0.1:11434");
+        assert_eq!(ollama.api_key_env, None);
+        assert_eq!(ollama.timeout_secs, 60);
+        assert_eq!(ollama.start_timeout_secs, 300);
+        assert_eq!(ollama.max_attempts, 3);
+        assert_eq!(ollama.keep_alive, Some(KeepAlive::Duration("10m".into())));
+        assert_eq!(
+            serde_json::Value::Object(ollama.options.clone()),
+            serde_json::json!({"temperature": 0.2, "num_ctx": 8192, "stop": ["</answer>"]})
+        );
+
+        let catalog = parse(&format!(
+            "[[providers]]\nname = \"local\"\nkind = \"ollama\"\nbase_url = \"http://h:11434\"\nkeep_alive = -1\n{OLLAMA_AGENT}"
+        ))
+        .unwrap();
+        let ProviderKind::Ollama(ollama) = &catalog.providers[0].kind else {
+            panic!("expected an ollama provider");
+        };
+        assert_eq!(ollama.keep_alive, Some(KeepAlive::Seconds(-1)));
+        assert!(ollama.options.is_empty());
+    }
+
+    #[test]
+    fn bad_ollama_settings_name_their_line() {
+        let provider = |settings: &str| {
+            let text = format!(
+                "[[providers]]\nname = \"local\"\nkind = \"ollama\"\n{settings}\n{OLLAMA_AGENT}"
+            );
+            parse(&text).unwrap_err().to_string()
+        };
+        let err = provider("base_url = \"127.0.0.1:11434\"");
+        assert!(err.starts_with("agents.toml:1:"), "{err}");
+        assert!(err.contains("http:// or https://"), "{err}");
+        let err = provider("base_url = \"http://h:11434\"\nmax_attempts = 0");
+        assert!(err.starts_with("agents.toml:1:"), "{err}");
+        assert!(err.contains("max_attempts must be at least 1"), "{err}");
+        let err = provider("base_url = \"http://h:11434\"\nkeep_alive = true");
+        assert!(err.contains("a duration such as"), "{err}");
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! A local fake of OpenAI's chat-completions API and Anthropic's Messages
-//! API, speaking their real streaming wire formats, for tests and benchmarks.
+//! A local fake of OpenAI's chat-completions API, Anthropic's Messages API
+//! and Ollama's chat API, speaking their real streaming wire formats, for
+//! tests and benchmarks.
 //!
 //! Provider clients are only trustworthy if they are tested against the
 //! bytes a real server sends: SSE events split at arbitrary points, tool-call
 //! arguments in fragments, a usage chunk with no choices, `[DONE]`, `ping`
-//! events, error bodies with `Retry-After`. This crate serves exactly that on
-//! `127.0.0.1`, with no network access and no API key, so that tests drive
-//! the real HTTP client end to end.
+//! events, JSON lines cut across writes, error bodies with `Retry-After`.
+//! This crate serves exactly that on `127.0.0.1`, with no network access
+//! and no API key, so that tests drive the real HTTP client end to end.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -20,14 +21,16 @@
 //! # }
 //! ```
 //!
-//! Served, with `"stream": true` only (a non-streaming request gets a 400):
+//! Served, streamed only (a non-streaming request gets a 400):
 //!
 //! - `POST /v1/chat/completions`: OpenAI ([`FakeLlm::base_url`]);
 //! - `POST /openai/deployments/{deployment}/chat/completions`: the same,
 //!   at Azure OpenAI's path ([`FakeLlm::origin`] is the Azure endpoint);
-//! - `POST /v1/messages`: Anthropic ([`FakeLlm::origin`] is the base URL).
+//! - `POST /v1/messages`: Anthropic ([`FakeLlm::origin`] is the base URL);
+//! - `POST /api/chat`: Ollama ([`FakeLlm::origin`] is the base URL), which
+//!   streams unless the request says `"stream": false`.
 //!
-//! The same [`Reply`] renders in either format. Replies come from a queue
+//! The same [`Reply`] renders in every format. Replies come from a queue
 //! ([`FakeLlm::push`]), then from a default ([`FakeLlm::set_default`]).
 //! Every request is recorded ([`FakeLlm::requests`]), together with the
 //! instant its first token was handed to the connection, for
@@ -38,6 +41,7 @@
 //! thousands of tokens per second cost little besides JSON encoding.
 
 mod anthropic;
+mod ollama;
 mod reply;
 mod sse;
 
@@ -119,6 +123,7 @@ impl FakeLlm {
                 post(chat_completions),
             )
             .route("/v1/messages", post(messages))
+            .route("/api/chat", post(ollama_chat))
             .fallback(|| async { error_response(Format::OpenAi, 404, "unknown path", None) })
             .with_state(Arc::clone(&shared));
         let server = tokio::spawn(async move {
@@ -142,7 +147,7 @@ impl FakeLlm {
     }
 
     /// The server's root, e.g. `http://127.0.0.1:PORT`: Anthropic's base
-    /// URL (without `/v1`) and Azure OpenAI's resource endpoint.
+    /// URL (without `/v1`), Ollama's, and Azure OpenAI's resource endpoint.
     pub fn origin(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -224,8 +229,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct IncomingRequest {
     #[serde(default)]
     model: String,
+    /// Absent: Ollama streams, the others do not.
     #[serde(default)]
-    stream: bool,
+    stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
     /// Anthropic's system prompt, apart from the messages.
@@ -291,6 +297,22 @@ impl IncomingRequest {
 enum Format {
     OpenAi,
     Anthropic,
+    Ollama,
+}
+
+impl Format {
+    /// Whether a request that does not say `stream` is streamed.
+    fn streams_by_default(self) -> bool {
+        matches!(self, Self::Ollama)
+    }
+
+    /// The `Content-Type` of a streamed answer.
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenAi | Self::Anthropic => "text/event-stream",
+            Self::Ollama => "application/x-ndjson",
+        }
+    }
 }
 
 async fn chat_completions(
@@ -309,6 +331,15 @@ async fn messages(
     body: Bytes,
 ) -> Response {
     answer(&shared, Format::Anthropic, uri, headers, &body).await
+}
+
+async fn ollama_chat(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(&shared, Format::Ollama, uri, headers, &body).await
 }
 
 /// Record the request, then answer it with the next reply, in `format`.
@@ -334,9 +365,9 @@ async fn answer(
         requests.len() - 1
     };
     let request = match parsed {
-        Ok(request) if request.stream => request,
+        Ok(request) if request.stream.unwrap_or(format.streams_by_default()) => request,
         Ok(_) => {
-            let message = "the fake LLM only serves \"stream\": true";
+            let message = "the fake LLM only serves streamed answers";
             return error_response(format, 400, message, None);
         }
         Err(e) => {
@@ -387,6 +418,10 @@ async fn answer(
             };
             anthropic::frames(reply, ctx)
         }
+        Format::Ollama => {
+            let ctx = ollama::LineContext::new(request.model.clone(), request.prompt_words());
+            ollama::frames(reply, ctx)
+        }
     };
     let last_user = request.last_user_message();
     let shared = Arc::clone(shared);
@@ -400,7 +435,7 @@ async fn answer(
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
+        HeaderValue::from_static(format.content_type()),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
@@ -416,6 +451,7 @@ fn error_response(
     let body = match format {
         Format::OpenAi => sse::error_body(status, message),
         Format::Anthropic => anthropic::error_body(status, message),
+        Format::Ollama => ollama::error_body(message),
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, axum::Json(body)).into_response();

@@ -18,9 +18,10 @@ pub const STREAM_WORDS: [&str; 8] = [
 /// What the fake answers to one request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
-    /// Streamed text: each chunk is its own SSE event, verbatim (split words
-    /// mid-word to exercise the client). `usage` is `(prompt, completion)`
-    /// tokens; `None` sends no usage chunk, like servers that do not support it.
+    /// Streamed text: each chunk is its own SSE event (Ollama: its own
+    /// line), verbatim (split words mid-word to exercise the client).
+    /// `usage` is `(prompt, completion)` tokens; `None` sends no usage
+    /// chunk, like servers that do not support it.
     Text {
         chunks: Vec<String>,
         usage: Option<(u32, u32)>,
@@ -30,7 +31,9 @@ pub enum Reply {
     /// type and name, the argument fragments of all calls are interleaved
     /// round-robin, which the format allows and a client must handle.
     /// Anthropic: one `tool_use` block per call, one after the other, each
-    /// fragment an `input_json_delta`; `stop_reason: "tool_use"`.
+    /// fragment an `input_json_delta`; `stop_reason: "tool_use"`. Ollama:
+    /// all calls whole on one line, the fragments joined into a JSON object
+    /// (or, if they do not join into JSON, sent as a string), no ids.
     ToolCalls {
         calls: Vec<FakeToolCall>,
         usage: Option<(u32, u32)>,
@@ -46,7 +49,8 @@ pub enum Reply {
     /// was already 200), after which the connection closes. `status` is the
     /// HTTP status the failure would have had: Anthropic's `error` event
     /// carries the matching `error.type` (529: `overloaded_error`), OpenAI's
-    /// error chunk has it as `code`, as compatible servers send it.
+    /// error chunk has it as `code`, as compatible servers send it; Ollama's
+    /// `{"error": message}` line has no status.
     Interrupted {
         chunks: Vec<String>,
         status: u16,
@@ -56,10 +60,11 @@ pub enum Reply {
     /// (zero: as fast as possible, several events per write), then usage
     /// of `(prompt words, tokens)`.
     Stream { tokens: usize, interval: Duration },
-    /// Each string sent as one `data:` event, as is, with nothing added (no
-    /// role chunk, no `[DONE]`, no `message_stop`): for malformed or
-    /// truncated streams. In Anthropic's format the event is named by the
-    /// JSON's `type`, if it has one, as Anthropic names its events.
+    /// Each string sent as one `data:` event (Ollama: one line), as is, with
+    /// nothing added (no role chunk, no `[DONE]`, no `message_stop`, no
+    /// `"done": true` line): for malformed or truncated streams. In
+    /// Anthropic's format the event is named by the JSON's `type`, if it
+    /// has one, as Anthropic names its events.
     Raw { events: Vec<String> },
     /// Wait `delay` before answering with `reply` (response headers included):
     /// a server that stalls.

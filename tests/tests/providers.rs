@@ -70,7 +70,12 @@ async fn tool_loop_with_usage_and_cost(kind: &str) {
     assert_eq!(run["status"], "completed", "{kind}: {run}");
     assert_eq!(deltas_of(&events), "The answer is 42.", "{kind}");
     let tool = events.iter().find(|e| e.event == "tool.finished").unwrap();
-    assert_eq!(tool.data["result"]["result"], json!(42), "{kind}: {:?}", tool.data);
+    assert_eq!(
+        tool.data["result"]["result"],
+        json!(42),
+        "{kind}: {:?}",
+        tool.data
+    );
     assert_eq!(run["usage"]["input_tokens"], 100, "{kind}: {run}");
     assert_eq!(run["usage"]["output_tokens"], 18, "{kind}: {run}");
     let cost = run["cost_usd"].as_f64().unwrap();
@@ -90,9 +95,15 @@ async fn retries_and_refusals(kind: &str) {
     let (run, _) = app.run_to_end("Hi").await;
     assert_eq!(run["status"], "completed", "{kind}: {run}");
     let steps = steps_of(&app, &run).await;
-    let statuses: Vec<&str> = steps.iter().map(|s| s["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = steps
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["failed", "completed"], "{kind}: {steps:?}");
-    assert_eq!(steps[0]["output"]["code"], "provider_rate_limited", "{kind}");
+    assert_eq!(
+        steps[0]["output"]["code"], "provider_rate_limited",
+        "{kind}"
+    );
 
     fake.push(Reply::error(401, "bad key", None));
     let (run, _) = app.run_to_end("Hi again").await;
@@ -109,6 +120,16 @@ async fn anthropic_runs_tools_and_prices_usage() {
 #[tokio::test]
 async fn anthropic_retries_a_rate_limit_and_fails_on_bad_credentials() {
     retries_and_refusals("anthropic").await;
+}
+
+#[tokio::test]
+async fn ollama_runs_tools_and_prices_usage() {
+    tool_loop_with_usage_and_cost("ollama").await;
+}
+
+#[tokio::test]
+async fn ollama_retries_a_rate_limit_and_fails_on_bad_credentials() {
+    retries_and_refusals("ollama").await;
 }
 
 #[tokio::test]

@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard_common::config::AnthropicSettings;
@@ -82,21 +81,9 @@ fn message_delta(output_tokens: u64) -> Value {
 #[tokio::test]
 async fn text_chunks_split_mid_word_arrive_one_by_one_then_usage() {
     let fake = FakeLlm::start().await;
-    fake.push(Reply::text(&["Hel", "lo, wo", "rld", "!"], Some((12, 4))));
-    let events = collect(&provider(&fake), ask("hi")).await;
-    assert_eq!(
-        events,
-        [
-            text("Hel"),
-            text("lo, wo"),
-            text("rld"),
-            text("!"),
-            usage(12, 4)
-        ]
-    );
+    support::text_arrives_chunk_by_chunk_then_usage(&provider(&fake), &fake, ask("hi")).await;
     let sent = fake.requests();
     assert_eq!(sent[0].uri.path(), "/v1/messages");
-    assert!(sent[0].body.get("tools").is_none(), "no tools, no `tools`");
     assert!(sent[0].body.get("system").is_none(), "no system prompt");
 }
 
@@ -305,34 +292,13 @@ async fn api_key_from_env_is_sent_as_x_api_key_and_never_leaks_into_errors() {
     assert_eq!(fake.requests()[0].header("x-api-key"), Some(KEY));
     assert_eq!(fake.requests()[0].header("authorization"), None);
 
-    // Some servers echo the credentials they refuse.
-    fake.push(Reply::error(
-        401,
-        &format!("invalid x-api-key: {KEY}"),
-        None,
-    ));
-    let error = failure(&provider, ask("hi")).await;
-    assert!(matches!(error, ProviderError::Auth(_)), "{error:?}");
-    assert!(!error.is_retryable());
-    assert!(!format!("{error} {error:?}").contains(KEY), "{error:?}");
+    support::refused_credentials_do_not_leak_the_key(&provider, &fake, ask("hi"), KEY).await;
 }
 
 #[tokio::test]
 async fn rate_limit_carries_retry_after_and_is_retryable() {
     let fake = FakeLlm::start().await;
-    fake.push(Reply::error(
-        429,
-        "Number of request tokens exceeded",
-        Some(7),
-    ));
-    let error = failure(&provider(&fake), ask("hi")).await;
-    assert_eq!(
-        error,
-        ProviderError::RateLimited {
-            retry_after: Some(Duration::from_secs(7))
-        }
-    );
-    assert!(error.is_retryable());
+    support::a_rate_limit_carries_retry_after(&provider(&fake), &fake, ask("hi")).await;
 }
 
 #[tokio::test]
@@ -482,13 +448,29 @@ async fn tool_input_for_a_block_never_started_is_a_protocol_error() {
 #[tokio::test]
 async fn a_stream_that_stalls_between_events_is_a_timeout() {
     let fake = FakeLlm::start().await;
-    fake.push(Reply::Stream {
-        tokens: 3,
-        interval: Duration::from_secs(10),
-    });
     let provider = provider_with_timeout(&fake, 1);
-    let events = collect(&provider, ask("hi")).await;
-    assert_eq!(events, [text("lorem "), Err(ProviderError::Timeout)]);
+    support::a_stream_that_stalls_is_a_timeout(&provider, &fake, ask("hi")).await;
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_answer_in_time_is_a_timeout() {
+    let fake = FakeLlm::start().await;
+    let provider = provider_with_timeout(&fake, 1);
+    support::a_server_that_does_not_answer_in_time_is_a_timeout(&provider, &fake, ask("hi")).await;
+}
+
+#[tokio::test]
+async fn a_long_answer_may_outlast_the_timeout() {
+    let fake = FakeLlm::start().await;
+    let provider = provider_with_timeout(&fake, 1);
+    support::a_long_answer_may_outlast_the_timeout(&provider, &fake, ask("one two three")).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_retryable_transport_error() {
+    let config = settings(support::closed_origin(), 5);
+    let provider = Anthropic::new(&config, reqwest::Client::new()).expect("valid settings");
+    support::an_unreachable_server_is_a_retryable_transport_error(&provider, ask("hi")).await;
 }
 
 #[tokio::test]

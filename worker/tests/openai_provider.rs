@@ -5,7 +5,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use switchyard_common::config::{AzureSettings, OpenAiSettings};
@@ -53,20 +53,7 @@ fn ask(content: &str) -> ChatRequest {
 #[tokio::test]
 async fn text_chunks_split_mid_word_arrive_one_by_one_then_usage() {
     let fake = FakeLlm::start().await;
-    fake.push(Reply::text(&["Hel", "lo, wo", "rld", "!"], Some((12, 4))));
-    let events = collect(&provider(&fake), ask("hi")).await;
-    assert_eq!(
-        events,
-        [
-            text("Hel"),
-            text("lo, wo"),
-            text("rld"),
-            text("!"),
-            usage(12, 4)
-        ]
-    );
-    let sent = fake.requests();
-    assert!(sent[0].body.get("tools").is_none(), "no tools, no `tools`");
+    support::text_arrives_chunk_by_chunk_then_usage(&provider(&fake), &fake, ask("hi")).await;
 }
 
 #[tokio::test]
@@ -205,16 +192,7 @@ async fn api_key_from_env_is_sent_and_never_leaks_into_errors() {
         Some(format!("Bearer {KEY}").as_str())
     );
 
-    // Some servers echo the credentials they refuse.
-    fake.push(Reply::error(
-        401,
-        &format!("Incorrect API key provided: {KEY}."),
-        None,
-    ));
-    let error = failure(&provider, ask("hi")).await;
-    assert!(matches!(error, ProviderError::Auth(_)), "{error:?}");
-    assert!(!error.is_retryable());
-    assert!(!format!("{error} {error:?}").contains(KEY), "{error:?}");
+    support::refused_credentials_do_not_leak_the_key(&provider, &fake, ask("hi"), KEY).await;
 }
 
 #[tokio::test]
@@ -328,15 +306,7 @@ async fn a_malformed_chunk_is_a_protocol_error() {
 #[tokio::test]
 async fn rate_limit_carries_retry_after_and_is_retryable() {
     let fake = FakeLlm::start().await;
-    fake.push(Reply::error(429, "Rate limit reached", Some(7)));
-    let error = failure(&provider(&fake), ask("hi")).await;
-    assert_eq!(
-        error,
-        ProviderError::RateLimited {
-            retry_after: Some(Duration::from_secs(7))
-        }
-    );
-    assert!(error.is_retryable());
+    support::a_rate_limit_carries_retry_after(&provider(&fake), &fake, ask("hi")).await;
 }
 
 #[tokio::test]
@@ -386,52 +356,29 @@ async fn refusals_are_not_retryable() {
 #[tokio::test]
 async fn a_server_that_does_not_answer_in_time_is_a_timeout() {
     let fake = FakeLlm::start().await;
-    fake.push(Reply::delayed(
-        Duration::from_secs(10),
-        Reply::text(&["late"], None),
-    ));
     let provider = provider_with_timeout(&fake, 1);
-    let started = Instant::now();
-    assert_eq!(failure(&provider, ask("hi")).await, ProviderError::Timeout);
-    assert!(started.elapsed() < Duration::from_secs(5));
+    support::a_server_that_does_not_answer_in_time_is_a_timeout(&provider, &fake, ask("hi")).await;
 }
 
 #[tokio::test]
 async fn a_stream_that_stalls_between_chunks_is_a_timeout() {
     let fake = FakeLlm::start().await;
-    fake.push(Reply::Stream {
-        tokens: 3,
-        interval: Duration::from_secs(10),
-    });
     let provider = provider_with_timeout(&fake, 1);
-    let events = collect(&provider, ask("hi")).await;
-    assert_eq!(events, [text("lorem "), Err(ProviderError::Timeout)]);
+    support::a_stream_that_stalls_is_a_timeout(&provider, &fake, ask("hi")).await;
 }
 
 #[tokio::test]
 async fn a_long_answer_may_outlast_the_timeout() {
     let fake = FakeLlm::start().await;
-    fake.push(Reply::Stream {
-        tokens: 16,
-        interval: Duration::from_millis(100),
-    });
     let provider = provider_with_timeout(&fake, 1);
-    let events = collect(&provider, ask("one two three")).await;
-    assert_eq!(events.len(), 17, "{events:?}");
-    assert_eq!(events.last(), Some(&usage(3, 16)));
+    support::a_long_answer_may_outlast_the_timeout(&provider, &fake, ask("one two three")).await;
 }
 
 #[tokio::test]
 async fn an_unreachable_server_is_a_retryable_transport_error() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("address").port()
-    };
-    let config = settings(format!("http://127.0.0.1:{port}/v1"), 5);
+    let config = settings(format!("{}/v1", support::closed_origin()), 5);
     let provider = OpenAi::new(&config, reqwest::Client::new()).expect("valid settings");
-    let error = failure(&provider, ask("hi")).await;
-    assert!(matches!(error, ProviderError::Transport(_)), "{error:?}");
-    assert!(error.is_retryable());
+    support::an_unreachable_server_is_a_retryable_transport_error(&provider, ask("hi")).await;
 }
 
 #[test]

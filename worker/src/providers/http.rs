@@ -2,15 +2,19 @@
 //! a failed response means.
 //!
 //! An [`Endpoint`] holds the URL, the credentials and configured headers,
-//! and the idle timeout; [`Endpoint::stream`] posts one JSON request and
-//! hands the server-sent events of a successful answer to a wire
-//! [`Format`]. The wire formats differ; sending, reading an error response
-//! and classifying it for the runner's retry decision do not.
+//! and the timeouts; [`Endpoint::stream`] posts one JSON request and hands
+//! the messages of a successful answer (server-sent events or JSON lines,
+//! as the wire [`Format`] reads) to the shared read loop. The wire formats
+//! differ; sending, reading an error response and classifying it for the
+//! runner's retry decision do not.
 //!
 //! Timeouts: `timeout_secs` bounds the wait for the response to start and
-//! every silence between two events, never the whole answer, so that long
-//! answers work while a stalled connection is noticed. The shared
-//! `reqwest::Client` must therefore not set a total request timeout.
+//! every silence between two messages, never the whole answer, so that long
+//! answers work while a stalled connection is noticed. A server that reads
+//! the whole prompt or loads the model before it answers anything (Ollama)
+//! gets a longer wait for the response and its first message
+//! ([`Endpoint::with_start_timeout`]). The shared `reqwest::Client` must
+//! therefore not set a total request timeout.
 //!
 //! Failures are classified (429 rate limited, 503/529 overloaded, other
 //! 5xx, timeouts and dropped connections retryable; other 4xx not), and the
@@ -22,13 +26,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use eventsource_stream::Eventsource;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
-use super::sse::{self, Format};
+use super::streaming::{self, Deadlines, Format, Framing};
 use super::{ProviderError, ProviderStream};
 
 /// The most of an error body read to find the provider's message.
@@ -57,6 +61,9 @@ pub(super) struct Endpoint {
     /// Credentials, format headers and the configured extra headers.
     headers: HeaderMap,
     scrubber: Scrubber,
+    /// For the response and its first message, counted from sending.
+    start_timeout: Duration,
+    /// For each silence between messages, and for an error body.
     timeout: Duration,
 }
 
@@ -70,8 +77,20 @@ impl Endpoint {
             url,
             headers: HeaderMap::new(),
             scrubber: Scrubber(None),
+            start_timeout: Duration::from_secs(timeout_secs),
             timeout: Duration::from_secs(timeout_secs),
         })
+    }
+
+    /// Wait up to `start_timeout_secs` rather than `timeout_secs` for the
+    /// response and its first message, for a server that has long work to
+    /// do before it answers anything.
+    pub(super) fn with_start_timeout(mut self, start_timeout_secs: u64) -> anyhow::Result<Self> {
+        if start_timeout_secs == 0 {
+            bail!("start_timeout_secs must be at least 1");
+        }
+        self.start_timeout = Duration::from_secs(start_timeout_secs);
+        Ok(self)
     }
 
     /// Send the key held by the environment variable `var` (if one is
@@ -133,7 +152,7 @@ impl Endpoint {
     /// Post `body` as JSON and decode the streamed answer with `format`.
     /// Errors before the first event (HTTP status, connection) come out of
     /// the stream as its first item.
-    pub(super) fn stream(&self, body: &impl Serialize, format: impl Format) -> ProviderStream {
+    pub(super) fn stream<F: Format>(&self, body: &impl Serialize, format: F) -> ProviderStream {
         let scrubber = self.scrubber.clone();
         let body = match serde_json::to_vec(body) {
             Ok(body) => body,
@@ -149,9 +168,10 @@ impl Endpoint {
             .header(CONTENT_TYPE, "application/json")
             .body(body)
             .send();
-        let timeout = self.timeout;
+        let (start_timeout, timeout) = (self.start_timeout, self.timeout);
         let start = async move {
-            let response = tokio::time::timeout(timeout, send)
+            let start_due = Instant::now() + start_timeout;
+            let response = tokio::time::timeout_at(start_due, send)
                 .await
                 .map_err(|_| ProviderError::Timeout)?
                 .map_err(|e| transport_error(&e))?;
@@ -160,13 +180,20 @@ impl Endpoint {
             }
             if let Some(kind) = response.headers().get(CONTENT_TYPE) {
                 let kind = String::from_utf8_lossy(kind.as_bytes());
-                if !kind.trim_start().starts_with("text/event-stream") {
-                    let problem = format!("expected an event stream, got {kind}");
+                if !F::Message::accepts(&kind) {
+                    let expected = F::Message::DESCRIPTION;
+                    let problem = format!("expected {expected}, got {kind}");
                     return Err(ProviderError::Protocol(problem));
                 }
             }
-            let events = Box::pin(response.bytes_stream().eventsource());
-            Ok(sse::decode(events, timeout, format))
+            // Headers that come late still leave the usual wait for the
+            // first message.
+            let deadlines = Deadlines {
+                first: start_due.max(Instant::now() + timeout),
+                idle: timeout,
+            };
+            let messages = F::Message::messages(response);
+            Ok(streaming::decode(messages, deadlines, format))
         };
         stream::once(start)
             .try_flatten()
@@ -180,6 +207,7 @@ impl std::fmt::Debug for Endpoint {
         f.debug_struct("Endpoint")
             .field("url", &self.url.as_str())
             .field("has_api_key", &self.scrubber.0.is_some())
+            .field("start_timeout", &self.start_timeout)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -229,7 +257,8 @@ pub(super) fn classify_status(
 }
 
 /// Error bodies: `{"error": {"message": …}}` (OpenAI's, and Anthropic's
-/// with a `type` beside it), then shapes seen from compatible servers.
+/// with a `type` beside it), `{"error": "…"}` (Ollama's), then shapes seen
+/// from compatible servers.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum ErrorBody {

@@ -7,9 +7,12 @@
 
 pub mod anthropic;
 mod http;
+mod ndjson;
+pub mod ollama;
 pub mod openai;
 pub mod scripted;
 mod sse;
+mod streaming;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,6 +157,7 @@ pub fn build(config: &ProviderConfig, http: &reqwest::Client) -> anyhow::Result<
         ProviderKind::Anthropic(settings) => {
             Arc::new(anthropic::Anthropic::new(settings, http.clone())?)
         }
+        ProviderKind::Ollama(settings) => Arc::new(ollama::Ollama::new(settings, http.clone())?),
         ProviderKind::Scripted(settings) => Arc::new(scripted::Scripted::new(settings.clone())),
     })
 }

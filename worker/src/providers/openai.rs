@@ -28,7 +28,7 @@ use super::http::{self, Endpoint};
 use super::{ChatRequest, Provider, ProviderStream};
 
 mod decode;
-mod wire;
+pub(super) mod wire;
 
 /// A provider speaking OpenAI's streamed chat completions.
 #[derive(Debug)]

@@ -19,7 +19,7 @@ use switchyard_common::domain::Usage;
 
 use super::wire::{WireBlock, WireDelta, WireEvent, WireUsage};
 use crate::providers::http::classify_status;
-use crate::providers::sse::{Flow, Format};
+use crate::providers::streaming::{Flow, Format};
 use crate::providers::{ProviderError, ProviderEvent, ToolCall};
 
 /// The state of one answer's decoding.
@@ -52,7 +52,9 @@ struct Counts {
 }
 
 impl Format for Messages {
-    fn event(
+    type Message = Event;
+
+    fn message(
         &mut self,
         event: &Event,
         out: &mut VecDeque<ProviderEvent>,

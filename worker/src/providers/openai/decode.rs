@@ -12,7 +12,7 @@ use switchyard_common::domain::Usage;
 
 use super::wire::WireChunk;
 use crate::providers::http::classify_status;
-use crate::providers::sse::{Flow, Format};
+use crate::providers::streaming::{Flow, Format};
 use crate::providers::{ProviderError, ProviderEvent, ToolCall};
 
 /// The state of one answer's decoding.
@@ -32,7 +32,9 @@ struct PartialToolCall {
 }
 
 impl Format for Chunks {
-    fn event(
+    type Message = Event;
+
+    fn message(
         &mut self,
         event: &Event,
         out: &mut VecDeque<ProviderEvent>,

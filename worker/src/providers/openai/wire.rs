@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::providers::{ChatMessage, ChatRequest};
+use crate::providers::{ChatMessage, ChatRequest, ToolSpec};
 
 #[derive(Serialize)]
 pub(super) struct WireRequest<'a> {
@@ -61,8 +61,9 @@ struct WireFunctionCall<'a> {
     arguments: &'a str,
 }
 
+/// A tool offered to the model, in the shape Ollama takes too.
 #[derive(Serialize)]
-struct WireTool<'a> {
+pub(in crate::providers) struct WireTool<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     function: WireFunction<'a>,
@@ -105,21 +106,26 @@ impl<'a> WireRequest<'a> {
                 content,
             },
         });
-        let tools = request.tools.iter().map(|tool| WireTool {
+        Self {
+            model: &request.model,
+            messages: messages.collect(),
+            tools: request.tools.iter().map(WireTool::new).collect(),
+            stream: true,
+            stream_options: WireStreamOptions {
+                include_usage: true,
+            },
+        }
+    }
+}
+
+impl<'a> WireTool<'a> {
+    pub(in crate::providers) fn new(tool: &'a ToolSpec) -> Self {
+        Self {
             kind: "function",
             function: WireFunction {
                 name: &tool.name,
                 description: &tool.description,
                 parameters: &tool.parameters,
-            },
-        });
-        Self {
-            model: &request.model,
-            messages: messages.collect(),
-            tools: tools.collect(),
-            stream: true,
-            stream_options: WireStreamOptions {
-                include_usage: true,
             },
         }
     }
