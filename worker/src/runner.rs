@@ -15,7 +15,7 @@ use switchyard_common::bus::{EventWriter, RunEvents};
 use switchyard_common::cache::{Cache, RECENT_MESSAGES};
 use switchyard_common::config::Config;
 use switchyard_common::db::{self, messages::MessageRow, runs::RunRow};
-use switchyard_common::domain::{MessageId, MessageRole, RunError, RunId, WorkflowKind};
+use switchyard_common::domain::{AgentSpec, MessageId, MessageRole, RunError, RunId, WorkflowKind};
 use switchyard_common::events::RunEvent;
 use switchyard_common::queue::RunQueue;
 
@@ -49,7 +49,7 @@ impl Runner {
     /// database is unreachable); a run's own failures end the run instead.
     #[tracing::instrument(skip_all, fields(run.id = %run_id))]
     pub async fn execute(&self, run_id: RunId) -> anyhow::Result<()> {
-        let (run, last_seq, position) = match db::runs::claim(&self.pool, run_id)
+        let (run, last_seq, position, agent) = match db::runs::claim(&self.pool, run_id)
             .await
             .context("claiming the run")?
         {
@@ -58,6 +58,7 @@ impl Runner {
                 last_event_seq,
                 input_seq,
                 message_count,
+                agent,
             } => (
                 run,
                 last_event_seq,
@@ -65,6 +66,7 @@ impl Runner {
                     input_seq,
                     message_count,
                 },
+                agent,
             ),
             db::runs::Claim::Waiting => {
                 tracing::debug!("an earlier run of the thread is active; waiting for it");
@@ -90,16 +92,24 @@ impl Runner {
 
         let scope = Scope::new(self, &run, events);
         let message_id = scope.message_id;
-        let outcome = self.answer(&scope, position).await;
+        let outcome = match agent {
+            Some(agent) => self.answer(&scope, agent.spec, position).await,
+            None => Err(Failure::agent_gone(&run.agent_id)),
+        };
         let (events, produced) = scope.into_parts();
         self.finish(&run, events, outcome.map(|()| message_id), produced)
             .await
     }
 
     /// Run the agent's workflow on the thread's conversation.
-    async fn answer(&self, scope: &Scope<'_>, position: Position) -> Result<(), Failure> {
+    async fn answer(
+        &self,
+        scope: &Scope<'_>,
+        entry: AgentSpec,
+        position: Position,
+    ) -> Result<(), Failure> {
         let run = scope.run;
-        let entry = Arc::new(scope.agent(&run.agent_id).await?);
+        let entry = Arc::new(entry);
         let history = self
             .history(run, position)
             .await

@@ -9,8 +9,9 @@ use sqlx::types::Json;
 use crate::config::ToolSettings;
 use crate::domain::{Agent, AgentSource, AgentSpec, Workflow};
 
-#[derive(sqlx::FromRow)]
-struct AgentRow {
+/// An agent row, read by column or as `to_jsonb(agents)`.
+#[derive(sqlx::FromRow, serde::Deserialize)]
+pub(crate) struct AgentRow {
     id: String,
     name: String,
     description: String,

@@ -4,11 +4,15 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
+use sqlx::types::Json;
+
 use super::Page;
+use super::agents::AgentRow;
 use super::messages::{self, MessageRow, NewMessage};
 use super::threads::{ThreadRow, thread_columns};
 use crate::domain::{
-    MessageId, MessageRole, Multitask, Run, RunError, RunId, RunStatus, ThreadId, Usage, UserId,
+    Agent, MessageId, MessageRole, Multitask, Run, RunError, RunId, RunStatus, ThreadId, Usage,
+    UserId,
 };
 use crate::events::RunEvent;
 
@@ -329,6 +333,8 @@ pub enum Claim {
         last_event_seq: i64,
         input_seq: i64,
         message_count: i64,
+        /// The run's agent as stored now; `None` if it was deleted.
+        agent: Option<Agent>,
     },
     /// An earlier run of the same thread is still active: wait for it.
     Waiting,
@@ -358,7 +364,9 @@ pub async fn claim(pool: &PgPool, id: RunId) -> Result<Claim, sqlx::Error> {
                 (select coalesce(max(seq), 0) from run_events e where e.run_id = c.id)
                     as last_event_seq,
                 (select m.seq from messages m where m.id = c.input_message_id) as input_seq,
-                (select t.message_count from threads t where t.id = c.thread_id) as message_count
+                (select t.message_count from threads t where t.id = c.thread_id) as message_count,
+                (select to_jsonb(a) from agents a where a.id = c.agent_id and a.deleted_at is null)
+                    as agent
          from claimed c",
     )
     .bind(id)
@@ -370,6 +378,7 @@ pub async fn claim(pool: &PgPool, id: RunId) -> Result<Claim, sqlx::Error> {
             last_event_seq: claimed.last_event_seq,
             input_seq: claimed.input_seq,
             message_count: claimed.message_count,
+            agent: claimed.agent.map(|row| Agent::from(row.0)),
         });
     }
     // Tell a run that waits its turn from one that is gone; a waiting run
@@ -393,6 +402,7 @@ struct Claimed {
     last_event_seq: i64,
     input_seq: i64,
     message_count: i64,
+    agent: Option<Json<AgentRow>>,
 }
 
 /// The thread's next queued run, if it is now first in line.

@@ -26,6 +26,14 @@ impl Failure {
         }
     }
 
+    /// The agent `id` was deleted (or never existed).
+    pub fn agent_gone(id: &str) -> Self {
+        Self::new(
+            "agent_unavailable",
+            format!("agent {id:?} does not exist any more"),
+        )
+    }
+
     /// Failures of our own infrastructure, as opposed to the agent's work.
     pub fn is_internal(&self) -> bool {
         self.code == "internal"
@@ -153,12 +161,7 @@ impl<'a> Scope<'a> {
             .await
             .map_err(|e| internal("loading an agent", e))?
             .map(|agent| agent.spec)
-            .ok_or_else(|| {
-                Failure::new(
-                    "agent_unavailable",
-                    format!("agent {id:?} does not exist any more"),
-                )
-            })
+            .ok_or_else(|| Failure::agent_gone(id))
     }
 
     /// The provider an agent runs on.
