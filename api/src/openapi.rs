@@ -18,7 +18,7 @@ use crate::routes::{agents, events, runs, service, threads};
         agents::list, agents::show, agents::create, agents::update, agents::remove,
         threads::create, threads::list, threads::show, threads::update, threads::remove,
         threads::messages,
-        runs::create, runs::list, runs::show, runs::steps,
+        runs::create, runs::list, runs::show, runs::cancel, runs::steps,
         events::events,
         service::health, service::ready,
     ),

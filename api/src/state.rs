@@ -23,6 +23,7 @@ use crate::error::ApiError;
 pub struct AppState {
     pub pool: PgPool,
     pub redis: ConnectionManager,
+    pub keys: Keys,
     pub cache: Cache,
     pub queue: RunQueue,
     pub tail: TailHub,
@@ -64,6 +65,7 @@ impl AppState {
         Ok(Self {
             cache: Cache::new(redis.clone(), keys.clone()),
             queue: RunQueue::new(redis.clone(), &keys),
+            keys,
             pool,
             redis,
             tail,

@@ -15,6 +15,7 @@
 //! | `SWITCHYARD_DELTA_MAX_BYTES` | flush a delta once it holds this many bytes | `1024` |
 //! | `SWITCHYARD_MAX_MESSAGE_CHARS` | longest accepted user message | `32000` |
 //! | `SWITCHYARD_DB_POOL` | PostgreSQL connections per process | `16` |
+//! | `SWITCHYARD_RUN_TIMEOUT_SECS` | longest a run may take once started | `600` |
 //!
 //! A malformed value stops start-up with a message naming the variable; a
 //! malformed catalog names the file, the line and the problem.
@@ -77,6 +78,8 @@ pub struct Config {
     pub delta_max_bytes: usize,
     pub max_message_chars: usize,
     pub db_pool_size: u32,
+    /// Longest a run may take from its start; it then fails with `timeout`.
+    pub run_timeout: Duration,
 }
 
 /// A problem with the configuration, worded for the operator.
@@ -195,6 +198,7 @@ impl Config {
             delta_max_bytes: positive("SWITCHYARD_DELTA_MAX_BYTES", 1024)? as usize,
             max_message_chars: positive("SWITCHYARD_MAX_MESSAGE_CHARS", 32_000)? as usize,
             db_pool_size: positive("SWITCHYARD_DB_POOL", 16)? as u32,
+            run_timeout: Duration::from_secs(positive("SWITCHYARD_RUN_TIMEOUT_SECS", 600)?),
         })
     }
 }

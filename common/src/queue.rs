@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::db;
-use crate::domain::RunId;
+use crate::domain::{RunId, ThreadId};
 use crate::redis_conn::Keys;
 
 /// The queue's payload: which run to execute. Everything else is read from
@@ -43,6 +43,7 @@ pub struct RunQueue {
     storage: RedisStorage<RunJob>,
     conn: ConnectionManager,
     wake_channel: String,
+    cancel_channel: String,
 }
 
 impl RunQueue {
@@ -51,6 +52,7 @@ impl RunQueue {
             storage: RedisStorage::new(conn.clone()).with_config(apalis_config(keys)),
             conn,
             wake_channel: keys.run_queue_wake(),
+            cancel_channel: keys.cancel_channel(),
         }
     }
 
@@ -74,6 +76,21 @@ impl RunQueue {
             tracing::debug!(%error, "waking workers failed");
         }
         Ok(())
+    }
+
+    /// Tell the workers that an in-progress run was asked to stop. The
+    /// request is stored already: a worker that misses this message finds
+    /// it in PostgreSQL within a second.
+    pub async fn announce_cancel(&self, run_id: RunId) {
+        let mut conn = self.conn.clone();
+        if let Err(error) = redis::cmd("PUBLISH")
+            .arg(&self.cancel_channel)
+            .arg(run_id.to_string())
+            .query_async::<i64>(&mut conn)
+            .await
+        {
+            tracing::debug!(%error, run.id = %run_id, "announcing a cancel failed");
+        }
     }
 
     /// Push a stored run, whose `enqueued_at` the caller has set. If the push
@@ -126,4 +143,19 @@ pub async fn sweep_unenqueued(pool: &PgPool, queue: &RunQueue) -> Result<usize, 
     }
     tx.commit().await?;
     Ok(pushed.len())
+}
+
+/// A thread's active run ended: push its next queued run, if it is now
+/// first in line and out of the queue (it waited for its turn).
+pub async fn hand_off(
+    pool: &PgPool,
+    queue: &RunQueue,
+    thread_id: ThreadId,
+) -> Result<(), sqlx::Error> {
+    if let Some(next) = db::runs::next_in_line(pool, thread_id).await?
+        && db::runs::take_for_enqueue(pool, next).await?
+    {
+        queue.enqueue(pool, next).await;
+    }
+    Ok(())
 }

@@ -75,6 +75,12 @@ impl Keys {
         format!("{}:queue:runs:wake", self.prefix)
     }
 
+    /// The Pub/Sub channel on which cancel requests of in-progress runs are
+    /// announced to the workers (payload: the run id).
+    pub fn cancel_channel(&self) -> String {
+        format!("{}:cancel", self.prefix)
+    }
+
     /// The Pub/Sub channel of a run's live events.
     pub fn run_live(&self, run: RunId) -> String {
         format!("{}:run:{run}:live", self.prefix)

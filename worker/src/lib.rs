@@ -7,12 +7,14 @@
 //! - [`providers`]: LLM wire formats behind one streaming interface.
 //! - [`workflow`]: how a run unfolds: the tool loop, triage, planner.
 //! - [`tools`]: what agents can call.
+//! - [`cancel`]: cancel requests reaching the runs of this process.
 //!
 //! [`Worker::start`] wires them to PostgreSQL and Redis: an apalis worker
 //! on the run queue (woken by a Redis message on every push, polling slowly
 //! as a backstop) and a sweeper that enqueues runs stored while Redis was
 //! unreachable.
 
+pub mod cancel;
 pub mod history;
 pub mod providers;
 pub mod runner;
@@ -79,6 +81,7 @@ impl Worker {
 
         let writer = EventWriter::start(pool.clone(), conn.clone(), keys.clone(), &tracker);
         let run_queue = RunQueue::new(conn.clone(), &keys);
+        let cancellations = cancel::Cancellations::default();
         let runner = Arc::new(Runner {
             pool: pool.clone(),
             cache: Cache::new(conn.clone(), keys.clone()),
@@ -87,7 +90,15 @@ impl Worker {
             config: config.clone(),
             providers,
             toolbox: tools::Toolbox::new().context("building the tools' HTTP clients")?,
+            cancellations: cancellations.clone(),
         });
+        tracker.spawn(cancellations.clone().listen(
+            client.clone(),
+            keys.clone(),
+            pool.clone(),
+            shutdown.clone(),
+        ));
+        tracker.spawn(cancellations.poll(pool.clone(), shutdown.clone()));
 
         tracker.spawn(consume(
             client.clone(),

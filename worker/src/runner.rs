@@ -14,11 +14,12 @@ use sqlx::PgPool;
 use switchyard_common::bus::{EventWriter, RunEvents};
 use switchyard_common::cache::{Cache, RECENT_MESSAGES};
 use switchyard_common::config::Config;
-use switchyard_common::db::{self, messages::MessageRow, runs::RunRow};
+use switchyard_common::db::{self, messages::MessageRow, runs::CancelReason, runs::RunRow};
 use switchyard_common::domain::{AgentSpec, MessageId, MessageRole, RunError, RunId, WorkflowKind};
 use switchyard_common::events::RunEvent;
-use switchyard_common::queue::RunQueue;
+use switchyard_common::queue::{self, RunQueue};
 
+use crate::cancel::Cancellations;
 use crate::history;
 use crate::providers::Provider;
 use crate::tools::Toolbox;
@@ -33,6 +34,15 @@ pub struct Runner {
     pub config: Arc<Config>,
     pub providers: HashMap<String, Arc<dyn Provider>>,
     pub toolbox: Toolbox,
+    pub cancellations: Cancellations,
+}
+
+/// How a run's work ended.
+enum End {
+    /// The agent answered; the answer's message id.
+    Answered(MessageId),
+    Failed(Failure),
+    Cancelled(CancelReason),
 }
 
 /// Where a run stands in its thread, as read at the claim.
@@ -92,13 +102,31 @@ impl Runner {
 
         let scope = Scope::new(self, &run, events);
         let message_id = scope.message_id;
-        let outcome = match agent {
-            Some(agent) => self.answer(&scope, agent.spec, position).await,
-            None => Err(Failure::agent_gone(&run.agent_id)),
+        let mut cancel = self.cancellations.register(run.id);
+        let work = async {
+            match agent {
+                Some(agent) => self.answer(&scope, agent.spec, position).await,
+                None => Err(Failure::agent_gone(&run.agent_id)),
+            }
+        };
+        // Dropping `work` stops the run wherever it is: a provider stream,
+        // a tool, a backoff pause.
+        let end = tokio::select! {
+            reason = cancel.requested() => End::Cancelled(reason),
+            result = tokio::time::timeout(self.config.run_timeout, work) => match result {
+                Ok(Ok(())) => End::Answered(message_id),
+                Ok(Err(failure)) => End::Failed(failure),
+                Err(_) => End::Failed(Failure::new(
+                    "timeout",
+                    format!(
+                        "the run did not finish within {} s",
+                        self.config.run_timeout.as_secs()
+                    ),
+                )),
+            },
         };
         let (events, produced) = scope.into_parts();
-        self.finish(&run, events, outcome.map(|()| message_id), produced)
-            .await
+        self.finish(&run, events, end, message_id, produced).await
     }
 
     /// Run the agent's workflow on the thread's conversation.
@@ -157,7 +185,8 @@ impl Runner {
         &self,
         run: &RunRow,
         mut events: RunEvents,
-        outcome: Result<MessageId, Failure>,
+        end: End,
+        message_id: MessageId,
         produced: workflow::State,
     ) -> anyhow::Result<()> {
         // Every delta is durable before the events that close the stream.
@@ -166,29 +195,37 @@ impl Runner {
         let cost_usd = produced.cost_usd;
         let mut tx = self.pool.begin().await.context("finishing the run")?;
         let mut terminal = Vec::new();
+        // The answer, or what was said before a cancel.
+        let keep = match &end {
+            End::Answered(_) => true,
+            End::Cancelled(_) => !produced.content.is_empty(),
+            End::Failed(_) => false,
+        };
         let mut appended = None;
-        let finish = match outcome {
-            Ok(message_id) => {
-                let tool_turns = produced.tool_turns;
-                let message = db::messages::append(
-                    &mut tx,
-                    db::messages::NewMessage {
-                        id: message_id,
-                        thread_id: run.thread_id,
-                        run_id: Some(run.id),
-                        role: MessageRole::Assistant,
-                        content: &produced.content,
-                        tool_calls: (!tool_turns.is_empty()).then_some(tool_turns.as_slice()),
-                    },
-                    0,
-                )
-                .await
-                .context("storing the answer")?;
-                appended = message.map(|(m, _)| m);
-                terminal.push(RunEvent::MessageCompleted {
-                    message_id,
-                    content: produced.content,
-                });
+        if keep {
+            let tool_turns = produced.tool_turns;
+            let message = db::messages::append(
+                &mut tx,
+                db::messages::NewMessage {
+                    id: message_id,
+                    thread_id: run.thread_id,
+                    run_id: Some(run.id),
+                    role: MessageRole::Assistant,
+                    content: &produced.content,
+                    tool_calls: (!tool_turns.is_empty()).then_some(tool_turns.as_slice()),
+                },
+                0,
+            )
+            .await
+            .context("storing the answer")?;
+            appended = message.map(|(m, _)| m);
+            terminal.push(RunEvent::MessageCompleted {
+                message_id,
+                content: produced.content,
+            });
+        }
+        let finish = match end {
+            End::Answered(message_id) => {
                 terminal.push(RunEvent::Usage {
                     input_tokens: usage.input_tokens,
                     output_tokens: usage.output_tokens,
@@ -203,7 +240,7 @@ impl Runner {
                 });
                 db::runs::Outcome::Completed { message_id }
             }
-            Err(failure) => {
+            End::Failed(failure) => {
                 tracing::warn!(code = failure.code, message = %failure.message, "run failed");
                 let error = RunError {
                     code: failure.code.to_owned(),
@@ -215,7 +252,21 @@ impl Runner {
                 });
                 db::runs::Outcome::Failed(error)
             }
+            End::Cancelled(reason) => {
+                tracing::info!(reason = reason.as_str(), "run cancelled");
+                terminal.push(RunEvent::RunCancelled {
+                    run_id: run.id,
+                    reason: reason.as_str().to_owned(),
+                });
+                db::runs::Outcome::Cancelled {
+                    message_id: keep.then_some(message_id),
+                }
+            }
         };
+        // Steps cut short by a cancel, a timeout or a failure end with the run.
+        db::steps::close_running(&mut tx, run.id)
+            .await
+            .context("closing the run's steps")?;
         let numbered: Vec<(i64, RunEvent)> = terminal
             .into_iter()
             .map(|event| (events.reserve(), event))
@@ -260,15 +311,9 @@ impl Runner {
             "run finished"
         );
 
-        if let Some(next) = db::runs::next_in_line(&self.pool, run.thread_id)
+        queue::hand_off(&self.pool, &self.queue, run.thread_id)
             .await
-            .context("finding the thread's next run")?
-            && db::runs::take_for_enqueue(&self.pool, next)
-                .await
-                .context("handing the thread to its next run")?
-        {
-            self.queue.enqueue(&self.pool, next).await;
-        }
+            .context("handing the thread to its next run")?;
         Ok(())
     }
 }

@@ -6,9 +6,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json as JsonBody, Router};
 use serde::{Deserialize, Serialize};
-use switchyard_common::db::{self, runs::RunRow};
+use switchyard_common::bus::tail;
+use switchyard_common::db::{self, runs::CancelReason, runs::RunRow};
 use switchyard_common::domain::{Multitask, Run, RunId, Step, ThreadId};
 use switchyard_common::events::SequencedEvent;
+use switchyard_common::queue;
 use utoipa::{IntoParams, ToSchema};
 
 use super::events;
@@ -21,6 +23,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/threads/{thread_id}/runs", post(create).get(list))
         .route("/v1/runs/{run_id}", get(show))
+        .route("/v1/runs/{run_id}/cancel", post(cancel))
         .route("/v1/runs/{run_id}/steps", get(steps))
 }
 
@@ -147,9 +150,16 @@ pub async fn create(
             message,
             thread,
             queued,
+            interrupted,
         } => {
             app.cache.put_thread(&thread).await;
             app.cache.append_message(&message).await;
+            for (stopped, event) in &interrupted.stopped {
+                announce(&app, *stopped, event).await;
+            }
+            for requested in interrupted.requested {
+                app.queue.announce_cancel(requested).await;
+            }
             app.queue.enqueue(&app.pool, run.id).await;
             let queued = SequencedEvent {
                 seq: 1,
@@ -175,6 +185,48 @@ pub async fn create(
         return Ok(events::stream(app, run.id, start).into_response());
     }
     Ok((StatusCode::ACCEPTED, JsonBody(run.to_resource())).into_response())
+}
+
+/// Cancel a run: a queued run ends `cancelled` at once; an in-progress run
+/// is stopped by its worker within a second (wherever it is: streaming,
+/// in a tool, between steps), keeps what it said so far, and ends
+/// `cancelled`. Either way the stream ends with `run.cancelled` and the
+/// thread is free.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/cancel", tag = "runs",
+    params(("run_id" = String, Path)),
+    responses((status = 202, body = Run, description = "Cancelled (queued) or being stopped (in progress)"),
+              (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "The run has ended")))]
+pub async fn cancel(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<RunId>,
+) -> ApiResult<(StatusCode, JsonBody<Run>)> {
+    let run = match db::runs::cancel(&app.pool, user.id, id, CancelReason::Requested).await? {
+        db::runs::Cancelled::NotFound => return Err(ApiError::not_found("run", id)),
+        db::runs::Cancelled::Finished(_) => {
+            return Err(ApiError::Conflict(format!("run {id} has already ended")));
+        }
+        db::runs::Cancelled::Stopped { run, thread, event } => {
+            app.cache.put_thread(&thread).await;
+            announce(&app, id, &event).await;
+            queue::hand_off(&app.pool, &app.queue, thread.id).await?;
+            run
+        }
+        db::runs::Cancelled::Requested(run) => {
+            app.queue.announce_cancel(id).await;
+            run
+        }
+    };
+    Ok((StatusCode::ACCEPTED, JsonBody(run.to_resource())))
+}
+
+/// Tell a run's live followers of an event the API stored itself.
+async fn announce(app: &AppState, run_id: RunId, event: &SequencedEvent) {
+    let mut conn = app.redis.clone();
+    if let Err(error) = tail::announce(&mut conn, &app.keys, run_id, event).await {
+        tracing::debug!(%error, run.id = %run_id, "announcing an event failed");
+    }
 }
 
 /// A digest of what makes two run requests "the same request".

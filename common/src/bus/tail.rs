@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, PubSubSink};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -299,6 +300,23 @@ impl TailHub {
 /// `[[seq, kind, data], …]`.
 pub fn live_item(seq: i64, kind: &str, data: Value) -> Value {
     serde_json::json!([seq, kind, data])
+}
+
+/// Announce one stored event to a run's live followers (the event is
+/// durable already; a lost announcement only delays it until the
+/// followers' next look at PostgreSQL).
+pub async fn announce(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    run_id: RunId,
+    event: &SequencedEvent,
+) -> redis::RedisResult<()> {
+    let batch = Value::Array(vec![live_item(
+        event.seq,
+        event.event.kind(),
+        event.event.data(),
+    )]);
+    conn.publish(keys.run_live(run_id), batch.to_string()).await
 }
 
 fn decode_batch(payload: &str) -> Option<Vec<SequencedEvent>> {

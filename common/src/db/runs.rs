@@ -14,7 +14,7 @@ use crate::domain::{
     Agent, MessageId, MessageRole, Multitask, Run, RunError, RunId, RunStatus, ThreadId, Usage,
     UserId,
 };
-use crate::events::RunEvent;
+use crate::events::{RunEvent, SequencedEvent};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunRow {
@@ -117,6 +117,8 @@ pub enum Created {
         message: MessageRow,
         thread: ThreadRow,
         queued: RunEvent,
+        /// What `multitask: interrupt` cancelled.
+        interrupted: Interrupted,
     },
     /// The same idempotency key and request were seen before: that run.
     Replayed(RunRow),
@@ -189,13 +191,35 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
         1,
     )
     .await?;
-    let Some((message, thread)) = appended.filter(|(_, t)| t.owner_id == new.owner) else {
+    let Some((message, mut thread)) = appended.filter(|(_, t)| t.owner_id == new.owner) else {
         return Ok(Created::ThreadNotFound);
     };
     // Active runs ahead of this one: all of them, as they all came before.
-    let queue_position = i64::from(thread.active_runs - 1);
+    let mut queue_position = i64::from(thread.active_runs - 1);
     if new.multitask == Multitask::Reject && queue_position > 0 {
         return Ok(Created::ThreadBusy);
+    }
+    let mut interrupted = Interrupted::default();
+    if new.multitask == Multitask::Interrupt && queue_position > 0 {
+        let active: Vec<(RunId, RunStatus)> = sqlx::query_as(
+            "select id, status from runs
+             where thread_id = $1 and status in ('queued', 'in_progress') order by id",
+        )
+        .bind(new.thread_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, status) in active {
+            if status == RunStatus::Queued {
+                let (now, event) = stop_queued(&mut tx, id, CancelReason::Interrupted).await?;
+                thread = now;
+                interrupted.stopped.push((id, event));
+            } else {
+                request_cancel(&mut tx, id, CancelReason::Interrupted).await?;
+                interrupted.requested.push(id);
+            }
+        }
+        // Only the in-progress runs, now stopping, are still ahead.
+        queue_position = interrupted.requested.len() as i64;
     }
     let created_at: DateTime<Utc> = sqlx::query_scalar(
         "insert into runs (id, thread_id, owner_id, agent_id, model, priority, multitask,
@@ -255,7 +279,17 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
         message,
         thread,
         queued,
+        interrupted,
     })
+}
+
+/// The runs a `multitask: interrupt` request cancelled.
+#[derive(Debug, Default)]
+pub struct Interrupted {
+    /// Queued runs, cancelled at once, with their `run.cancelled` events.
+    pub stopped: Vec<(RunId, SequencedEvent)>,
+    /// In-progress runs whose workers are asked to stop them.
+    pub requested: Vec<RunId>,
 }
 
 /// A run of `owner` on a live thread.
@@ -449,9 +483,14 @@ pub async fn lock_unenqueued(
 
 /// How a run ended.
 pub enum Outcome {
-    Completed { message_id: MessageId },
+    Completed {
+        message_id: MessageId,
+    },
     Failed(RunError),
-    Cancelled,
+    /// Stopped on request; `message_id` is what was said so far, if anything.
+    Cancelled {
+        message_id: Option<MessageId>,
+    },
 }
 
 pub struct Finish {
@@ -471,7 +510,7 @@ pub async fn finish(
     let (status, message_id, error) = match finish.outcome {
         Outcome::Completed { message_id } => (RunStatus::Completed, Some(message_id), None),
         Outcome::Failed(error) => (RunStatus::Failed, None, Some(error)),
-        Outcome::Cancelled => (RunStatus::Cancelled, None, None),
+        Outcome::Cancelled { message_id } => (RunStatus::Cancelled, message_id, None),
     };
     sqlx::query_as(concat!(
         "with done as (
@@ -496,4 +535,162 @@ pub async fn finish(
     .bind(finish.usage.cached_input_tokens)
     .fetch_optional(&mut *tx)
     .await
+}
+
+/// Why a run is cancelled, as its `cancel_reason` and `run.cancelled` reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// `POST /v1/runs/{id}/cancel`.
+    Requested,
+    /// A newer run on the thread asked for `multitask: interrupt`.
+    Interrupted,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "cancelled",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        if text == "interrupted" {
+            Self::Interrupted
+        } else {
+            Self::Requested
+        }
+    }
+}
+
+/// What a cancel request did.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per request, never stored"
+)]
+pub enum Cancelled {
+    /// No such run of this owner.
+    NotFound,
+    /// The run had ended already: nothing to cancel.
+    Finished(RunRow),
+    /// A queued run, cancelled at once: the run, its thread as it is now,
+    /// and the stored `run.cancelled` event.
+    Stopped {
+        run: RunRow,
+        thread: ThreadRow,
+        event: SequencedEvent,
+    },
+    /// An in-progress run: its worker is asked to stop it.
+    Requested(RunRow),
+}
+
+/// Cancel a run: a queued one at once, an in-progress one by request to
+/// its worker (which stops it within a second and ends it `cancelled`).
+pub async fn cancel(
+    pool: &PgPool,
+    owner: UserId,
+    id: RunId,
+    reason: CancelReason,
+) -> Result<Cancelled, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let status: Option<RunStatus> =
+        sqlx::query_scalar("select status from runs where id = $1 and owner_id = $2 for update")
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let stopped = match status {
+        None => return Ok(Cancelled::NotFound),
+        Some(RunStatus::Queued) => Some(stop_queued(&mut tx, id, reason).await?),
+        Some(RunStatus::InProgress) => {
+            request_cancel(&mut tx, id, reason).await?;
+            None
+        }
+        Some(_) => None,
+    };
+    tx.commit().await?;
+    let Some(run) = get(pool, owner, id).await? else {
+        return Ok(Cancelled::NotFound);
+    };
+    Ok(match (stopped, run.status) {
+        (Some((thread, event)), _) => Cancelled::Stopped { run, thread, event },
+        (None, RunStatus::InProgress) => Cancelled::Requested(run),
+        (None, _) => Cancelled::Finished(run),
+    })
+}
+
+/// End a queued run as cancelled: free its place on the thread and store
+/// its `run.cancelled` event.
+async fn stop_queued(
+    tx: &mut PgConnection,
+    id: RunId,
+    reason: CancelReason,
+) -> Result<(ThreadRow, SequencedEvent), sqlx::Error> {
+    let thread: ThreadRow = sqlx::query_as(concat!(
+        "with stopped as (
+             update runs set status = 'cancelled', finished_at = now(),
+                 cancel_requested_at = now(), cancel_reason = $2, enqueued_at = null
+             where id = $1 returning thread_id
+         )
+         update threads set active_runs = active_runs - 1, version = version + 1, updated_at = now()
+         where id = (select thread_id from stopped) returning ",
+        thread_columns!()
+    ))
+    .bind(id)
+    .bind(reason.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    let seq: i64 =
+        sqlx::query_scalar("select coalesce(max(seq), 0) + 1 from run_events where run_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let event = RunEvent::RunCancelled {
+        run_id: id,
+        reason: reason.as_str().to_owned(),
+    };
+    super::events::insert(&mut *tx, id, seq, &event).await?;
+    Ok((thread, SequencedEvent { seq, event }))
+}
+
+/// Ask the worker of an in-progress run to stop it (the first reason stays).
+async fn request_cancel(
+    tx: &mut PgConnection,
+    id: RunId,
+    reason: CancelReason,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update runs set cancel_requested_at = coalesce(cancel_requested_at, now()),
+                         cancel_reason = coalesce(cancel_reason, $2)
+         where id = $1",
+    )
+    .bind(id)
+    .bind(reason.as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Of `ids`, the runs whose cancellation was requested, with the reason.
+pub async fn cancel_requests(
+    pool: &PgPool,
+    ids: &[RunId],
+) -> Result<Vec<(RunId, CancelReason)>, sqlx::Error> {
+    let rows: Vec<(RunId, Option<String>)> = sqlx::query_as(
+        "select id, cancel_reason from runs
+         where id = any($1) and cancel_requested_at is not null",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, reason)| {
+            (
+                id,
+                CancelReason::parse(reason.as_deref().unwrap_or_default()),
+            )
+        })
+        .collect())
 }

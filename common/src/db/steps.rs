@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::domain::{RunId, Step, StepId, StepKind, StepStatus, Usage};
 
@@ -104,6 +104,22 @@ pub async fn finish(pool: &PgPool, id: StepId, end: StepEnd<'_>) -> Result<(), s
     .bind(end.usage.map(|u| u.cached_input_tokens))
     .bind(end.cost_usd)
     .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// End the steps of a run that are still running (the run was stopped or
+/// failed around them), as failed.
+pub async fn close_running(tx: &mut PgConnection, run_id: RunId) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update steps set status = 'failed',
+             output = coalesce(output, '{\"error\": \"the run ended before this step did\"}'),
+             finished_at = now(),
+             latency_ms = (extract(epoch from (now() - started_at)) * 1000)::bigint
+         where run_id = $1 and status = 'running'",
+    )
+    .bind(run_id)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

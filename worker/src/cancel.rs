@@ -1,0 +1,170 @@
+//! Cancel requests reaching the runs this worker executes.
+//!
+//! The API stores a cancel request in PostgreSQL, then announces it on a
+//! Redis channel. Every worker listens to that channel and stops its run
+//! at once; as the announcement can be missed (Redis down, or a run claimed
+//! an instant after it was sent), each worker also looks up its runs'
+//! requests in PostgreSQL every [`POLL`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sqlx::PgPool;
+use switchyard_common::db::{self, runs::CancelReason};
+use switchyard_common::domain::RunId;
+use switchyard_common::redis_conn::Keys;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How often the runs' cancel requests are looked up in PostgreSQL.
+pub const POLL: Duration = Duration::from_millis(500);
+
+/// The runs in progress in this process, each with its stop signal.
+#[derive(Clone, Default)]
+pub struct Cancellations {
+    runs: Arc<Mutex<HashMap<RunId, watch::Sender<Option<CancelReason>>>>>,
+}
+
+/// A run's stop signal; unregisters the run when dropped.
+pub struct Registration {
+    run_id: RunId,
+    signal: watch::Receiver<Option<CancelReason>>,
+    cancellations: Cancellations,
+}
+
+impl Registration {
+    /// Resolves when the run is asked to stop, with the reason.
+    pub async fn requested(&mut self) -> CancelReason {
+        let requested = self.signal.wait_for(Option::is_some).await.map(|r| *r);
+        match requested {
+            Ok(reason) => reason.unwrap_or(CancelReason::Requested),
+            // The sender lives in the registry until this registration drops.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.cancellations.lock().remove(&self.run_id);
+    }
+}
+
+impl Cancellations {
+    fn lock(&self) -> MutexGuard<'_, HashMap<RunId, watch::Sender<Option<CancelReason>>>> {
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Start listening for a run's cancel request.
+    pub fn register(&self, run_id: RunId) -> Registration {
+        let (sender, signal) = watch::channel(None);
+        self.lock().insert(run_id, sender);
+        Registration {
+            run_id,
+            signal,
+            cancellations: self.clone(),
+        }
+    }
+
+    /// Stop a run of this process, if it is one.
+    pub fn cancel(&self, run_id: RunId, reason: CancelReason) {
+        if let Some(sender) = self.lock().get(&run_id) {
+            sender.send_if_modified(|current| {
+                let first = current.is_none();
+                if first {
+                    *current = Some(reason);
+                }
+                first
+            });
+        }
+    }
+
+    fn running(&self) -> Vec<RunId> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// Look up the stored cancel requests of this process's runs, every
+    /// [`POLL`], until `shutdown`.
+    pub async fn poll(self, pool: PgPool, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(POLL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let running = self.running();
+            if running.is_empty() {
+                continue;
+            }
+            match db::runs::cancel_requests(&pool, &running).await {
+                Ok(requests) => {
+                    for (run_id, reason) in requests {
+                        self.cancel(run_id, reason);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "looking up cancel requests failed"),
+            }
+        }
+    }
+
+    /// Follow the cancel announcements on Redis until `shutdown`,
+    /// reconnecting after a lost connection. An announcement only names the
+    /// run; the reason is read from PostgreSQL.
+    pub async fn listen(
+        self,
+        client: redis::Client,
+        keys: Keys,
+        pool: PgPool,
+        shutdown: CancellationToken,
+    ) {
+        let channel = keys.cancel_channel();
+        loop {
+            let subscribed = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let mut pubsub = tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = subscribed => match result {
+                    Ok(pubsub) => pubsub,
+                    Err(error) => {
+                        tracing::debug!(%error, "cannot follow cancel requests; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                },
+            };
+            let mut messages = pubsub.on_message();
+            loop {
+                let message = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    message = messages.next() => message,
+                };
+                let Some(message) = message else { break };
+                let Ok(payload) = message.get_payload::<String>() else {
+                    continue;
+                };
+                let Ok(run_id) = payload.parse::<RunId>() else {
+                    continue;
+                };
+                if !self.lock().contains_key(&run_id) {
+                    continue;
+                }
+                match db::runs::cancel_requests(&pool, &[run_id]).await {
+                    Ok(requests) => {
+                        for (run_id, reason) in requests {
+                            self.cancel(run_id, reason);
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "reading a cancel request failed"),
+                }
+            }
+        }
+    }
+}
