@@ -18,6 +18,26 @@ pub fn expected_text(tokens: usize) -> String {
     switchyard_fake_llm::stream_text(tokens)
 }
 
+/// A new thread with the benchmark's agent; returns its id.
+pub async fn create_thread(http: &reqwest::Client, base_url: &str) -> anyhow::Result<String> {
+    let response = http
+        .post(format!("{base_url}/v1/threads"))
+        .json(&json!({"agent_id": AGENT_ID}))
+        .send()
+        .await
+        .context("POST /v1/threads")?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        bail!("POST /v1/threads: {status}: {body}");
+    }
+    let thread: Value = response.json().await.context("POST /v1/threads body")?;
+    Ok(thread["id"]
+        .as_str()
+        .context("POST /v1/threads: no id")?
+        .to_owned())
+}
+
 /// What one client saw of one completed run.
 #[derive(Debug, Clone)]
 pub struct RunRecord {
@@ -237,23 +257,7 @@ impl Load {
 
     /// One thread, one streamed run, read to its terminal event.
     async fn one_run(&self, tag: &str, observe: bool) -> anyhow::Result<RunRecord> {
-        let response = self
-            .http
-            .post(format!("{}/v1/threads", self.base_url))
-            .json(&json!({"agent_id": AGENT_ID}))
-            .send()
-            .await
-            .context("POST /v1/threads")?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            bail!("POST /v1/threads: {status}: {body}");
-        }
-        let thread: Value = response.json().await.context("POST /v1/threads body")?;
-        let thread_id = thread["id"]
-            .as_str()
-            .context("POST /v1/threads: no id")?
-            .to_owned();
+        let thread_id = create_thread(&self.http, &self.base_url).await?;
 
         let post_sent = Instant::now();
         let response = self

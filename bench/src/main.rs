@@ -20,11 +20,6 @@
 //! that scenarios do not see each other's data and peak RSS is per
 //! scenario. See `bench/README.md`.
 
-mod load;
-mod stack;
-mod stats;
-mod sys;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,9 +29,10 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, ValueEnum};
 use switchyard_fake_llm::{FakeLlm, Reply};
 
-use crate::load::{Load, Observer, PhaseResult, RunRecord};
-use crate::stack::{Stack, StackConfig};
-use crate::sys::{CPU_PARTS, CpuSnapshot, PgSnapshot};
+use switchyard_bench::load::{self, Load, Observer, PhaseResult, RunRecord};
+use switchyard_bench::stack::{self, Stack, StackConfig, is_loopback};
+use switchyard_bench::stats;
+use switchyard_bench::sys::{self, CPU_PARTS, CpuSnapshot, PgSnapshot};
 
 /// Set on Ctrl-C: the current scenario is torn down and no other starts.
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -197,17 +193,6 @@ impl Params {
     }
 }
 
-/// Whether `url` names a loopback host.
-fn is_loopback(url: &str) -> bool {
-    match reqwest::Url::parse(url) {
-        Ok(url) => matches!(
-            url.host_str(),
-            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
-        ),
-        Err(_) => false,
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -322,6 +307,7 @@ async fn run_scenario(args: &Args, params: &Params) -> anyhow::Result<Report> {
         bin: args.bin.clone(),
         postgres: args.postgres.clone(),
         redis: args.redis.clone(),
+        workers: 1,
         worker_concurrency: params.worker_concurrency,
         pg_settings: args.pg_settings.clone(),
         pg_url_options: args.pg_url_options.clone(),
@@ -339,10 +325,7 @@ async fn run_scenario(args: &Args, params: &Params) -> anyhow::Result<Report> {
         Ok(report) => report.print(),
         Err(error) => {
             // Show what the servers said before their logs go.
-            for proc in [stack.api.as_ref(), stack.worker.as_ref()]
-                .into_iter()
-                .flatten()
-            {
+            for proc in stack.procs() {
                 eprintln!(
                     "--- last lines of `switchyard {}` ({})\n{}",
                     proc.name,

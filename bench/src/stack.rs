@@ -1,6 +1,11 @@
 //! The system under test: a fresh database, a fresh Redis key prefix, a
-//! catalog pointing at the fake LLM, and `switchyard api` and
-//! `switchyard worker` as two child processes on a free loopback port.
+//! catalog pointing at the fake LLM, and `switchyard api` and one or more
+//! `switchyard worker` processes as children, on a free loopback port.
+//!
+//! Every worker process gets a name (`worker-1`, `worker-2`, … in start
+//! order, replacements included) and sends it to the LLM in the
+//! [`WORKER_HEADER`] header, so that the fake's records tell which process
+//! ran which attempt of a run.
 //!
 //! [`Stack::up`] may fail half-way; [`Stack::down`] undoes whatever was
 //! done and must always be called. Should the benchmark itself die, the
@@ -17,12 +22,17 @@ use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
 /// The agent every benchmark thread uses.
 pub const AGENT_ID: &str = "bench";
 
+/// The request header naming the worker process that called the LLM.
+pub const WORKER_HEADER: &str = "x-switchyard-bench-worker";
+
 /// How the stack is set up.
 pub struct StackConfig {
     pub bin: PathBuf,
     /// `postgres://user@host:port`, without a database.
     pub postgres: String,
     pub redis: String,
+    /// Worker processes to start (at least one).
+    pub workers: usize,
     pub worker_concurrency: Option<usize>,
     /// Query string appended to the servers' `DATABASE_URL`, e.g. `sslmode=disable`.
     pub pg_url_options: Option<String>,
@@ -35,7 +45,8 @@ pub struct StackConfig {
 
 /// A child process with its log file; killed when dropped.
 pub struct Proc {
-    pub name: &'static str,
+    /// `api`, or the worker's name (see [`WORKER_HEADER`]).
+    pub name: String,
     child: Child,
     pub log: PathBuf,
 }
@@ -49,38 +60,55 @@ impl Proc {
         self.child.try_wait().ok().flatten()
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
-    async fn stop(&mut self, grace: Duration) {
+    /// Ask the process to stop (SIGTERM), without waiting.
+    fn terminate(&mut self) {
         if self.exited().is_some() {
             return;
         }
-        // std can only send SIGKILL; ask politely first through kill(1).
+        // std can only send SIGKILL; ask politely through kill(1).
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.pid().to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let deadline = Instant::now() + grace;
+    }
+
+    /// SIGKILL, and reap it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Wait until `deadline` for the process to exit after
+    /// [`Proc::terminate`], then SIGKILL it.
+    async fn wait_or_kill(&mut self, deadline: Instant) {
         while Instant::now() < deadline {
             if self.exited().is_some() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        eprintln!("  {} did not stop within {grace:?}; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        eprintln!("  {} did not stop in time; killing it", self.name);
+        self.kill();
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
         if self.exited().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.kill();
         }
     }
+}
+
+/// A worker killed by [`Stack::kill_worker`].
+#[derive(Debug, Clone)]
+pub struct Killed {
+    pub name: String,
+    pub pid: u32,
+    /// Just before the signal was sent.
+    pub at: Instant,
 }
 
 /// One instance of the system under test.
@@ -93,7 +121,13 @@ pub struct Stack {
     /// `http://127.0.0.1:PORT`
     pub base_url: String,
     pub api: Option<Proc>,
-    pub worker: Option<Proc>,
+    /// Worker slots, in start order; a restarted slot holds the replacement.
+    pub workers: Vec<Proc>,
+    /// Workers started so far, replacements included: numbers their names.
+    workers_started: usize,
+    /// The fake LLM's base URL, for the catalogs of replacement workers.
+    fake_base_url: String,
+    port: u16,
     admin_url: String,
     db_created: bool,
     config: StackConfig,
@@ -105,6 +139,18 @@ fn unique_id() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
+/// Whether `url` names a loopback host: the stack creates and drops
+/// databases and deletes keys, so it only talks to local servers.
+pub fn is_loopback(url: &str) -> bool {
+    match reqwest::Url::parse(url) {
+        Ok(url) => matches!(
+            url.host_str(),
+            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+        ),
+        Err(_) => false,
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -156,7 +202,10 @@ impl Stack {
             redis_prefix: format!("sybench-{id}"),
             base_url: String::new(),
             api: None,
-            worker: None,
+            workers: Vec::new(),
+            workers_started: 0,
+            fake_base_url: String::new(),
+            port: 0,
             db_name,
             db_created: false,
             id,
@@ -164,7 +213,7 @@ impl Stack {
         }
     }
 
-    /// Create everything and start both processes; returns once `/ready`
+    /// Create everything and start the processes; returns once `/ready`
     /// answers 200.
     pub async fn up(&mut self, fake_base_url: &str) -> anyhow::Result<()> {
         if !self.config.bin.is_file() {
@@ -175,8 +224,9 @@ impl Stack {
         }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
-        let catalog = self.dir.join("catalog.toml");
-        std::fs::write(&catalog, catalog_toml(fake_base_url)).context("writing the catalog")?;
+        self.fake_base_url = fake_base_url.to_owned();
+        std::fs::write(self.catalog_path(None), catalog_toml(fake_base_url, None))
+            .context("writing the catalog")?;
 
         let mut admin = tokio::time::timeout(
             Duration::from_secs(10),
@@ -216,28 +266,10 @@ impl Stack {
         }
         admin.close().await?;
 
-        let port = free_port()?;
-        self.base_url = format!("http://127.0.0.1:{port}");
-        let command = |sub: &str| -> anyhow::Result<(Command, PathBuf)> {
-            let log = self.dir.join(format!("{sub}.log"));
-            let out = File::create(&log)?;
-            let mut cmd = Command::new(&self.config.bin);
-            cmd.arg(sub)
-                .env("DATABASE_URL", &self.database_url)
-                .env("REDIS_URL", &self.config.redis)
-                .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
-                .env("SWITCHYARD_REDIS_PREFIX", &self.redis_prefix)
-                .env("SWITCHYARD_CONFIG", &catalog)
-                .stdin(Stdio::null())
-                .stdout(out.try_clone()?)
-                .stderr(out);
-            if let Some(n) = self.config.worker_concurrency {
-                cmd.env("SWITCHYARD_WORKER_CONCURRENCY", n.to_string());
-            }
-            Ok((cmd, log))
-        };
+        self.port = free_port()?;
+        self.base_url = format!("http://127.0.0.1:{}", self.port);
 
-        let (mut migrate, log) = command("migrate")?;
+        let (mut migrate, log) = self.command("migrate", None)?;
         let mut child = migrate.spawn().context("starting `switchyard migrate`")?;
         let deadline = Instant::now() + self.config.startup_timeout;
         let status = loop {
@@ -258,18 +290,101 @@ impl Stack {
             );
         }
 
-        for (name, sub) in [("api", "api"), ("worker", "worker")] {
-            let (mut cmd, log) = command(sub)?;
-            let child = cmd
-                .spawn()
-                .with_context(|| format!("starting `switchyard {sub}`"))?;
-            let proc = Some(Proc { name, child, log });
-            match name {
-                "api" => self.api = proc,
-                _ => self.worker = proc,
-            }
+        let (mut cmd, log) = self.command("api", None)?;
+        let child = cmd.spawn().context("starting `switchyard api`")?;
+        self.api = Some(Proc {
+            name: "api".to_owned(),
+            child,
+            log,
+        });
+        for _ in 0..self.config.workers.max(1) {
+            let worker = self.start_worker()?;
+            self.workers.push(worker);
         }
         self.wait_ready().await
+    }
+
+    /// The catalog of the api (`None`) or of one worker, by name.
+    fn catalog_path(&self, worker: Option<&str>) -> PathBuf {
+        match worker {
+            Some(name) => self.dir.join(format!("catalog-{name}.toml")),
+            None => self.dir.join("catalog.toml"),
+        }
+    }
+
+    /// `switchyard <sub>` with the stack's environment, logging to
+    /// `<dir>/<log name>.log`; `worker` names a worker process.
+    fn command(&self, sub: &str, worker: Option<&str>) -> anyhow::Result<(Command, PathBuf)> {
+        let log = self.dir.join(format!("{}.log", worker.unwrap_or(sub)));
+        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(&self.config.bin);
+        cmd.arg(sub)
+            .env("DATABASE_URL", &self.database_url)
+            .env("REDIS_URL", &self.config.redis)
+            .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("SWITCHYARD_REDIS_PREFIX", &self.redis_prefix)
+            .env("SWITCHYARD_CONFIG", self.catalog_path(worker))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        if let Some(n) = self.config.worker_concurrency {
+            cmd.env("SWITCHYARD_WORKER_CONCURRENCY", n.to_string());
+        }
+        Ok((cmd, log))
+    }
+
+    /// Start one more worker process under the next name.
+    fn start_worker(&mut self) -> anyhow::Result<Proc> {
+        self.workers_started += 1;
+        let name = format!("worker-{}", self.workers_started);
+        std::fs::write(
+            self.catalog_path(Some(&name)),
+            catalog_toml(&self.fake_base_url, Some(&name)),
+        )
+        .with_context(|| format!("writing the catalog of {name}"))?;
+        let (mut cmd, log) = self.command("worker", Some(&name))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting `switchyard worker` ({name})"))?;
+        Ok(Proc { name, child, log })
+    }
+
+    /// SIGKILL the worker in slot `index`, as a crash would: no shutdown,
+    /// no goodbye to PostgreSQL or Redis.
+    pub fn kill_worker(&mut self, index: usize) -> anyhow::Result<Killed> {
+        let worker = self
+            .workers
+            .get_mut(index)
+            .with_context(|| format!("no worker slot {index}"))?;
+        let killed = Killed {
+            name: worker.name.clone(),
+            pid: worker.pid(),
+            at: Instant::now(),
+        };
+        worker.kill();
+        Ok(killed)
+    }
+
+    /// Start a new worker process in slot `index` (after
+    /// [`Stack::kill_worker`]); returns its name.
+    pub fn restart_worker(&mut self, index: usize) -> anyhow::Result<String> {
+        if index >= self.workers.len() {
+            bail!("no worker slot {index}");
+        }
+        let worker = self.start_worker()?;
+        let name = worker.name.clone();
+        // The old handle drops here: the process is dead and reaped already.
+        self.workers[index] = worker;
+        Ok(name)
+    }
+
+    /// The api and the workers.
+    pub fn procs(&self) -> impl Iterator<Item = &Proc> {
+        self.api.iter().chain(&self.workers)
+    }
+
+    fn procs_mut(&mut self) -> impl Iterator<Item = &mut Proc> {
+        self.api.iter_mut().chain(&mut self.workers)
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
@@ -279,10 +394,7 @@ impl Stack {
         let url = format!("{}/ready", self.base_url);
         let deadline = Instant::now() + self.config.startup_timeout;
         loop {
-            for proc in [self.api.as_mut(), self.worker.as_mut()]
-                .into_iter()
-                .flatten()
-            {
+            for proc in self.procs_mut() {
                 if let Some(status) = proc.exited() {
                     bail!(
                         "`switchyard {}` exited during start-up ({status}):\n{}",
@@ -311,12 +423,9 @@ impl Stack {
         }
     }
 
-    /// Whether both processes are still running; the first that is not, with its log.
+    /// Whether every process is still running; the first that is not, with its log.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        for proc in [self.api.as_mut(), self.worker.as_mut()]
-            .into_iter()
-            .flatten()
-        {
+        for proc in self.procs_mut() {
             if let Some(status) = proc.exited() {
                 bail!(
                     "`switchyard {}` exited ({status}):\n{}",
@@ -328,18 +437,21 @@ impl Stack {
         Ok(())
     }
 
+    /// The api's pid and the first worker's.
     pub fn pids(&self) -> Option<(u32, u32)> {
-        Some((self.api.as_ref()?.pid(), self.worker.as_ref()?.pid()))
+        Some((self.api.as_ref()?.pid(), self.workers.first()?.pid()))
     }
 
     /// Stop the processes, drop the database, delete the Redis keys and
     /// the temporary directory. Every step is bounded and best-effort.
     pub async fn down(&mut self, keep_logs: bool) {
-        for proc in [self.api.as_mut(), self.worker.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            proc.stop(Duration::from_secs(10)).await;
+        // All at once: the workers drain their runs in parallel.
+        for proc in self.procs_mut() {
+            proc.terminate();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for proc in self.procs_mut() {
+            proc.wait_or_kill(deadline).await;
         }
         let keep = self.config.keep;
         if self.db_created && !keep {
@@ -421,8 +533,12 @@ async fn delete_keys(redis_url: &str, prefix: &str) -> anyhow::Result<usize> {
     }
 }
 
-/// One OpenAI-compatible provider at the fake, one agent on it, no tools.
-fn catalog_toml(fake_base_url: &str) -> String {
+/// One OpenAI-compatible provider at the fake, one agent on it, no tools;
+/// a worker's copy names the worker in [`WORKER_HEADER`].
+fn catalog_toml(fake_base_url: &str, worker: Option<&str>) -> String {
+    let headers = worker.map_or_else(String::new, |name| {
+        format!("headers = {{ \"{WORKER_HEADER}\" = \"{name}\" }}\n")
+    });
     format!(
         r#"# Written by switchyard-bench.
 [[providers]]
@@ -431,7 +547,7 @@ kind = "openai"
 base_url = "{fake_base_url}"
 timeout_secs = 30
 max_attempts = 1
-
+{headers}
 [[agents]]
 id = "{AGENT_ID}"
 name = "Benchmark"
