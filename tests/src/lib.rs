@@ -38,12 +38,14 @@ tools = ["current_time"]
 /// Every wait in a test is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-fn admin_url() -> String {
+/// The PostgreSQL server tests create their databases on (`TEST_DATABASE_URL`).
+pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-fn redis_url() -> String {
+/// The Redis server tests use (`TEST_REDIS_URL`).
+pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 

@@ -7,14 +7,14 @@
 //! - [`providers`]: LLM wire formats behind one streaming interface.
 //! - [`workflow`]: how a run unfolds: the tool loop, triage, planner.
 //! - [`tools`]: what agents can call.
-//! - [`cancel`]: cancel requests reaching the runs of this process.
+//! - [`active`]: the runs of this process: leases and stop signals.
 //!
 //! [`Worker::start`] wires them to PostgreSQL and Redis: an apalis worker
 //! on the run queue (woken by a Redis message on every push, polling slowly
 //! as a backstop) and a sweeper that enqueues runs stored while Redis was
 //! unreachable.
 
-pub mod cancel;
+pub mod active;
 pub mod history;
 pub mod providers;
 pub mod runner;
@@ -34,6 +34,7 @@ use std::sync::Mutex;
 use switchyard_common::bus::EventWriter;
 use switchyard_common::cache::Cache;
 use switchyard_common::config::Config;
+use switchyard_common::db;
 use switchyard_common::queue::{self, RunJob, RunQueue};
 use switchyard_common::redis_conn::{self, Keys};
 
@@ -81,7 +82,12 @@ impl Worker {
 
         let writer = EventWriter::start(pool.clone(), conn.clone(), keys.clone(), &tracker);
         let run_queue = RunQueue::new(conn.clone(), &keys);
-        let cancellations = cancel::Cancellations::default();
+        let active_runs = active::ActiveRuns::default();
+        let worker_id = format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+            uuid::Uuid::now_v7().simple()
+        );
         let runner = Arc::new(Runner {
             pool: pool.clone(),
             cache: Cache::new(conn.clone(), keys.clone()),
@@ -90,15 +96,19 @@ impl Worker {
             config: config.clone(),
             providers,
             toolbox: tools::Toolbox::new().context("building the tools' HTTP clients")?,
-            cancellations: cancellations.clone(),
+            active: active_runs.clone(),
+            worker_id: worker_id.clone(),
+            redis: conn.clone(),
+            keys: keys.clone(),
         });
-        tracker.spawn(cancellations.clone().listen(
+        tracker.spawn(active_runs.clone().listen(
             client.clone(),
             keys.clone(),
             pool.clone(),
             shutdown.clone(),
         ));
-        tracker.spawn(cancellations.poll(pool.clone(), shutdown.clone()));
+        tracker.spawn(active_runs.clone().poll(pool.clone(), shutdown.clone()));
+        tracker.spawn(active_runs.renew(pool.clone(), worker_id, shutdown.clone()));
 
         tracker.spawn(consume(
             client.clone(),
@@ -212,7 +222,8 @@ async fn listen_for_wakeups(
     }
 }
 
-/// Enqueue runs stored while Redis was unreachable, or whose turn came.
+/// Take back runs whose worker was lost, and enqueue runs stored while
+/// Redis was unreachable, or whose turn came.
 async fn sweep(pool: PgPool, queue: RunQueue, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -220,6 +231,15 @@ async fn sweep(pool: PgPool, queue: RunQueue, shutdown: CancellationToken) {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
+        }
+        match db::runs::requeue_expired(&pool).await {
+            Ok(lost) => {
+                for run_id in lost {
+                    tracing::warn!(run.id = %run_id, "run's worker was lost; queued again");
+                    queue.enqueue(&pool, run_id).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "taking back lost runs failed"),
         }
         match queue::sweep_unenqueued(&pool, &queue).await {
             Ok(0) => {}

@@ -10,16 +10,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use redis::aio::ConnectionManager;
 use sqlx::PgPool;
-use switchyard_common::bus::{EventWriter, RunEvents};
+use switchyard_common::bus::{self, EventWriter, RunEvents};
 use switchyard_common::cache::{Cache, RECENT_MESSAGES};
 use switchyard_common::config::Config;
 use switchyard_common::db::{self, messages::MessageRow, runs::CancelReason, runs::RunRow};
 use switchyard_common::domain::{AgentSpec, MessageId, MessageRole, RunError, RunId, WorkflowKind};
 use switchyard_common::events::RunEvent;
 use switchyard_common::queue::{self, RunQueue};
+use switchyard_common::redis_conn::Keys;
 
-use crate::cancel::Cancellations;
+use crate::active::{self, ActiveRuns, Stop};
 use crate::history;
 use crate::providers::Provider;
 use crate::tools::Toolbox;
@@ -34,7 +36,11 @@ pub struct Runner {
     pub config: Arc<Config>,
     pub providers: HashMap<String, Arc<dyn Provider>>,
     pub toolbox: Toolbox,
-    pub cancellations: Cancellations,
+    pub active: ActiveRuns,
+    /// This process's name on the runs it holds (`runs.worker_id`).
+    pub worker_id: String,
+    pub redis: ConnectionManager,
+    pub keys: Keys,
 }
 
 /// How a run's work ended.
@@ -59,10 +65,10 @@ impl Runner {
     /// database is unreachable); a run's own failures end the run instead.
     #[tracing::instrument(skip_all, fields(run.id = %run_id))]
     pub async fn execute(&self, run_id: RunId) -> anyhow::Result<()> {
-        let (run, last_seq, position, agent) = match db::runs::claim(&self.pool, run_id)
+        let claim = db::runs::claim(&self.pool, run_id, &self.worker_id, active::LEASE)
             .await
-            .context("claiming the run")?
-        {
+            .context("claiming the run")?;
+        let (run, mut last_seq, position, agent) = match claim {
             db::runs::Claim::Owned {
                 run,
                 last_event_seq,
@@ -87,6 +93,21 @@ impl Runner {
                 return Ok(());
             }
         };
+        if run.attempt > 1 {
+            // An earlier attempt's worker was lost: keep what it published.
+            let mut redis = self.redis.clone();
+            last_seq = bus::adopt_published(&mut redis, &self.keys, &self.pool, run.id, last_seq)
+                .await
+                .context("storing the lost attempt's events")?;
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .context("closing the lost attempt's steps")?;
+            db::steps::close_running(&mut conn, run.id)
+                .await
+                .context("closing the lost attempt's steps")?;
+        }
         let mut events = RunEvents::new(
             run.id,
             self.writer.clone(),
@@ -102,9 +123,14 @@ impl Runner {
 
         let scope = Scope::new(self, &run, events);
         let message_id = scope.message_id;
-        let mut cancel = self.cancellations.register(run.id);
+        let mut stop = self.active.register(run.id);
+        let max_attempts = self.config.max_attempts;
         let work = async {
             match agent {
+                _ if run.attempt > max_attempts => Err(Failure::new(
+                    "worker_lost",
+                    format!("the run's worker was lost {max_attempts} times"),
+                )),
                 Some(agent) => self.answer(&scope, agent.spec, position).await,
                 None => Err(Failure::agent_gone(&run.agent_id)),
             }
@@ -112,7 +138,13 @@ impl Runner {
         // Dropping `work` stops the run wherever it is: a provider stream,
         // a tool, a backoff pause.
         let end = tokio::select! {
-            reason = cancel.requested() => End::Cancelled(reason),
+            stopped = stop.stopped() => match stopped {
+                Stop::Cancel(reason) => End::Cancelled(reason),
+                Stop::Lost => {
+                    tracing::warn!("the run was taken back from this worker; leaving it to its new one");
+                    return Ok(());
+                }
+            },
             result = tokio::time::timeout(self.config.run_timeout, work) => match result {
                 Ok(Ok(())) => End::Answered(message_id),
                 Ok(Err(failure)) => End::Failed(failure),
@@ -286,6 +318,7 @@ impl Runner {
             &mut tx,
             db::runs::Finish {
                 run_id: run.id,
+                attempt: run.attempt,
                 outcome: finish,
                 usage,
                 cost_usd,
