@@ -113,6 +113,40 @@ impl Deployment {
         self.processes[process].wait().ok();
     }
 
+    /// SIGTERM, as Kubernetes stops a pod; returns the exit status.
+    fn terminate(&mut self, process: usize, within: Duration) -> std::process::ExitStatus {
+        let pid = self.processes[process].id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "sending SIGTERM");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.processes[process].try_wait().expect("waiting") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not exit in time"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Start a slow run on a new thread and wait until it streams; its id.
+    async fn streaming_run(&self) -> String {
+        let thread = self.post("/v1/threads", json!({})).await;
+        let thread_id = thread["id"].as_str().unwrap();
+        let run = self
+            .post(
+                &format!("/v1/threads/{thread_id}/runs"),
+                json!({"input": {"content": "Tell me everything about lighthouses"}}),
+            )
+            .await;
+        let run_id = run["id"].as_str().unwrap().to_owned();
+        let first = self.events(&run_id, 0, Some(3)).await;
+        assert_eq!(first[2].event, "message.delta");
+        run_id
+    }
+
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -232,7 +266,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_run_whose_worker_is_killed_completes_on_another_worker() {
     let mut deployment = Deployment::start().await;
     let doomed = deployment.start_worker();
@@ -302,7 +336,7 @@ async fn a_run_whose_worker_is_killed_completes_on_another_worker() {
     assert_eq!(replayed, ids);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_tool_call_of_a_lost_attempt_is_not_made_again() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -406,7 +440,7 @@ allow_private = true
     assert_eq!(tools, ["completed", "completed"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_run_that_lost_its_workers_too_often_fails_with_worker_lost() {
     let mut deployment = Deployment::start().await;
     let doomed = deployment.start_worker();
@@ -432,4 +466,44 @@ async fn a_run_that_lost_its_workers_too_often_fails_with_worker_lost() {
     assert_eq!(events.last().unwrap().event, "run.failed");
     let thread = deployment.get(&format!("/v1/threads/{thread_id}")).await;
     assert_eq!(thread["status"], "idle");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_worker_finish_its_runs_within_the_grace_period() {
+    let mut deployment = Deployment::start().await;
+    let worker = deployment.start_worker();
+    let run_id = deployment.streaming_run().await;
+    let status =
+        tokio::task::block_in_place(|| deployment.terminate(worker, Duration::from_secs(40)));
+    assert!(status.success(), "{status:?}");
+    let run = deployment.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["attempt"], 1, "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_the_grace_period_a_worker_hands_its_runs_to_another() {
+    let mut deployment = Deployment::start().await;
+    let leaving = deployment.start_worker_with(&[("SWITCHYARD_SHUTDOWN_GRACE_SECS", "1")]);
+    let run_id = deployment.streaming_run().await;
+    deployment.start_worker();
+    let status =
+        tokio::task::block_in_place(|| deployment.terminate(leaving, Duration::from_secs(20)));
+    assert!(status.success(), "{status:?}");
+    // Released at once, not abandoned to its lease: queued again, or
+    // already continued by the other worker.
+    let run = deployment.get(&format!("/v1/runs/{run_id}")).await;
+    assert!(
+        run["status"] == "queued" || run["attempt"] == 2,
+        "released, not abandoned: {run}"
+    );
+
+    let run = deployment
+        .wait_for_run(&run_id, Duration::from_secs(60))
+        .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["attempt"], 2, "{run}");
+    let events = deployment.events(&run_id, 0, None).await;
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
 }

@@ -38,6 +38,9 @@ pub enum Stop {
     Cancel(CancelReason),
     /// The lease was taken back: another worker owns the run now.
     Lost,
+    /// The worker is shutting down and its grace period is over: the run
+    /// goes back to the queue for another worker to continue at once.
+    Release,
 }
 
 /// The runs in progress in this process, each with its stop signal.
@@ -98,6 +101,15 @@ impl ActiveRuns {
                 first
             });
         }
+    }
+
+    /// Release every run of this process (shutdown); returns how many.
+    pub fn release_all(&self) -> usize {
+        let running = self.running();
+        for run_id in &running {
+            self.stop(*run_id, Stop::Release);
+        }
+        running.len()
     }
 
     fn running(&self) -> Vec<RunId> {

@@ -68,6 +68,10 @@ impl Worker {
             .context("connecting to Redis")?;
         let keys = Keys::new(&config.redis_prefix);
         let tracker = TaskTracker::new();
+        // The runs in progress, and the end of the background loops (leases,
+        // cancels, sweeper), which outlive `shutdown` until the runs are done.
+        let runs = TaskTracker::new();
+        let stopped = CancellationToken::new();
 
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -100,15 +104,28 @@ impl Worker {
             worker_id: worker_id.clone(),
             redis: conn.clone(),
             keys: keys.clone(),
+            runs: runs.clone(),
+            draining: shutdown.clone(),
         });
         tracker.spawn(active_runs.clone().listen(
             client.clone(),
             keys.clone(),
             pool.clone(),
-            shutdown.clone(),
+            stopped.clone(),
         ));
-        tracker.spawn(active_runs.clone().poll(pool.clone(), shutdown.clone()));
-        tracker.spawn(active_runs.renew(pool.clone(), worker_id, shutdown.clone()));
+        tracker.spawn(active_runs.clone().poll(pool.clone(), stopped.clone()));
+        tracker.spawn(
+            active_runs
+                .clone()
+                .renew(pool.clone(), worker_id, stopped.clone()),
+        );
+        tracker.spawn(drain(
+            shutdown.clone(),
+            runs,
+            active_runs,
+            config.shutdown_grace,
+            stopped.clone(),
+        ));
 
         tracker.spawn(consume(
             client.clone(),
@@ -117,7 +134,7 @@ impl Worker {
             runner,
             shutdown.clone(),
         ));
-        tracker.spawn(sweep(pool, run_queue, shutdown));
+        tracker.spawn(sweep(pool, run_queue, stopped));
         tracker.close();
         Ok(Self { tracker })
     }
@@ -129,10 +146,49 @@ impl Worker {
 }
 
 async fn handle(job: RunJob, runner: Data<Arc<Runner>>) -> Result<(), BoxDynError> {
-    runner.execute(job.run_id).await.map_err(|error| {
-        tracing::error!(run.id = %job.run_id, error = format!("{error:#}"), "run could not be executed");
-        error.into()
-    })
+    if runner.draining.is_cancelled() {
+        // Not claimed: the queue hands the job to another worker.
+        return Err("the worker is shutting down".into());
+    }
+    // The run lives on the worker's own tracker, so that shutting the
+    // queue consumer down does not cut it short; the drain decides.
+    let runner = Arc::clone(&runner);
+    let run_id = job.run_id;
+    let run = runner
+        .runs
+        .clone()
+        .spawn(async move { runner.execute(run_id).await });
+    match run.await {
+        Ok(result) => result.map_err(|error| {
+            tracing::error!(run.id = %run_id, error = format!("{error:#}"), "run could not be executed");
+            error.into()
+        }),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// On shutdown: let the runs in progress finish within `grace`, then give
+/// the rest back to the queue for other workers to continue at once; then
+/// end the background loops.
+async fn drain(
+    shutdown: CancellationToken,
+    runs: TaskTracker,
+    active: active::ActiveRuns,
+    grace: Duration,
+    stopped: CancellationToken,
+) {
+    shutdown.cancelled().await;
+    runs.close();
+    if tokio::time::timeout(grace, runs.wait()).await.is_err() {
+        let released = active.release_all();
+        tracing::warn!(
+            runs = released,
+            grace_secs = grace.as_secs(),
+            "grace period over; releasing the runs still in progress"
+        );
+        runs.wait().await;
+    }
+    stopped.cancel();
 }
 
 /// Run the apalis worker, restarting it if its stream ever ends while not

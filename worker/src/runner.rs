@@ -20,6 +20,8 @@ use switchyard_common::domain::{AgentSpec, MessageId, MessageRole, RunError, Run
 use switchyard_common::events::RunEvent;
 use switchyard_common::queue::{self, RunQueue};
 use switchyard_common::redis_conn::Keys;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::active::{self, ActiveRuns, Stop};
 use crate::history;
@@ -41,6 +43,10 @@ pub struct Runner {
     pub worker_id: String,
     pub redis: ConnectionManager,
     pub keys: Keys,
+    /// The runs in progress in this process.
+    pub runs: TaskTracker,
+    /// Cancelled when the worker starts shutting down: no new runs.
+    pub draining: CancellationToken,
 }
 
 /// How a run's work ended.
@@ -49,6 +55,14 @@ enum End {
     Answered(MessageId),
     Failed(Failure),
     Cancelled(CancelReason),
+}
+
+/// Why this worker stops working on a run without ending it.
+enum Leave {
+    /// Another worker took the run back: nothing more to do here.
+    Lost,
+    /// Shutting down: the run goes back to the queue.
+    Release,
 }
 
 /// Where a run stands in its thread, as read at the claim.
@@ -139,13 +153,11 @@ impl Runner {
         // a tool, a backoff pause.
         let end = tokio::select! {
             stopped = stop.stopped() => match stopped {
-                Stop::Cancel(reason) => End::Cancelled(reason),
-                Stop::Lost => {
-                    tracing::warn!("the run was taken back from this worker; leaving it to its new one");
-                    return Ok(());
-                }
+                Stop::Cancel(reason) => Ok(End::Cancelled(reason)),
+                Stop::Lost => Err(Leave::Lost),
+                Stop::Release => Err(Leave::Release),
             },
-            result = tokio::time::timeout(self.config.run_timeout, work) => match result {
+            result = tokio::time::timeout(self.config.run_timeout, work) => Ok(match result {
                 Ok(Ok(())) => End::Answered(message_id),
                 Ok(Err(failure)) => End::Failed(failure),
                 Err(_) => End::Failed(Failure::new(
@@ -155,10 +167,33 @@ impl Runner {
                         self.config.run_timeout.as_secs()
                     ),
                 )),
-            },
+            }),
         };
         let (events, produced) = scope.into_parts();
-        self.finish(&run, events, end, message_id, produced).await
+        match end {
+            Ok(end) => self.finish(&run, events, end, message_id, produced).await,
+            Err(Leave::Lost) => {
+                tracing::warn!(
+                    "the run was taken back from this worker; leaving it to its new one"
+                );
+                Ok(())
+            }
+            Err(Leave::Release) => self.release(&run, events).await,
+        }
+    }
+
+    /// Give a run back to the queue (shutdown): what it published is stored
+    /// first, so that the next attempt continues the event ids after it.
+    async fn release(&self, run: &RunRow, mut events: RunEvents) -> anyhow::Result<()> {
+        events.sync().await;
+        if db::runs::release(&self.pool, run.id, run.attempt)
+            .await
+            .context("releasing the run")?
+        {
+            tracing::info!("run released for another worker");
+            self.queue.enqueue(&self.pool, run.id).await;
+        }
+        Ok(())
     }
 
     /// Run the agent's workflow on the thread's conversation.
