@@ -507,3 +507,56 @@ async fn after_the_grace_period_a_worker_hands_its_runs_to_another() {
     let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
     assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_of_one_thread_execute_in_order_across_two_workers() {
+    let mut deployment = Deployment::start().await;
+    deployment.start_worker();
+    deployment.start_worker();
+    let thread = deployment.post("/v1/threads", json!({})).await;
+    let thread_id = thread["id"].as_str().unwrap();
+    let mut ids = Vec::new();
+    for i in 1..=4 {
+        let run = deployment
+            .post(
+                &format!("/v1/threads/{thread_id}/runs"),
+                json!({"input": {"content": format!("Question {i}")}}),
+            )
+            .await;
+        ids.push(run["id"].as_str().unwrap().to_owned());
+    }
+    let mut previous_finish: Option<String> = None;
+    for id in &ids {
+        let run = deployment.wait_for_run(id, Duration::from_secs(90)).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let started = run["started_at"].as_str().unwrap().to_owned();
+        if let Some(finished) = &previous_finish {
+            // RFC 3339 UTC timestamps of one format order as text.
+            assert!(started >= *finished, "{started} began before {finished}");
+        }
+        previous_finish = Some(run["finished_at"].as_str().unwrap().to_owned());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_makes_the_api_close_its_streams_and_exit() {
+    let mut deployment = Deployment::start().await;
+    deployment.start_worker();
+    let run_id = deployment.streaming_run().await;
+    let response = deployment
+        .http
+        .get(format!("{}/v1/runs/{run_id}/events", deployment.address))
+        .send()
+        .await
+        .unwrap();
+    let reading = tokio::spawn(read_sse(response, None));
+    // The API is process 0.
+    let status = tokio::task::block_in_place(|| deployment.terminate(0, Duration::from_secs(20)));
+    assert!(status.success(), "{status:?}");
+    // The stream ended (the client would reconnect elsewhere) before the run did.
+    let events = reading.await.unwrap();
+    assert!(
+        events.iter().all(|e| e.event != "run.completed"),
+        "{events:?}"
+    );
+}
