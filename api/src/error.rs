@@ -69,7 +69,12 @@ impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match error {
             // The database is away, not broken: tell the client to come back.
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            // A connection cut mid-handshake reads as a protocol or TLS error.
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::Tls(_) => {
                 tracing::warn!(%error, "database unavailable");
                 Self::Unavailable
             }

@@ -16,6 +16,8 @@
 //! | `SWITCHYARD_MAX_MESSAGE_CHARS` | longest accepted user message | `32000` |
 //! | `SWITCHYARD_DB_POOL` | PostgreSQL connections per process | `16` |
 //! | `SWITCHYARD_RUN_TIMEOUT_SECS` | longest a run may take once started | `600` |
+//! | `SWITCHYARD_MAX_ATTEMPTS` | attempts of a run whose worker is lost, before `worker_lost` | `3` |
+//! | `SWITCHYARD_SHUTDOWN_GRACE_SECS` | on SIGTERM, how long a worker lets its runs finish before releasing them | `30` |
 //!
 //! A malformed value stops start-up with a message naming the variable; a
 //! malformed catalog names the file, the line and the problem.
@@ -80,6 +82,11 @@ pub struct Config {
     pub db_pool_size: u32,
     /// Longest a run may take from its start; it then fails with `timeout`.
     pub run_timeout: Duration,
+    /// Attempts of a run whose worker is lost before it fails with `worker_lost`.
+    pub max_attempts: i32,
+    /// On SIGTERM: how long a worker lets its runs finish before handing
+    /// the rest to other workers.
+    pub shutdown_grace: Duration,
 }
 
 /// A problem with the configuration, worded for the operator.
@@ -199,6 +206,9 @@ impl Config {
             max_message_chars: positive("SWITCHYARD_MAX_MESSAGE_CHARS", 32_000)? as usize,
             db_pool_size: positive("SWITCHYARD_DB_POOL", 16)? as u32,
             run_timeout: Duration::from_secs(positive("SWITCHYARD_RUN_TIMEOUT_SECS", 600)?),
+            max_attempts: i32::try_from(positive("SWITCHYARD_MAX_ATTEMPTS", 3)?)
+                .unwrap_or(i32::MAX),
+            shutdown_grace: Duration::from_secs(number("SWITCHYARD_SHUTDOWN_GRACE_SECS", 30)?),
         })
     }
 }

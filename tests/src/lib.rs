@@ -6,6 +6,9 @@
 //! names the server where per-test databases are created; `TEST_REDIS_URL`
 //! (default `redis://127.0.0.1:6379`) the Redis.
 
+pub mod proxy;
+
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,12 +41,14 @@ tools = ["current_time"]
 /// Every wait in a test is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-fn admin_url() -> String {
+/// The PostgreSQL server tests create their databases on (`TEST_DATABASE_URL`).
+pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-fn redis_url() -> String {
+/// The Redis server tests use (`TEST_REDIS_URL`).
+pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
@@ -74,6 +79,10 @@ pub struct Options {
     pub worker: bool,
     /// Extra environment-style settings (`SWITCHYARD_…`).
     pub env: Vec<(&'static str, String)>,
+    /// Reach PostgreSQL through this address (a [`proxy::Proxy`]).
+    pub postgres_via: Option<SocketAddr>,
+    /// Reach Redis through this address (a [`proxy::Proxy`]).
+    pub redis_via: Option<SocketAddr>,
 }
 
 impl Options {
@@ -96,6 +105,8 @@ impl Default for Options {
             catalog: SCRIPTED_CATALOG.to_owned(),
             worker: true,
             env: Vec::new(),
+            postgres_via: None,
+            redis_via: None,
         }
     }
 }
@@ -116,11 +127,19 @@ impl TestApp {
             .await
             .expect("creating the test database");
         conn.close().await.ok();
-        let database_url = admin.clone().database(&database).to_url_lossy().to_string();
+        let mut server = admin.clone().database(&database);
+        if let Some(via) = options.postgres_via {
+            server = server.host(&via.ip().to_string()).port(via.port());
+        }
+        let database_url = server.to_url_lossy().to_string();
+        let redis = match options.redis_via {
+            Some(via) => format!("redis://{via}"),
+            None => redis_url(),
+        };
 
         let mut env: Vec<(&str, String)> = vec![
             ("DATABASE_URL", database_url.clone()),
-            ("REDIS_URL", redis_url()),
+            ("REDIS_URL", redis),
             ("SWITCHYARD_REDIS_PREFIX", format!("sytest:{suffix}")),
             ("SWITCHYARD_LISTEN", "127.0.0.1:0".into()),
             ("SWITCHYARD_DB_POOL", "8".into()),

@@ -7,14 +7,14 @@
 //! - [`providers`]: LLM wire formats behind one streaming interface.
 //! - [`workflow`]: how a run unfolds: the tool loop, triage, planner.
 //! - [`tools`]: what agents can call.
-//! - [`cancel`]: cancel requests reaching the runs of this process.
+//! - [`active`]: the runs of this process: leases and stop signals.
 //!
 //! [`Worker::start`] wires them to PostgreSQL and Redis: an apalis worker
 //! on the run queue (woken by a Redis message on every push, polling slowly
 //! as a backstop) and a sweeper that enqueues runs stored while Redis was
 //! unreachable.
 
-pub mod cancel;
+pub mod active;
 pub mod history;
 pub mod providers;
 pub mod runner;
@@ -34,6 +34,7 @@ use std::sync::Mutex;
 use switchyard_common::bus::EventWriter;
 use switchyard_common::cache::Cache;
 use switchyard_common::config::Config;
+use switchyard_common::db;
 use switchyard_common::queue::{self, RunJob, RunQueue};
 use switchyard_common::redis_conn::{self, Keys};
 
@@ -67,6 +68,10 @@ impl Worker {
             .context("connecting to Redis")?;
         let keys = Keys::new(&config.redis_prefix);
         let tracker = TaskTracker::new();
+        // The runs in progress, and the end of the background loops (leases,
+        // cancels, sweeper), which outlive `shutdown` until the runs are done.
+        let runs = TaskTracker::new();
+        let stopped = CancellationToken::new();
 
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -81,7 +86,12 @@ impl Worker {
 
         let writer = EventWriter::start(pool.clone(), conn.clone(), keys.clone(), &tracker);
         let run_queue = RunQueue::new(conn.clone(), &keys);
-        let cancellations = cancel::Cancellations::default();
+        let active_runs = active::ActiveRuns::default();
+        let worker_id = format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+            uuid::Uuid::now_v7().simple()
+        );
         let runner = Arc::new(Runner {
             pool: pool.clone(),
             cache: Cache::new(conn.clone(), keys.clone()),
@@ -90,15 +100,32 @@ impl Worker {
             config: config.clone(),
             providers,
             toolbox: tools::Toolbox::new().context("building the tools' HTTP clients")?,
-            cancellations: cancellations.clone(),
+            active: active_runs.clone(),
+            worker_id: worker_id.clone(),
+            redis: conn.clone(),
+            keys: keys.clone(),
+            runs: runs.clone(),
+            draining: shutdown.clone(),
         });
-        tracker.spawn(cancellations.clone().listen(
+        tracker.spawn(active_runs.clone().listen(
             client.clone(),
             keys.clone(),
             pool.clone(),
-            shutdown.clone(),
+            stopped.clone(),
         ));
-        tracker.spawn(cancellations.poll(pool.clone(), shutdown.clone()));
+        tracker.spawn(active_runs.clone().poll(pool.clone(), stopped.clone()));
+        tracker.spawn(
+            active_runs
+                .clone()
+                .renew(pool.clone(), worker_id, stopped.clone()),
+        );
+        tracker.spawn(drain(
+            shutdown.clone(),
+            runs,
+            active_runs,
+            config.shutdown_grace,
+            stopped.clone(),
+        ));
 
         tracker.spawn(consume(
             client.clone(),
@@ -107,7 +134,7 @@ impl Worker {
             runner,
             shutdown.clone(),
         ));
-        tracker.spawn(sweep(pool, run_queue, shutdown));
+        tracker.spawn(sweep(pool, run_queue, stopped));
         tracker.close();
         Ok(Self { tracker })
     }
@@ -119,10 +146,49 @@ impl Worker {
 }
 
 async fn handle(job: RunJob, runner: Data<Arc<Runner>>) -> Result<(), BoxDynError> {
-    runner.execute(job.run_id).await.map_err(|error| {
-        tracing::error!(run.id = %job.run_id, error = format!("{error:#}"), "run could not be executed");
-        error.into()
-    })
+    if runner.draining.is_cancelled() {
+        // Not claimed: the queue hands the job to another worker.
+        return Err("the worker is shutting down".into());
+    }
+    // The run lives on the worker's own tracker, so that shutting the
+    // queue consumer down does not cut it short; the drain decides.
+    let runner = Arc::clone(&runner);
+    let run_id = job.run_id;
+    let run = runner
+        .runs
+        .clone()
+        .spawn(async move { runner.execute(run_id).await });
+    match run.await {
+        Ok(result) => result.map_err(|error| {
+            tracing::error!(run.id = %run_id, error = format!("{error:#}"), "run could not be executed");
+            error.into()
+        }),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// On shutdown: let the runs in progress finish within `grace`, then give
+/// the rest back to the queue for other workers to continue at once; then
+/// end the background loops.
+async fn drain(
+    shutdown: CancellationToken,
+    runs: TaskTracker,
+    active: active::ActiveRuns,
+    grace: Duration,
+    stopped: CancellationToken,
+) {
+    shutdown.cancelled().await;
+    runs.close();
+    if tokio::time::timeout(grace, runs.wait()).await.is_err() {
+        let released = active.release_all();
+        tracing::warn!(
+            runs = released,
+            grace_secs = grace.as_secs(),
+            "grace period over; releasing the runs still in progress"
+        );
+        runs.wait().await;
+    }
+    stopped.cancel();
 }
 
 /// Run the apalis worker, restarting it if its stream ever ends while not
@@ -212,7 +278,8 @@ async fn listen_for_wakeups(
     }
 }
 
-/// Enqueue runs stored while Redis was unreachable, or whose turn came.
+/// Take back runs whose worker was lost, and enqueue runs stored while
+/// Redis was unreachable, or whose turn came.
 async fn sweep(pool: PgPool, queue: RunQueue, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -220,6 +287,15 @@ async fn sweep(pool: PgPool, queue: RunQueue, shutdown: CancellationToken) {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
+        }
+        match db::runs::requeue_expired(&pool).await {
+            Ok(lost) => {
+                for run_id in lost {
+                    tracing::warn!(run.id = %run_id, "run's worker was lost; queued again");
+                    queue.enqueue(&pool, run_id).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "taking back lost runs failed"),
         }
         match queue::sweep_unenqueued(&pool, &queue).await {
             Ok(0) => {}

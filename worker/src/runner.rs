@@ -10,16 +10,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use redis::aio::ConnectionManager;
 use sqlx::PgPool;
-use switchyard_common::bus::{EventWriter, RunEvents};
+use switchyard_common::bus::{self, EventWriter, RunEvents};
 use switchyard_common::cache::{Cache, RECENT_MESSAGES};
 use switchyard_common::config::Config;
 use switchyard_common::db::{self, messages::MessageRow, runs::CancelReason, runs::RunRow};
 use switchyard_common::domain::{AgentSpec, MessageId, MessageRole, RunError, RunId, WorkflowKind};
 use switchyard_common::events::RunEvent;
 use switchyard_common::queue::{self, RunQueue};
+use switchyard_common::redis_conn::Keys;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::cancel::Cancellations;
+use crate::active::{self, ActiveRuns, Stop};
 use crate::history;
 use crate::providers::Provider;
 use crate::tools::Toolbox;
@@ -34,7 +38,15 @@ pub struct Runner {
     pub config: Arc<Config>,
     pub providers: HashMap<String, Arc<dyn Provider>>,
     pub toolbox: Toolbox,
-    pub cancellations: Cancellations,
+    pub active: ActiveRuns,
+    /// This process's name on the runs it holds (`runs.worker_id`).
+    pub worker_id: String,
+    pub redis: ConnectionManager,
+    pub keys: Keys,
+    /// The runs in progress in this process.
+    pub runs: TaskTracker,
+    /// Cancelled when the worker starts shutting down: no new runs.
+    pub draining: CancellationToken,
 }
 
 /// How a run's work ended.
@@ -43,6 +55,14 @@ enum End {
     Answered(MessageId),
     Failed(Failure),
     Cancelled(CancelReason),
+}
+
+/// Why this worker stops working on a run without ending it.
+enum Leave {
+    /// Another worker took the run back: nothing more to do here.
+    Lost,
+    /// Shutting down: the run goes back to the queue.
+    Release,
 }
 
 /// Where a run stands in its thread, as read at the claim.
@@ -59,10 +79,10 @@ impl Runner {
     /// database is unreachable); a run's own failures end the run instead.
     #[tracing::instrument(skip_all, fields(run.id = %run_id))]
     pub async fn execute(&self, run_id: RunId) -> anyhow::Result<()> {
-        let (run, last_seq, position, agent) = match db::runs::claim(&self.pool, run_id)
+        let claim = db::runs::claim(&self.pool, run_id, &self.worker_id, active::LEASE)
             .await
-            .context("claiming the run")?
-        {
+            .context("claiming the run")?;
+        let (run, mut last_seq, position, agent) = match claim {
             db::runs::Claim::Owned {
                 run,
                 last_event_seq,
@@ -87,6 +107,21 @@ impl Runner {
                 return Ok(());
             }
         };
+        if run.attempt > 1 {
+            // An earlier attempt's worker was lost: keep what it published.
+            let mut redis = self.redis.clone();
+            last_seq = bus::adopt_published(&mut redis, &self.keys, &self.pool, run.id, last_seq)
+                .await
+                .context("storing the lost attempt's events")?;
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .context("closing the lost attempt's steps")?;
+            db::steps::close_running(&mut conn, run.id)
+                .await
+                .context("closing the lost attempt's steps")?;
+        }
         let mut events = RunEvents::new(
             run.id,
             self.writer.clone(),
@@ -102,9 +137,14 @@ impl Runner {
 
         let scope = Scope::new(self, &run, events);
         let message_id = scope.message_id;
-        let mut cancel = self.cancellations.register(run.id);
+        let mut stop = self.active.register(run.id);
+        let max_attempts = self.config.max_attempts;
         let work = async {
             match agent {
+                _ if run.attempt > max_attempts => Err(Failure::new(
+                    "worker_lost",
+                    format!("the run's worker was lost {max_attempts} times"),
+                )),
                 Some(agent) => self.answer(&scope, agent.spec, position).await,
                 None => Err(Failure::agent_gone(&run.agent_id)),
             }
@@ -112,8 +152,12 @@ impl Runner {
         // Dropping `work` stops the run wherever it is: a provider stream,
         // a tool, a backoff pause.
         let end = tokio::select! {
-            reason = cancel.requested() => End::Cancelled(reason),
-            result = tokio::time::timeout(self.config.run_timeout, work) => match result {
+            stopped = stop.stopped() => match stopped {
+                Stop::Cancel(reason) => Ok(End::Cancelled(reason)),
+                Stop::Lost => Err(Leave::Lost),
+                Stop::Release => Err(Leave::Release),
+            },
+            result = tokio::time::timeout(self.config.run_timeout, work) => Ok(match result {
                 Ok(Ok(())) => End::Answered(message_id),
                 Ok(Err(failure)) => End::Failed(failure),
                 Err(_) => End::Failed(Failure::new(
@@ -123,10 +167,33 @@ impl Runner {
                         self.config.run_timeout.as_secs()
                     ),
                 )),
-            },
+            }),
         };
         let (events, produced) = scope.into_parts();
-        self.finish(&run, events, end, message_id, produced).await
+        match end {
+            Ok(end) => self.finish(&run, events, end, message_id, produced).await,
+            Err(Leave::Lost) => {
+                tracing::warn!(
+                    "the run was taken back from this worker; leaving it to its new one"
+                );
+                Ok(())
+            }
+            Err(Leave::Release) => self.release(&run, events).await,
+        }
+    }
+
+    /// Give a run back to the queue (shutdown): what it published is stored
+    /// first, so that the next attempt continues the event ids after it.
+    async fn release(&self, run: &RunRow, mut events: RunEvents) -> anyhow::Result<()> {
+        events.sync().await;
+        if db::runs::release(&self.pool, run.id, run.attempt)
+            .await
+            .context("releasing the run")?
+        {
+            tracing::info!("run released for another worker");
+            self.queue.enqueue(&self.pool, run.id).await;
+        }
+        Ok(())
     }
 
     /// Run the agent's workflow on the thread's conversation.
@@ -286,6 +353,7 @@ impl Runner {
             &mut tx,
             db::runs::Finish {
                 run_id: run.id,
+                attempt: run.attempt,
                 outcome: finish,
                 usage,
                 cost_usd,

@@ -21,9 +21,12 @@ pub async fn health() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// PostgreSQL and Redis are reachable.
+/// PostgreSQL and Redis are reachable. With Redis down the API still
+/// serves (reads from PostgreSQL, runs stored and enqueued when Redis is
+/// back): `status` is then `degraded`; with PostgreSQL down, `unavailable`.
 #[utoipa::path(get, path = "/ready", tag = "service",
-    responses((status = 200, description = "Ready"), (status = 503, description = "A dependency is unreachable")))]
+    responses((status = 200, description = "Ready"),
+              (status = 503, description = "A dependency is unreachable: `degraded` (Redis) or `unavailable` (PostgreSQL)")))]
 pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
     let timeout = std::time::Duration::from_secs(2);
     let postgres = tokio::time::timeout(timeout, sqlx::query("select 1").execute(&app.pool))
@@ -34,8 +37,13 @@ pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
         .await
         .is_ok_and(|r| r.is_ok());
     let check = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let overall = match (postgres, redis) {
+        (true, true) => "ok",
+        (true, false) => "degraded",
+        (false, _) => "unavailable",
+    };
     let body = json!({
-        "status": check(postgres && redis),
+        "status": overall,
         "postgres": check(postgres),
         "redis": check(redis),
     });

@@ -17,9 +17,14 @@ mod writer;
 pub use coalesce::RunEvents;
 pub use writer::EventWriter;
 
-use redis::streams::StreamId;
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamId, StreamRangeReply};
+use sqlx::PgPool;
 
+use crate::db;
+use crate::domain::RunId;
 use crate::events::{RunEvent, SequencedEvent};
+use crate::redis_conn::Keys;
 
 /// The stream entry id of event `seq`: `seq-0`, so that `XRANGE key (n-0 +`
 /// is "every event after n".
@@ -35,4 +40,63 @@ pub fn decode_entry(entry: &StreamId) -> Option<SequencedEvent> {
     let data = serde_json::from_str(&data).ok()?;
     let event = RunEvent::from_parts(&kind, data).ok()?;
     Some(SequencedEvent { seq, event })
+}
+
+/// What a run's Redis stream holds after event `after`, in order.
+pub async fn stream_after(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    run_id: RunId,
+    after: i64,
+) -> redis::RedisResult<Vec<SequencedEvent>> {
+    let reply: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(keys.run_events(run_id))
+        .arg(format!("({}", entry_id(after)))
+        .arg("+")
+        .query_async(conn)
+        .await?;
+    Ok(reply.ids.iter().filter_map(decode_entry).collect())
+}
+
+/// Take over the events a lost worker published but did not store: copy
+/// what the run's Redis stream holds after `stored` (the last event in
+/// PostgreSQL) into PostgreSQL. Returns the run's last event, from which a
+/// new attempt numbers on, so that no id a client may have seen is reused
+/// and PostgreSQL stays gap-free. If Redis cannot be read, `stored`.
+pub async fn adopt_published(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    pool: &PgPool,
+    run_id: RunId,
+    stored: i64,
+) -> Result<i64, sqlx::Error> {
+    let published = match stream_after(conn, keys, run_id, stored).await {
+        Ok(published) => published,
+        Err(error) => {
+            tracing::warn!(%error, run.id = %run_id, "reading the run's stream failed; numbering after PostgreSQL");
+            return Ok(stored);
+        }
+    };
+    // Only the run of consecutive events right after `stored` can be kept gap-free.
+    let adopted: Vec<&SequencedEvent> = published
+        .iter()
+        .zip(stored + 1..)
+        .take_while(|(event, seq)| event.seq == *seq)
+        .map(|(event, _)| event)
+        .collect();
+    let Some(last) = adopted.last().map(|e| e.seq) else {
+        return Ok(stored);
+    };
+    let records: Vec<db::events::EventRecord<'_>> = adopted
+        .iter()
+        .map(|e| db::events::EventRecord {
+            run_id,
+            seq: e.seq,
+            event: &e.event,
+        })
+        .collect();
+    let mut conn = pool.acquire().await?;
+    db::events::insert_batch(&mut conn, &records).await?;
+    tracing::info!(run.id = %run_id, adopted = records.len(), "stored the events of the lost attempt");
+    Ok(last)
 }

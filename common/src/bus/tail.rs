@@ -23,7 +23,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{decode_entry, entry_id};
 use crate::domain::RunId;
 use crate::events::{RunEvent, SequencedEvent};
 use crate::redis_conn::Keys;
@@ -129,13 +128,7 @@ impl TailHub {
         after: i64,
     ) -> redis::RedisResult<Vec<SequencedEvent>> {
         let mut conn = self.inner.conn.clone();
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.inner.keys.run_events(run_id))
-            .arg(format!("({}", entry_id(after)))
-            .arg("+")
-            .query_async(&mut conn)
-            .await?;
-        Ok(reply.ids.iter().filter_map(decode_entry).collect())
+        super::stream_after(&mut conn, &self.inner.keys, run_id, after).await
     }
 
     fn followers(&self) -> std::sync::MutexGuard<'_, Followers> {

@@ -1,6 +1,8 @@
 //! Runs: creation with their user message, the conditional claim that gives
 //! one worker ownership, and the terminal transition.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
@@ -379,12 +381,18 @@ pub enum Claim {
 /// Move a run `queued → in_progress` if, and only if, it is queued and the
 /// first active run of its thread. The conditional update is what makes two
 /// workers unable to both own it.
-pub async fn claim(pool: &PgPool, id: RunId) -> Result<Claim, sqlx::Error> {
+pub async fn claim(
+    pool: &PgPool,
+    id: RunId,
+    worker: &str,
+    lease: Duration,
+) -> Result<Claim, sqlx::Error> {
     // One statement: the claim, the run, where its events continue and where
     // its user message stands.
     let claimed: Option<Claimed> = sqlx::query_as(
         "with claimed as (
-             update runs r set status = 'in_progress', attempt = attempt + 1, started_at = now()
+             update runs r set status = 'in_progress', attempt = attempt + 1, started_at = now(),
+                 worker_id = $2, lease_expires_at = now() + $3 * interval '1 millisecond'
              where r.id = $1 and r.status = 'queued'
                and not exists (select 1 from runs a
                                where a.thread_id = r.thread_id and a.id < r.id
@@ -404,6 +412,8 @@ pub async fn claim(pool: &PgPool, id: RunId) -> Result<Claim, sqlx::Error> {
          from claimed c",
     )
     .bind(id)
+    .bind(worker)
+    .bind(lease.as_millis() as f64)
     .fetch_optional(pool)
     .await?;
     if let Some(claimed) = claimed {
@@ -495,6 +505,9 @@ pub enum Outcome {
 
 pub struct Finish {
     pub run_id: RunId,
+    /// The attempt ending: a run taken over by another worker is not ended
+    /// by the worker that lost it.
+    pub attempt: i32,
     pub outcome: Outcome,
     pub usage: Usage,
     pub cost_usd: Option<f64>,
@@ -517,7 +530,7 @@ pub async fn finish(
              update runs set status = $2, output_message_id = $3, input_tokens = $4,
                  output_tokens = $5, cost_usd = $6, error_code = $7, error_message = $8,
                  cached_input_tokens = $9, finished_at = now()
-             where id = $1 and status = 'in_progress'
+             where id = $1 and status = 'in_progress' and attempt = $10
              returning thread_id
          )
          update threads set active_runs = active_runs - 1, version = version + 1, updated_at = now()
@@ -533,6 +546,7 @@ pub async fn finish(
     .bind(error.as_ref().map(|e| e.code.clone()))
     .bind(error.map(|e| e.message))
     .bind(finish.usage.cached_input_tokens)
+    .bind(finish.attempt)
     .fetch_optional(&mut *tx)
     .await
 }
@@ -693,4 +707,69 @@ pub async fn cancel_requests(
             )
         })
         .collect())
+}
+
+/// Renew `worker`'s leases on `ids`; returns the runs it still holds (a
+/// run missing from the answer was taken back: its work must stop).
+pub async fn renew_leases(
+    pool: &PgPool,
+    worker: &str,
+    ids: &[RunId],
+    lease: Duration,
+) -> Result<Vec<RunId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "update runs set lease_expires_at = now() + $3 * interval '1 millisecond'
+         where id = any($1) and worker_id = $2 and status = 'in_progress'
+         returning id",
+    )
+    .bind(ids)
+    .bind(worker)
+    .bind(lease.as_millis() as f64)
+    .fetch_all(pool)
+    .await
+}
+
+/// The lock that makes one sweeper at a time take runs back.
+const SWEEPER_LOCK: i64 = 0x5377_6974_6368_7964;
+
+/// Take back the runs whose worker's lease expired (the worker died or
+/// lost PostgreSQL): they are queued again, marked as pushed; the caller
+/// pushes them. Their next claim starts the next attempt (or fails the run
+/// with `worker_lost` once its attempts are used up). One sweeper at a time
+/// does this (an advisory lock); others find nothing to do.
+pub async fn requeue_expired(pool: &PgPool) -> Result<Vec<RunId>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let leader: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
+        .bind(SWEEPER_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !leader {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<RunId> = sqlx::query_scalar(
+        "update runs set status = 'queued', worker_id = null, lease_expires_at = null,
+             enqueued_at = now()
+         where status = 'in_progress' and lease_expires_at < now()
+         returning id",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// Give a run back to the queue (its worker is shutting down): another
+/// worker continues it at once with the next attempt. Returns whether
+/// this worker still held it.
+pub async fn release(pool: &PgPool, id: RunId, attempt: i32) -> Result<bool, sqlx::Error> {
+    let released = sqlx::query(
+        "update runs set status = 'queued', worker_id = null, lease_expires_at = null,
+             enqueued_at = now()
+         where id = $1 and status = 'in_progress' and attempt = $2",
+    )
+    .bind(id)
+    .bind(attempt)
+    .execute(pool)
+    .await?;
+    Ok(released.rows_affected() == 1)
 }

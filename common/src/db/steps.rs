@@ -55,6 +55,8 @@ impl From<StepRow> for Step {
 /// A step about to start.
 pub struct NewStep<'a> {
     pub run_id: RunId,
+    /// The run's attempt the step belongs to.
+    pub attempt: i32,
     /// The agent or plan step it runs under.
     pub parent_id: Option<StepId>,
     pub kind: StepKind,
@@ -66,7 +68,8 @@ pub struct NewStep<'a> {
 pub async fn start(pool: &PgPool, step: NewStep<'_>) -> Result<StepId, sqlx::Error> {
     let id = StepId::new();
     sqlx::query(
-        "insert into steps (id, run_id, parent_id, kind, name, input) values ($1, $2, $3, $4, $5, $6)",
+        "insert into steps (id, run_id, parent_id, kind, name, input, attempt)
+         values ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(step.run_id)
@@ -74,6 +77,7 @@ pub async fn start(pool: &PgPool, step: NewStep<'_>) -> Result<StepId, sqlx::Err
     .bind(step.kind)
     .bind(step.name)
     .bind(step.input)
+    .bind(step.attempt)
     .execute(pool)
     .await?;
     Ok(id)
@@ -122,6 +126,30 @@ pub async fn close_running(tx: &mut PgConnection, run_id: RunId) -> Result<(), s
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// Results of tool calls an earlier attempt of the run completed with
+/// exactly this tool and input, oldest first: a retried attempt reuses
+/// them instead of calling the tool again.
+pub async fn completed_earlier(
+    pool: &PgPool,
+    run_id: RunId,
+    attempt: i32,
+    tool: &str,
+    input: &Value,
+) -> Result<Vec<(StepId, Value)>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, output from steps
+         where run_id = $1 and attempt < $2 and kind = 'tool' and name = $3 and input = $4
+           and status = 'completed' and output is not null
+         order by started_at, id",
+    )
+    .bind(run_id)
+    .bind(attempt)
+    .bind(tool)
+    .bind(input)
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn list(pool: &PgPool, run_id: RunId) -> Result<Vec<Step>, sqlx::Error> {

@@ -181,6 +181,7 @@ pub(crate) fn execute<'a>(
         let arguments = steps::arguments_value(call);
         let step = db::steps::NewStep {
             run_id: scope.run.id,
+            attempt: scope.run.attempt,
             parent_id: planner.parent,
             kind: StepKind::Plan,
             name: "plan",

@@ -1,10 +1,13 @@
 //! What the agents of one run share.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde_json::Value;
 
 use switchyard_common::bus::RunEvents;
 use switchyard_common::db::{self, messages::ToolTurn, runs::RunRow};
-use switchyard_common::domain::{AgentSpec, MessageId, Usage};
+use switchyard_common::domain::{AgentSpec, MessageId, StepId, Usage};
 use switchyard_common::events::RunEvent;
 
 use crate::providers::{Provider, ProviderError};
@@ -60,6 +63,8 @@ pub(crate) struct Scope<'a> {
     pub message_id: MessageId,
     events: Mutex<RunEvents>,
     state: Mutex<State>,
+    /// Tool steps of earlier attempts whose results this attempt reused.
+    reused: Mutex<HashSet<StepId>>,
 }
 
 /// What a run has produced so far.
@@ -85,6 +90,7 @@ impl<'a> Scope<'a> {
                 cost_usd: Some(0.0),
                 ..State::default()
             }),
+            reused: Mutex::new(HashSet::new()),
         }
     }
 
@@ -153,6 +159,32 @@ impl<'a> Scope<'a> {
     /// Record a turn of tool use that is part of the answer.
     pub fn record_turn(&self, turn: ToolTurn) {
         self.state().tool_turns.push(turn);
+    }
+
+    /// On a retried attempt: the result of the same tool call (tool and
+    /// arguments) that an earlier attempt completed and this attempt has
+    /// not reused yet.
+    pub async fn reusable_result(
+        &self,
+        tool: &str,
+        arguments: &Value,
+    ) -> Result<Option<Value>, Failure> {
+        if self.run.attempt <= 1 {
+            return Ok(None);
+        }
+        let earlier = db::steps::completed_earlier(
+            &self.runner.pool,
+            self.run.id,
+            self.run.attempt,
+            tool,
+            arguments,
+        )
+        .await
+        .map_err(|e| internal("reading earlier tool calls", e))?;
+        let mut reused = self.reused.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(earlier
+            .into_iter()
+            .find_map(|(step_id, output)| reused.insert(step_id).then_some(output)))
     }
 
     /// An agent by id, as stored now; deleted agents are unavailable.

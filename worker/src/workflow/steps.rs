@@ -21,6 +21,7 @@ pub(crate) async fn start_agent(
 ) -> Result<StepId, Failure> {
     let step = db::steps::NewStep {
         run_id: scope.run.id,
+        attempt: scope.run.attempt,
         parent_id: parent,
         kind: StepKind::Agent,
         name: agent,
@@ -92,6 +93,7 @@ pub(crate) async fn call_tool(
     let arguments = arguments_value(call);
     let step = db::steps::NewStep {
         run_id: scope.run.id,
+        attempt: scope.run.attempt,
         parent_id: parent,
         kind: StepKind::Tool,
         name: &call.name,
@@ -103,15 +105,19 @@ pub(crate) async fn call_tool(
     scope.emit(RunEvent::ToolStarted {
         step_id,
         tool: call.name.clone(),
-        arguments,
+        arguments: arguments.clone(),
     });
     let started = Instant::now();
-    let result = match tools.iter().find(|t| t.name() == call.name) {
-        Some(tool) => tools::invoke(tool.as_ref(), &call.arguments).await,
-        None => Err(tools::ToolError(format!(
-            "there is no tool called {:?}",
-            call.name
-        ))),
+    let result = match scope.reusable_result(&call.name, &arguments).await? {
+        // An earlier attempt of the run made this call: its effect happened.
+        Some(recorded) => Ok(recorded),
+        None => match tools.iter().find(|t| t.name() == call.name) {
+            Some(tool) => tools::invoke(tool.as_ref(), &call.arguments).await,
+            None => Err(tools::ToolError(format!(
+                "there is no tool called {:?}",
+                call.name
+            ))),
+        },
     };
     let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let (value, is_error) = match result {

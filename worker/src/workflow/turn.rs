@@ -39,6 +39,7 @@ pub(crate) async fn model_turn(
         });
         let step = db::steps::NewStep {
             run_id: scope.run.id,
+            attempt: scope.run.attempt,
             parent_id: agent.parent,
             kind: StepKind::Llm,
             name: &request.model,

@@ -1,10 +1,16 @@
-//! Cancel requests reaching the runs this worker executes.
+//! The runs this worker executes: their leases, and the signals that stop
+//! them.
 //!
-//! The API stores a cancel request in PostgreSQL, then announces it on a
-//! Redis channel. Every worker listens to that channel and stops its run
-//! at once; as the announcement can be missed (Redis down, or a run claimed
-//! an instant after it was sent), each worker also looks up its runs'
-//! requests in PostgreSQL every [`POLL`].
+//! - Leases: a claimed run holds a lease of [`LEASE`]; it is renewed every
+//!   [`RENEW`] while the run is in progress here. A run whose lease expired
+//!   (its worker died, or lost PostgreSQL) is taken back by a sweeper
+//!   (`db::runs::requeue_expired`); a worker that finds it no longer holds a
+//!   run's lease stops its work on the run.
+//! - Cancels: the API stores a cancel request in PostgreSQL, then announces
+//!   it on a Redis channel. Every worker listens to that channel and stops
+//!   its run at once; as the announcement can be missed (Redis down, or a
+//!   run claimed an instant after it was sent), each worker also looks up
+//!   its runs' requests in PostgreSQL every [`POLL`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,26 +26,42 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the runs' cancel requests are looked up in PostgreSQL.
 pub const POLL: Duration = Duration::from_millis(500);
+/// How long a claim or renewal holds a run.
+pub const LEASE: Duration = Duration::from_secs(6);
+/// How often leases are renewed: three chances before one expires.
+pub const RENEW: Duration = Duration::from_secs(2);
+
+/// Why a run's work must stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A cancel request (or an interrupting run).
+    Cancel(CancelReason),
+    /// The lease was taken back: another worker owns the run now.
+    Lost,
+    /// The worker is shutting down and its grace period is over: the run
+    /// goes back to the queue for another worker to continue at once.
+    Release,
+}
 
 /// The runs in progress in this process, each with its stop signal.
 #[derive(Clone, Default)]
-pub struct Cancellations {
-    runs: Arc<Mutex<HashMap<RunId, watch::Sender<Option<CancelReason>>>>>,
+pub struct ActiveRuns {
+    runs: Arc<Mutex<HashMap<RunId, watch::Sender<Option<Stop>>>>>,
 }
 
 /// A run's stop signal; unregisters the run when dropped.
 pub struct Registration {
     run_id: RunId,
-    signal: watch::Receiver<Option<CancelReason>>,
-    cancellations: Cancellations,
+    signal: watch::Receiver<Option<Stop>>,
+    cancellations: ActiveRuns,
 }
 
 impl Registration {
-    /// Resolves when the run is asked to stop, with the reason.
-    pub async fn requested(&mut self) -> CancelReason {
-        let requested = self.signal.wait_for(Option::is_some).await.map(|r| *r);
-        match requested {
-            Ok(reason) => reason.unwrap_or(CancelReason::Requested),
+    /// Resolves when the run must stop, with the reason.
+    pub async fn stopped(&mut self) -> Stop {
+        let stopped = self.signal.wait_for(Option::is_some).await.map(|r| *r);
+        match stopped {
+            Ok(stop) => stop.unwrap_or(Stop::Lost),
             // The sender lives in the registry until this registration drops.
             Err(_) => std::future::pending().await,
         }
@@ -52,8 +74,8 @@ impl Drop for Registration {
     }
 }
 
-impl Cancellations {
-    fn lock(&self) -> MutexGuard<'_, HashMap<RunId, watch::Sender<Option<CancelReason>>>> {
+impl ActiveRuns {
+    fn lock(&self) -> MutexGuard<'_, HashMap<RunId, watch::Sender<Option<Stop>>>> {
         self.runs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -68,21 +90,57 @@ impl Cancellations {
         }
     }
 
-    /// Stop a run of this process, if it is one.
-    pub fn cancel(&self, run_id: RunId, reason: CancelReason) {
+    /// Stop a run of this process, if it is one (the first reason stays).
+    pub fn stop(&self, run_id: RunId, stop: Stop) {
         if let Some(sender) = self.lock().get(&run_id) {
             sender.send_if_modified(|current| {
                 let first = current.is_none();
                 if first {
-                    *current = Some(reason);
+                    *current = Some(stop);
                 }
                 first
             });
         }
     }
 
+    /// Release every run of this process (shutdown); returns how many.
+    pub fn release_all(&self) -> usize {
+        let running = self.running();
+        for run_id in &running {
+            self.stop(*run_id, Stop::Release);
+        }
+        running.len()
+    }
+
     fn running(&self) -> Vec<RunId> {
         self.lock().keys().copied().collect()
+    }
+
+    /// Renew the leases of this process's runs every [`RENEW`] as
+    /// `worker`, until `shutdown`; stop the runs whose lease was taken back.
+    pub async fn renew(self, pool: PgPool, worker: String, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(RENEW);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let running = self.running();
+            if running.is_empty() {
+                continue;
+            }
+            match db::runs::renew_leases(&pool, &worker, &running, LEASE).await {
+                Ok(held) => {
+                    for run_id in running.into_iter().filter(|id| !held.contains(id)) {
+                        // Finished meanwhile (and unregistered) or taken back.
+                        tracing::warn!(run.id = %run_id, "lease lost; stopping the run here");
+                        self.stop(run_id, Stop::Lost);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "renewing leases failed"),
+            }
+        }
     }
 
     /// Look up the stored cancel requests of this process's runs, every
@@ -102,7 +160,7 @@ impl Cancellations {
             match db::runs::cancel_requests(&pool, &running).await {
                 Ok(requests) => {
                     for (run_id, reason) in requests {
-                        self.cancel(run_id, reason);
+                        self.stop(run_id, Stop::Cancel(reason));
                     }
                 }
                 Err(error) => tracing::warn!(%error, "looking up cancel requests failed"),
@@ -159,7 +217,7 @@ impl Cancellations {
                 match db::runs::cancel_requests(&pool, &[run_id]).await {
                     Ok(requests) => {
                         for (run_id, reason) in requests {
-                            self.cancel(run_id, reason);
+                            self.stop(run_id, Stop::Cancel(reason));
                         }
                     }
                     Err(error) => tracing::warn!(%error, "reading a cancel request failed"),

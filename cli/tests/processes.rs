@@ -1,0 +1,562 @@
+//! Switchyard as deployed: `switchyard api` and `switchyard worker` as
+//! separate processes, killed for real.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchyard_tests::{SseEvent, admin_url, read_sse, redis_url};
+
+/// A slow offline model: a run streams for several seconds.
+const CATALOG: &str = r#"
+[[providers]]
+name = "scripted"
+kind = "scripted"
+chunk_delay_ms = 250
+
+[[agents]]
+id = "assistant"
+name = "Assistant"
+provider = "scripted"
+model = "scripted-1"
+"#;
+
+/// A database, a Redis prefix, a catalog file and the processes on them;
+/// everything is killed and removed when dropped.
+struct Deployment {
+    database: String,
+    database_url: String,
+    prefix: String,
+    catalog: std::path::PathBuf,
+    address: String,
+    /// The API first, then the workers.
+    processes: Vec<Child>,
+    http: reqwest::Client,
+}
+
+impl Deployment {
+    async fn start() -> Self {
+        Self::with_catalog(CATALOG).await
+    }
+
+    async fn with_catalog(catalog_text: &str) -> Self {
+        let suffix = uuid::Uuid::now_v7().simple().to_string();
+        let database = format!("sy_proc_{suffix}");
+        let admin = admin_url();
+        let mut conn = connect_admin().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {database}")))
+            .execute(&mut conn)
+            .await
+            .expect("creating the database");
+        let database_url = match admin.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{database}"),
+            None => panic!("TEST_DATABASE_URL has no database part"),
+        };
+        let catalog = std::env::temp_dir().join(format!("switchyard-{suffix}.toml"));
+        std::fs::write(&catalog, catalog_text).expect("writing the catalog");
+        let port = free_port();
+        let mut deployment = Self {
+            database,
+            database_url,
+            prefix: format!("syproc:{suffix}"),
+            catalog,
+            address: format!("http://127.0.0.1:{port}"),
+            processes: Vec::new(),
+            http: reqwest::Client::new(),
+        };
+        let status = deployment
+            .command("migrate")
+            .status()
+            .expect("running switchyard migrate");
+        assert!(status.success());
+        let api = deployment
+            .command("api")
+            .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
+            .spawn()
+            .expect("starting switchyard api");
+        deployment.processes.push(api);
+        deployment.wait_ready().await;
+        deployment
+    }
+
+    fn command(&self, role: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        command
+            .arg(role)
+            .env("DATABASE_URL", &self.database_url)
+            .env("REDIS_URL", redis_url())
+            .env("SWITCHYARD_REDIS_PREFIX", &self.prefix)
+            .env("SWITCHYARD_CONFIG", &self.catalog)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    }
+
+    fn start_worker(&mut self) -> usize {
+        self.start_worker_with(&[])
+    }
+
+    fn start_worker_with(&mut self, env: &[(&str, &str)]) -> usize {
+        let child = self
+            .command("worker")
+            .envs(env.iter().copied())
+            .spawn()
+            .expect("starting switchyard worker");
+        self.processes.push(child);
+        self.processes.len() - 1
+    }
+
+    fn kill(&mut self, process: usize) {
+        // SIGKILL: no shutdown, no cleanup, as when a node dies.
+        self.processes[process].kill().expect("killing the process");
+        self.processes[process].wait().ok();
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; returns the exit status.
+    fn terminate(&mut self, process: usize, within: Duration) -> std::process::ExitStatus {
+        let pid = self.processes[process].id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "sending SIGTERM");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.processes[process].try_wait().expect("waiting") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not exit in time"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Start a slow run on a new thread and wait until it streams; its id.
+    async fn streaming_run(&self) -> String {
+        let thread = self.post("/v1/threads", json!({})).await;
+        let thread_id = thread["id"].as_str().unwrap();
+        let run = self
+            .post(
+                &format!("/v1/threads/{thread_id}/runs"),
+                json!({"input": {"content": "Tell me everything about lighthouses"}}),
+            )
+            .await;
+        let run_id = run["id"].as_str().unwrap().to_owned();
+        let first = self.events(&run_id, 0, Some(3)).await;
+        assert_eq!(first[2].event, "message.delta");
+        run_id
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(response) = self
+                .http
+                .get(format!("{}/ready", self.address))
+                .send()
+                .await
+                && response.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the API did not become ready");
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.address))
+            .json(&body)
+            .send()
+            .await
+            .expect("the API answers");
+        response.json().await.expect("a JSON body")
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("the API answers");
+        response.json().await.expect("a JSON body")
+    }
+
+    /// Read a run's events after `after`, up to `limit` of them.
+    async fn events(&self, run_id: &str, after: i64, limit: Option<usize>) -> Vec<SseEvent> {
+        let response = self
+            .http
+            .get(format!("{}/v1/runs/{run_id}/events", self.address))
+            .header("Last-Event-ID", after.to_string())
+            .send()
+            .await
+            .expect("the API answers");
+        read_sse(response, limit).await
+    }
+
+    async fn wait_for_run(&self, run_id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let run = self.get(&format!("/v1/runs/{run_id}")).await;
+            if ["completed", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or(""))
+            {
+                return run;
+            }
+            assert!(Instant::now() < deadline, "run did not finish: {run}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for child in &mut self.processes {
+            child.kill().ok();
+            child.wait().ok();
+        }
+        std::fs::remove_file(&self.catalog).ok();
+        let database = self.database.clone();
+        let prefix = self.prefix.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for cleanup");
+            runtime.block_on(async {
+                let mut conn = connect_admin().await;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "drop database if exists {database} with (force)"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok();
+                if let Ok(client) = redis::Client::open(redis_url())
+                    && let Ok(mut redis) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{prefix}:*"))
+                        .query_async(&mut redis)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut redis).await;
+                    }
+                }
+            });
+        });
+        cleanup.join().ok();
+    }
+}
+
+async fn connect_admin() -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(&admin_url())
+        .await
+        .expect("PostgreSQL is reachable")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_worker_is_killed_completes_on_another_worker() {
+    let mut deployment = Deployment::start().await;
+    let doomed = deployment.start_worker();
+    let thread = deployment.post("/v1/threads", json!({})).await;
+    let thread_id = thread["id"].as_str().unwrap();
+    let run = deployment
+        .post(
+            &format!("/v1/threads/{thread_id}/runs"),
+            json!({"input": {"content": "Tell me everything about lighthouses"}}),
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_owned();
+
+    // run.queued, run.started, two deltas: the first worker is streaming.
+    let before = deployment.events(&run_id, 0, Some(4)).await;
+    assert_eq!(before[1].event, "run.started");
+    assert_eq!(before[1].data["attempt"], 1);
+    deployment.start_worker();
+    let killed_at = Instant::now();
+    deployment.kill(doomed);
+
+    // The client resumes where it was and reads to the end.
+    let last_seen = before.last().unwrap().id;
+    let after = deployment.events(&run_id, last_seen, None).await;
+    let run = deployment
+        .wait_for_run(&run_id, Duration::from_secs(60))
+        .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["attempt"], 2, "{run}");
+
+    // One gap-free, duplicate-free stream across the two attempts.
+    let all: Vec<&SseEvent> = before.iter().chain(after.iter()).collect();
+    let ids: Vec<i64> = all.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "{ids:?}");
+    let restarted = after
+        .iter()
+        .find(|e| e.event == "run.started")
+        .expect("the second attempt starts");
+    assert_eq!(restarted.data["attempt"], 2);
+    // The worker's lease runs out, then another worker takes the run.
+    assert!(killed_at.elapsed() < Duration::from_secs(60));
+
+    // The second attempt's message: its deltas make the stored answer.
+    let completed = after
+        .iter()
+        .find(|e| e.event == "message.completed")
+        .unwrap();
+    let message_id = completed.data["message_id"].as_str().unwrap();
+    let text: String = after
+        .iter()
+        .filter(|e| e.event == "message.delta" && e.data["message_id"] == message_id)
+        .map(|e| e.data["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(completed.data["content"], text.as_str());
+    let first_message = before[2].data["message_id"].as_str().unwrap();
+    assert_ne!(first_message, message_id, "a new attempt, a new message");
+
+    let messages = deployment
+        .get(&format!("/v1/threads/{thread_id}/messages"))
+        .await;
+    let messages = messages["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[1]["content"], text.as_str());
+    // Every event, also those only the lost worker had sent, is durable.
+    let replay = deployment.events(&run_id, 0, None).await;
+    let replayed: Vec<i64> = replay.iter().map(|e| e.id).collect();
+    assert_eq!(replayed, ids);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_call_of_a_lost_attempt_is_not_made_again() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use switchyard_fake_llm::{FakeLlm, Reply};
+
+    // A side effect that counts how often it happens.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let effect = axum::Router::new().route(
+        "/effect",
+        axum::routing::post(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { format!("effect number {n}") }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/effect", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, effect).await });
+
+    let fake = FakeLlm::start().await;
+    let call = json!({"url": url, "method": "POST"}).to_string();
+    fake.push(Reply::tool_call("call_1", "http_request", &[&call], None));
+    // The first worker dies while waiting for this answer.
+    fake.push(Reply::delayed(
+        Duration::from_secs(60),
+        Reply::text(&["Too late."], None),
+    ));
+    // The second attempt: the model asks for the same call, then answers.
+    fake.push(Reply::tool_call("call_1", "http_request", &[&call], None));
+    fake.push(Reply::text(&["Done."], Some((10, 2))));
+    let catalog = format!(
+        r#"
+[[providers]]
+name = "llm"
+kind = "openai"
+base_url = "{}"
+
+[[agents]]
+id = "assistant"
+name = "Assistant"
+provider = "llm"
+model = "m"
+tools = ["http_request"]
+
+[agents.tool_settings.http_request]
+allow_hosts = ["127.0.0.1"]
+allow_private = true
+"#,
+        fake.base_url()
+    );
+    let mut deployment = Deployment::with_catalog(&catalog).await;
+    let doomed = deployment.start_worker();
+    let thread = deployment.post("/v1/threads", json!({})).await;
+    let thread_id = thread["id"].as_str().unwrap();
+    let run = deployment
+        .post(
+            &format!("/v1/threads/{thread_id}/runs"),
+            json!({"input": {"content": "Do it once"}}),
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    // run.queued, run.started, tool.started, tool.finished.
+    let first = deployment.events(&run_id, 0, Some(4)).await;
+    assert_eq!(first[3].event, "tool.finished");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fake.requests().len() < 2 {
+        assert!(Instant::now() < deadline, "the model was not asked again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    deployment.start_worker();
+    deployment.kill(doomed);
+
+    let run = deployment
+        .wait_for_run(&run_id, Duration::from_secs(60))
+        .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["attempt"], 2, "{run}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "the side effect happened once"
+    );
+
+    let events = deployment.events(&run_id, 0, None).await;
+    let results: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.event == "tool.finished")
+        .map(|e| &e.data["result"])
+        .collect();
+    assert_eq!(results.len(), 2, "{events:?}");
+    assert_eq!(results[0], results[1], "the recorded result is reused");
+    assert_eq!(results[1]["body"], "effect number 1");
+    let steps = deployment.get(&format!("/v1/runs/{run_id}/steps")).await;
+    let tools: Vec<&str> = steps["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "tool")
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["completed", "completed"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_lost_its_workers_too_often_fails_with_worker_lost() {
+    let mut deployment = Deployment::start().await;
+    let doomed = deployment.start_worker();
+    let thread = deployment.post("/v1/threads", json!({})).await;
+    let thread_id = thread["id"].as_str().unwrap();
+    let run = deployment
+        .post(
+            &format!("/v1/threads/{thread_id}/runs"),
+            json!({"input": {"content": "Once only"}}),
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    deployment.events(&run_id, 0, Some(3)).await;
+    deployment.start_worker_with(&[("SWITCHYARD_MAX_ATTEMPTS", "1")]);
+    deployment.kill(doomed);
+
+    let run = deployment
+        .wait_for_run(&run_id, Duration::from_secs(60))
+        .await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error"]["code"], "worker_lost", "{run}");
+    let events = deployment.events(&run_id, 0, None).await;
+    assert_eq!(events.last().unwrap().event, "run.failed");
+    let thread = deployment.get(&format!("/v1/threads/{thread_id}")).await;
+    assert_eq!(thread["status"], "idle");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_worker_finish_its_runs_within_the_grace_period() {
+    let mut deployment = Deployment::start().await;
+    let worker = deployment.start_worker();
+    let run_id = deployment.streaming_run().await;
+    let status =
+        tokio::task::block_in_place(|| deployment.terminate(worker, Duration::from_secs(40)));
+    assert!(status.success(), "{status:?}");
+    let run = deployment.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["attempt"], 1, "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_the_grace_period_a_worker_hands_its_runs_to_another() {
+    let mut deployment = Deployment::start().await;
+    let leaving = deployment.start_worker_with(&[("SWITCHYARD_SHUTDOWN_GRACE_SECS", "1")]);
+    let run_id = deployment.streaming_run().await;
+    deployment.start_worker();
+    let status =
+        tokio::task::block_in_place(|| deployment.terminate(leaving, Duration::from_secs(20)));
+    assert!(status.success(), "{status:?}");
+    // Released at once, not abandoned to its lease: queued again, or
+    // already continued by the other worker.
+    let run = deployment.get(&format!("/v1/runs/{run_id}")).await;
+    assert!(
+        run["status"] == "queued" || run["attempt"] == 2,
+        "released, not abandoned: {run}"
+    );
+
+    let run = deployment
+        .wait_for_run(&run_id, Duration::from_secs(60))
+        .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["attempt"], 2, "{run}");
+    let events = deployment.events(&run_id, 0, None).await;
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_of_one_thread_execute_in_order_across_two_workers() {
+    let mut deployment = Deployment::start().await;
+    deployment.start_worker();
+    deployment.start_worker();
+    let thread = deployment.post("/v1/threads", json!({})).await;
+    let thread_id = thread["id"].as_str().unwrap();
+    let mut ids = Vec::new();
+    for i in 1..=4 {
+        let run = deployment
+            .post(
+                &format!("/v1/threads/{thread_id}/runs"),
+                json!({"input": {"content": format!("Question {i}")}}),
+            )
+            .await;
+        ids.push(run["id"].as_str().unwrap().to_owned());
+    }
+    let mut previous_finish: Option<String> = None;
+    for id in &ids {
+        let run = deployment.wait_for_run(id, Duration::from_secs(90)).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let started = run["started_at"].as_str().unwrap().to_owned();
+        if let Some(finished) = &previous_finish {
+            // RFC 3339 UTC timestamps of one format order as text.
+            assert!(started >= *finished, "{started} began before {finished}");
+        }
+        previous_finish = Some(run["finished_at"].as_str().unwrap().to_owned());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_makes_the_api_close_its_streams_and_exit() {
+    let mut deployment = Deployment::start().await;
+    deployment.start_worker();
+    let run_id = deployment.streaming_run().await;
+    let response = deployment
+        .http
+        .get(format!("{}/v1/runs/{run_id}/events", deployment.address))
+        .send()
+        .await
+        .unwrap();
+    let reading = tokio::spawn(read_sse(response, None));
+    // The API is process 0.
+    let status = tokio::task::block_in_place(|| deployment.terminate(0, Duration::from_secs(20)));
+    assert!(status.success(), "{status:?}");
+    // The stream ended (the client would reconnect elsewhere) before the run did.
+    let events = reading.await.unwrap();
+    assert!(
+        events.iter().all(|e| e.event != "run.completed"),
+        "{events:?}"
+    );
+}
