@@ -8,6 +8,13 @@ use sqlx::{PgConnection, PgPool};
 
 use sqlx::types::Json;
 
+mod cancelling;
+mod leases;
+
+pub use cancelling::{CancelReason, Cancelled, cancel, cancel_requests};
+use cancelling::{request_cancel, stop_queued};
+pub use leases::{release, renew_leases, requeue_expired};
+
 use super::Page;
 use super::agents::AgentRow;
 use super::messages::{self, MessageRow, NewMessage};
@@ -252,7 +259,7 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
         thread_id: new.thread_id,
         queue_position: Some(queue_position),
     };
-    super::events::insert(&mut tx, run_id, 1, &queued).await?;
+    crate::db::events::insert(&mut tx, run_id, 1, &queued).await?;
     tx.commit().await?;
     let run = RunRow {
         id: run_id,
@@ -549,227 +556,4 @@ pub async fn finish(
     .bind(finish.attempt)
     .fetch_optional(&mut *tx)
     .await
-}
-
-/// Why a run is cancelled, as its `cancel_reason` and `run.cancelled` reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelReason {
-    /// `POST /v1/runs/{id}/cancel`.
-    Requested,
-    /// A newer run on the thread asked for `multitask: interrupt`.
-    Interrupted,
-}
-
-impl CancelReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Requested => "cancelled",
-            Self::Interrupted => "interrupted",
-        }
-    }
-
-    pub fn parse(text: &str) -> Self {
-        if text == "interrupted" {
-            Self::Interrupted
-        } else {
-            Self::Requested
-        }
-    }
-}
-
-/// What a cancel request did.
-#[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "returned once per request, never stored"
-)]
-pub enum Cancelled {
-    /// No such run of this owner.
-    NotFound,
-    /// The run had ended already: nothing to cancel.
-    Finished(RunRow),
-    /// A queued run, cancelled at once: the run, its thread as it is now,
-    /// and the stored `run.cancelled` event.
-    Stopped {
-        run: RunRow,
-        thread: ThreadRow,
-        event: SequencedEvent,
-    },
-    /// An in-progress run: its worker is asked to stop it.
-    Requested(RunRow),
-}
-
-/// Cancel a run: a queued one at once, an in-progress one by request to
-/// its worker (which stops it within a second and ends it `cancelled`).
-pub async fn cancel(
-    pool: &PgPool,
-    owner: UserId,
-    id: RunId,
-    reason: CancelReason,
-) -> Result<Cancelled, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let status: Option<RunStatus> =
-        sqlx::query_scalar("select status from runs where id = $1 and owner_id = $2 for update")
-            .bind(id)
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let stopped = match status {
-        None => return Ok(Cancelled::NotFound),
-        Some(RunStatus::Queued) => Some(stop_queued(&mut tx, id, reason).await?),
-        Some(RunStatus::InProgress) => {
-            request_cancel(&mut tx, id, reason).await?;
-            None
-        }
-        Some(_) => None,
-    };
-    tx.commit().await?;
-    let Some(run) = get(pool, owner, id).await? else {
-        return Ok(Cancelled::NotFound);
-    };
-    Ok(match (stopped, run.status) {
-        (Some((thread, event)), _) => Cancelled::Stopped { run, thread, event },
-        (None, RunStatus::InProgress) => Cancelled::Requested(run),
-        (None, _) => Cancelled::Finished(run),
-    })
-}
-
-/// End a queued run as cancelled: free its place on the thread and store
-/// its `run.cancelled` event.
-async fn stop_queued(
-    tx: &mut PgConnection,
-    id: RunId,
-    reason: CancelReason,
-) -> Result<(ThreadRow, SequencedEvent), sqlx::Error> {
-    let thread: ThreadRow = sqlx::query_as(concat!(
-        "with stopped as (
-             update runs set status = 'cancelled', finished_at = now(),
-                 cancel_requested_at = now(), cancel_reason = $2, enqueued_at = null
-             where id = $1 returning thread_id
-         )
-         update threads set active_runs = active_runs - 1, version = version + 1, updated_at = now()
-         where id = (select thread_id from stopped) returning ",
-        thread_columns!()
-    ))
-    .bind(id)
-    .bind(reason.as_str())
-    .fetch_one(&mut *tx)
-    .await?;
-    let seq: i64 =
-        sqlx::query_scalar("select coalesce(max(seq), 0) + 1 from run_events where run_id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-    let event = RunEvent::RunCancelled {
-        run_id: id,
-        reason: reason.as_str().to_owned(),
-    };
-    super::events::insert(&mut *tx, id, seq, &event).await?;
-    Ok((thread, SequencedEvent { seq, event }))
-}
-
-/// Ask the worker of an in-progress run to stop it (the first reason stays).
-async fn request_cancel(
-    tx: &mut PgConnection,
-    id: RunId,
-    reason: CancelReason,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update runs set cancel_requested_at = coalesce(cancel_requested_at, now()),
-                         cancel_reason = coalesce(cancel_reason, $2)
-         where id = $1",
-    )
-    .bind(id)
-    .bind(reason.as_str())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Of `ids`, the runs whose cancellation was requested, with the reason.
-pub async fn cancel_requests(
-    pool: &PgPool,
-    ids: &[RunId],
-) -> Result<Vec<(RunId, CancelReason)>, sqlx::Error> {
-    let rows: Vec<(RunId, Option<String>)> = sqlx::query_as(
-        "select id, cancel_reason from runs
-         where id = any($1) and cancel_requested_at is not null",
-    )
-    .bind(ids)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, reason)| {
-            (
-                id,
-                CancelReason::parse(reason.as_deref().unwrap_or_default()),
-            )
-        })
-        .collect())
-}
-
-/// Renew `worker`'s leases on `ids`; returns the runs it still holds (a
-/// run missing from the answer was taken back: its work must stop).
-pub async fn renew_leases(
-    pool: &PgPool,
-    worker: &str,
-    ids: &[RunId],
-    lease: Duration,
-) -> Result<Vec<RunId>, sqlx::Error> {
-    sqlx::query_scalar(
-        "update runs set lease_expires_at = now() + $3 * interval '1 millisecond'
-         where id = any($1) and worker_id = $2 and status = 'in_progress'
-         returning id",
-    )
-    .bind(ids)
-    .bind(worker)
-    .bind(lease.as_millis() as f64)
-    .fetch_all(pool)
-    .await
-}
-
-/// The lock that makes one sweeper at a time take runs back.
-const SWEEPER_LOCK: i64 = 0x5377_6974_6368_7964;
-
-/// Take back the runs whose worker's lease expired (the worker died or
-/// lost PostgreSQL): they are queued again, marked as pushed; the caller
-/// pushes them. Their next claim starts the next attempt (or fails the run
-/// with `worker_lost` once its attempts are used up). One sweeper at a time
-/// does this (an advisory lock); others find nothing to do.
-pub async fn requeue_expired(pool: &PgPool) -> Result<Vec<RunId>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let leader: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
-        .bind(SWEEPER_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !leader {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<RunId> = sqlx::query_scalar(
-        "update runs set status = 'queued', worker_id = null, lease_expires_at = null,
-             enqueued_at = now()
-         where status = 'in_progress' and lease_expires_at < now()
-         returning id",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(ids)
-}
-
-/// Give a run back to the queue (its worker is shutting down): another
-/// worker continues it at once with the next attempt. Returns whether
-/// this worker still held it.
-pub async fn release(pool: &PgPool, id: RunId, attempt: i32) -> Result<bool, sqlx::Error> {
-    let released = sqlx::query(
-        "update runs set status = 'queued', worker_id = null, lease_expires_at = null,
-             enqueued_at = now()
-         where id = $1 and status = 'in_progress' and attempt = $2",
-    )
-    .bind(id)
-    .bind(attempt)
-    .execute(pool)
-    .await?;
-    Ok(released.rows_affected() == 1)
 }
