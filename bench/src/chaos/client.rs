@@ -62,6 +62,13 @@ pub struct Trace {
     pub messages: usize,
     /// Streams opened again with `Last-Event-ID`.
     pub resumes: usize,
+    /// Why each stream broke, other than on purpose.
+    pub breaks: Vec<String>,
+    /// The id of the last event received.
+    pub last_id: i64,
+    /// Every event received, without duplicates: to compare with the
+    /// stored events at the end.
+    pub received: Vec<Received>,
     /// Whether one of those breaks was on purpose.
     pub dropped_on_purpose: bool,
     /// Why the client stopped without a terminal event, or the last error
@@ -83,10 +90,21 @@ impl Trace {
             text_error: None,
             messages: 0,
             resumes: 0,
+            breaks: Vec::new(),
+            last_id: 0,
+            received: Vec::new(),
             dropped_on_purpose: false,
             error: None,
         }
     }
+}
+
+/// One event as a client received it.
+#[derive(Debug)]
+pub struct Received {
+    pub id: i64,
+    pub kind: String,
+    pub data: Value,
 }
 
 /// A `POST /v1/runs/{id}/cancel` and its answer.
@@ -343,7 +361,7 @@ impl Follow<'_> {
                 Read::Ended => return,
                 Read::Dropped => self.trace.dropped_on_purpose = true,
                 Read::Broken(why) => {
-                    self.trace.error = Some(why);
+                    self.trace.breaks.push(why);
                     // Back off, unless the connection made progress.
                     if self.last_id == before {
                         tokio::time::sleep(backoff).await;
@@ -393,7 +411,15 @@ impl Follow<'_> {
                 self.trace.gaps += 1;
             }
             self.last_id = id;
-            if self.handle(&event.event, &event.data) {
+            self.trace.last_id = id;
+            let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+            let ended = self.handle(&event.event, &data);
+            self.trace.received.push(Received {
+                id,
+                kind: event.event,
+                data,
+            });
+            if ended {
                 return Read::Ended;
             }
             received += 1;
@@ -405,8 +431,7 @@ impl Follow<'_> {
     }
 
     /// Take in one event; returns whether it was the terminal one.
-    fn handle(&mut self, kind: &str, data: &str) -> bool {
-        let data: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+    fn handle(&mut self, kind: &str, data: &Value) -> bool {
         let text = |field: &str| data[field].as_str().unwrap_or_default().to_owned();
         let now = Instant::now();
         match kind {

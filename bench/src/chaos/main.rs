@@ -48,7 +48,7 @@ struct Args {
     workers: usize,
     /// Runs kept in flight: one client per run, each starting its next run
     /// when one ends.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 500)]
     in_flight: usize,
     /// Tokens the fake streams per run.
     #[arg(long, default_value_t = 60)]

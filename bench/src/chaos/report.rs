@@ -13,6 +13,7 @@ use std::fmt;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use serde_json::Value;
 use sqlx::{Connection as _, PgConnection};
 use switchyard_bench::stats::{self, Summary};
 
@@ -41,6 +42,8 @@ pub struct Database {
     pub by_status: Vec<(String, String, i64)>,
     /// (attempt, runs).
     pub attempts: Vec<(i32, i64)>,
+    /// Every stored event by run id: (seq, kind, data), in seq order.
+    pub events: HashMap<String, Vec<(i64, String, Value)>>,
 }
 
 impl Database {
@@ -59,10 +62,21 @@ impl Database {
             .fetch_all(&mut conn)
             .await
             .context("counting runs by attempt")?;
+        let rows: Vec<(String, i64, String, Value)> = sqlx::query_as(
+            "select run_id::text, seq, kind, data from run_events order by run_id, seq",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .context("reading the stored events")?;
         conn.close().await?;
+        let mut events: HashMap<String, Vec<(i64, String, Value)>> = HashMap::new();
+        for (run_id, seq, kind, data) in rows {
+            events.entry(run_id).or_default().push((seq, kind, data));
+        }
         Ok(Self {
             by_status,
             attempts,
+            events,
         })
     }
 
@@ -88,14 +102,82 @@ impl fmt::Display for Outcome {
 
 /// What became of the runs a killed worker held.
 struct KillOutcome {
-    /// Runs on the worker when it was killed.
-    held: usize,
+    /// Runs on the worker when it was killed: the trace's index, and when
+    /// the run started again (if it did).
+    held: Vec<(usize, Option<Instant>)>,
     /// Seconds from the kill to their next `run.started`.
     restarted: Vec<f64>,
     /// Runs that ended with no new `run.started`, by how they ended (e.g.
     /// they had just finished, or were out of attempts).
     ended: BTreeMap<String, usize>,
     never_terminal: usize,
+}
+
+/// The clients' events against the stored ones (`run_events`), which a
+/// client reading the run from the start would get.
+#[derive(Debug, Default)]
+struct AgainstStore {
+    /// Received events that differ from the stored event with their id:
+    /// an id given to two events.
+    differ: usize,
+    /// Received events with an id that was never stored.
+    unstored: usize,
+    /// Stored events after the last one a client received.
+    unreceived: usize,
+    /// The first difference, for the report.
+    example: Option<String>,
+}
+
+impl AgainstStore {
+    fn check(traces: &[Trace], stored: &HashMap<String, Vec<(i64, String, Value)>>) -> Self {
+        let mut out = Self::default();
+        for trace in traces {
+            let Some(run_id) = &trace.run_id else {
+                continue;
+            };
+            let events = stored.get(run_id).map_or(&[][..], Vec::as_slice);
+            let by_id: HashMap<i64, (&String, &Value)> = events
+                .iter()
+                .map(|(seq, kind, data)| (*seq, (kind, data)))
+                .collect();
+            for got in &trace.received {
+                match by_id.get(&got.id) {
+                    None => out.unstored += 1,
+                    Some((kind, data)) if **kind != got.kind || **data != got.data => {
+                        out.differ += 1;
+                        out.example.get_or_insert_with(|| {
+                            format!(
+                                "{} (run {run_id}): event {} received as {}, stored as {kind}",
+                                trace.tag, got.id, got.kind
+                            )
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+            out.unreceived += events
+                .iter()
+                .filter(|(seq, _, _)| *seq > trace.last_id)
+                .count();
+        }
+        out
+    }
+
+    fn clean(&self) -> bool {
+        self.differ + self.unstored + self.unreceived == 0
+    }
+}
+
+/// What became of the run of one accepted cancel (202).
+struct CancelOutcome {
+    tag: String,
+    /// How the run ended; `None`: never, for its client.
+    end: Option<Outcome>,
+    /// Milliseconds from the POST to the run's end.
+    after_ms: Option<f64>,
+    /// The run's worker was killed before the run could stop: the run
+    /// stops once another worker has taken it back.
+    orphaned: bool,
 }
 
 /// Everything the run produced, and its analysis.
@@ -106,6 +188,8 @@ pub struct Report {
     db: Database,
     origin: Instant,
     kill_outcomes: Vec<KillOutcome>,
+    cancel_outcomes: Vec<CancelOutcome>,
+    against_store: AgainstStore,
     /// Restarts (a `run.started` after the first) that no kill explains.
     unexplained_restarts: usize,
 }
@@ -135,7 +219,7 @@ impl Report {
         for kill in &kills {
             let at = kill.killed.at;
             let mut outcome = KillOutcome {
-                held: 0,
+                held: Vec::new(),
                 restarted: Vec::new(),
                 ended: BTreeMap::new(),
                 never_terminal: 0,
@@ -150,13 +234,15 @@ impl Report {
                 if !on_killed || trace.end.as_ref().is_some_and(|end| end.at <= at) {
                     continue;
                 }
-                outcome.held += 1;
-                if let Some((s, (_, started))) = trace
+                let restart = trace
                     .starts
                     .iter()
                     .enumerate()
-                    .find(|(_, (_, started))| *started > at)
-                {
+                    .find(|(_, (_, started))| *started > at);
+                outcome
+                    .held
+                    .push((t, restart.map(|(_, (_, started))| *started)));
+                if let Some((s, (_, started))) = restart {
                     outcome
                         .restarted
                         .push(started.duration_since(at).as_secs_f64());
@@ -175,6 +261,34 @@ impl Report {
             .flat_map(|(t, trace)| (1..trace.starts.len()).map(move |s| (t, s)))
             .filter(|pair| !explained.contains(pair))
             .count();
+        let by_run: HashMap<&str, usize> = traces
+            .iter()
+            .enumerate()
+            .filter_map(|(t, trace)| Some((trace.run_id.as_deref()?, t)))
+            .collect();
+        let cancel_outcomes = cancels
+            .iter()
+            .filter(|c| c.status == Ok(202))
+            .filter_map(|cancel| {
+                let t = *by_run.get(cancel.run_id.as_str())?;
+                let end = traces[t].end.as_ref();
+                // Held by a killed worker (before the cancel, or after it
+                // but before the run stopped) and not started again by the
+                // time of the cancel.
+                let orphaned = kill_outcomes.iter().any(|outcome| {
+                    outcome.held.iter().any(|(held, restart)| {
+                        *held == t && restart.is_none_or(|at| at > cancel.sent_at)
+                    })
+                });
+                Some(CancelOutcome {
+                    tag: traces[t].tag.clone(),
+                    end: end.map(|e| e.outcome.clone()),
+                    after_ms: end.map(|e| e.at.duration_since(cancel.sent_at).as_secs_f64() * 1e3),
+                    orphaned,
+                })
+            })
+            .collect();
+        let against_store = AgainstStore::check(&traces, &db.events);
         Self {
             traces,
             kills,
@@ -182,6 +296,8 @@ impl Report {
             db,
             origin,
             kill_outcomes,
+            cancel_outcomes,
+            against_store,
             unexplained_restarts,
         }
     }
@@ -212,28 +328,33 @@ impl Report {
             .collect()
     }
 
-    /// Milliseconds from each accepted cancel to its `run.cancelled`.
-    fn cancel_latency(&self) -> Vec<f64> {
-        let ends: HashMap<&str, &Trace> = self
-            .accepted()
-            .filter_map(|t| Some((t.run_id.as_deref()?, t)))
-            .collect();
-        self.cancels
-            .iter()
-            .filter(|c| c.status == Ok(202))
-            .filter_map(|c| {
-                let end = ends.get(c.run_id.as_str())?.end.as_ref()?;
-                (end.outcome == Outcome::Cancelled)
-                    .then(|| end.at.duration_since(c.sent_at).as_secs_f64() * 1e3)
-            })
-            .collect()
+    /// Milliseconds from each accepted cancel to its `run.cancelled`: of
+    /// runs on a live worker, and of runs whose worker was killed before
+    /// they could stop (they stop once recovered).
+    fn cancel_latency(&self) -> (Vec<f64>, Vec<f64>) {
+        let mut live = Vec::new();
+        let mut orphaned = Vec::new();
+        for cancel in &self.cancel_outcomes {
+            if let (Some(Outcome::Cancelled), Some(ms)) = (&cancel.end, cancel.after_ms) {
+                if cancel.orphaned {
+                    orphaned.push(ms);
+                } else {
+                    live.push(ms);
+                }
+            }
+        }
+        (live, orphaned)
     }
 
-    /// A run lost (never terminal, or still active in the database) or an
-    /// event missed or delivered twice: the guarantees under test.
+    /// A run lost (never terminal, or still active in the database), an
+    /// event missed or delivered twice, or an event id that means
+    /// different events to different readers: the guarantees under test.
     pub fn broken(&self) -> bool {
         let (gaps, duplicates, malformed) = self.id_violations();
-        self.never_terminal() > 0 || self.db.active() > 0 || gaps + duplicates + malformed > 0
+        self.never_terminal() > 0
+            || self.db.active() > 0
+            || gaps + duplicates + malformed > 0
+            || !self.against_store.clean()
     }
 
     /// Each target: its line and whether it was met.
@@ -256,6 +377,15 @@ impl Report {
                 gaps + duplicates + malformed == 0,
             ),
             (
+                format!(
+                    "events against PostgreSQL: {} differ from the stored event with their id, {} never stored, {} stored but never received (target 0)",
+                    self.against_store.differ,
+                    self.against_store.unstored,
+                    self.against_store.unreceived
+                ),
+                self.against_store.clean(),
+            ),
+            (
                 format!("{mismatches} text mismatches among completed runs (target 0)"),
                 mismatches == 0,
             ),
@@ -274,14 +404,14 @@ impl Report {
             ));
         }
         if !self.cancels.is_empty() {
-            let s = Summary::of(&self.cancel_latency());
+            let s = Summary::of(&self.cancel_latency().0);
             out.push((
                 match s {
                     Some(s) => format!(
-                        "cancel latency (POST -> run.cancelled) p99 {:.1} ms (target <= {TARGET_CANCEL_P99_MS} ms)",
+                        "cancel latency (POST -> run.cancelled, run on a live worker) p99 {:.1} ms (target <= {TARGET_CANCEL_P99_MS} ms)",
                         s.p99
                     ),
-                    None => "cancel latency: no cancel ended in run.cancelled".to_owned(),
+                    None => "cancel latency: no cancel of a run on a live worker ended in run.cancelled".to_owned(),
                 },
                 s.is_some_and(|s| s.p99 <= TARGET_CANCEL_P99_MS),
             ));
@@ -326,10 +456,13 @@ impl Report {
         }
         for lost in self.accepted().filter(|t| t.end.is_none()).take(5) {
             println!(
-                "    never terminal: {} (run {}, attempts seen {:?}): {}",
+                "    never terminal: {} (run {}, attempts seen {:?}, last event id {}, {} resumes, the last stream break: {}): {}",
                 lost.tag,
                 lost.run_id.as_deref().unwrap_or("?"),
                 lost.starts.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+                lost.last_id,
+                lost.resumes,
+                lost.breaks.last().map_or("none", String::as_str),
                 lost.error.as_deref().unwrap_or("?")
             );
         }
@@ -362,6 +495,29 @@ impl Report {
         println!(
             "  event ids: {gaps} gaps, {duplicates} duplicates, {malformed} malformed; {resumes} streams resumed with Last-Event-ID ({on_purpose} broken on purpose)"
         );
+        let mut breaks: BTreeMap<&str, usize> = BTreeMap::new();
+        for why in self.accepted().flat_map(|t| &t.breaks) {
+            *breaks.entry(why.as_str()).or_default() += 1;
+        }
+        if !breaks.is_empty() {
+            let breaks: Vec<String> = breaks
+                .iter()
+                .map(|(why, n)| format!("{n} x {why}"))
+                .collect();
+            println!(
+                "    streams that broke by themselves: {}",
+                breaks.join("; ")
+            );
+        }
+        let store = &self.against_store;
+        let stored: usize = self.db.events.values().map(Vec::len).sum();
+        println!(
+            "  against PostgreSQL's {stored} stored events: {} received events differ from the stored event with their id, {} received were never stored, {} stored were never received",
+            store.differ, store.unstored, store.unreceived
+        );
+        if let Some(example) = &store.example {
+            println!("    e.g. {example}");
+        }
         let completed: Vec<&Trace> = self
             .accepted()
             .filter(|t| {
@@ -394,7 +550,7 @@ impl Report {
             .map(|t| t.starts.len().saturating_sub(1))
             .sum();
         println!(
-            "  restarts: {restarts} run.started after a run's first, {} of them not on a killed worker's run; {out_of_order} runs whose attempts did not go up by one",
+            "  restarts: {restarts} run.started after a run's first, {} of them not attributed to a kill (the worker died before calling the LLM, or a lease expired on a live worker); {out_of_order} runs whose attempts did not go up by one (a worker died between taking the run and announcing it)",
             self.unexplained_restarts
         );
     }
@@ -420,7 +576,7 @@ impl Report {
                 kill.killed.name,
                 kill.slot,
                 kill.replacement,
-                outcome.held,
+                outcome.held.len(),
                 outcome.restarted.len(),
                 if ended.is_empty() {
                     "0".to_owned()
@@ -449,23 +605,22 @@ impl Report {
             *statuses.entry(key).or_default() += 1;
         }
         let statuses: Vec<String> = statuses.iter().map(|(k, n)| format!("{k}: {n}")).collect();
-        let ends: HashMap<&str, &Trace> = self
-            .accepted()
-            .filter_map(|t| Some((t.run_id.as_deref()?, t)))
+        let not_cancelled: Vec<&CancelOutcome> = self
+            .cancel_outcomes
+            .iter()
+            .filter(|c| c.end != Some(Outcome::Cancelled))
             .collect();
         let mut otherwise: BTreeMap<String, usize> = BTreeMap::new();
-        for cancel in self.cancels.iter().filter(|c| c.status == Ok(202)) {
-            let how = ends
-                .get(cancel.run_id.as_str())
-                .and_then(|t| t.end.as_ref())
-                .map_or_else(|| "never terminal".to_owned(), |e| e.outcome.to_string());
-            if how != "cancelled" {
-                *otherwise.entry(how).or_default() += 1;
-            }
+        for cancel in &not_cancelled {
+            let how = cancel
+                .end
+                .as_ref()
+                .map_or_else(|| "never terminal".to_owned(), Outcome::to_string);
+            *otherwise.entry(how).or_default() += 1;
         }
         let otherwise: Vec<String> = otherwise.iter().map(|(k, n)| format!("{k} {n}")).collect();
         println!(
-            "  cancels: {} sent (status {}); accepted but not ended cancelled: {}",
+            "  cancels: {} sent (status {}); accepted (202) but not ended cancelled: {}",
             self.cancels.len(),
             statuses.join(", "),
             if otherwise.is_empty() {
@@ -474,9 +629,31 @@ impl Report {
                 otherwise.join(", ")
             }
         );
-        println!(
-            "  cancel latency, ms (POST -> run.cancelled): {}",
-            stats::line(&self.cancel_latency())
-        );
+        for cancel in not_cancelled.iter().take(3) {
+            println!(
+                "    {}: {} {} after the POST, {}",
+                cancel.tag,
+                cancel
+                    .end
+                    .as_ref()
+                    .map_or_else(|| "never terminal".to_owned(), Outcome::to_string),
+                cancel
+                    .after_ms
+                    .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0} ms")),
+                if cancel.orphaned {
+                    "its worker was killed"
+                } else {
+                    "on a live worker"
+                }
+            );
+        }
+        let (live, orphaned) = self.cancel_latency();
+        println!("  cancel latency, ms (POST -> run.cancelled):");
+        for (name, samples) in [
+            ("run on a live worker", live),
+            ("its worker killed first (stops when taken back)", orphaned),
+        ] {
+            println!("    {name:<48} {}", stats::line(&samples));
+        }
     }
 }
