@@ -225,20 +225,31 @@ impl Report {
                 never_terminal: 0,
             };
             for (t, trace) in traces.iter().enumerate() {
-                let on_killed = by_tag.get(trace.tag.as_str()).is_some_and(|list| {
-                    list.iter()
-                        .rev()
-                        .find(|(sent, _)| *sent <= at)
-                        .is_some_and(|(_, worker)| *worker == kill.killed.name)
+                // The run's requests up to the kill; the last one must be
+                // the killed worker's. The attempt it belongs to is at least
+                // their number (attempts whose worker died before calling
+                // the LLM made none).
+                let requests = by_tag.get(trace.tag.as_str()).and_then(|list| {
+                    let sent = list.iter().take_while(|(sent, _)| *sent <= at).count();
+                    let (_, worker) = list.get(sent.checked_sub(1)?)?;
+                    (*worker == kill.killed.name).then_some(sent)
                 });
-                if !on_killed || trace.end.as_ref().is_some_and(|end| end.at <= at) {
+                let Some(requests) = requests else {
+                    continue;
+                };
+                if trace.end.as_ref().is_some_and(|end| end.at <= at) {
                     continue;
                 }
+                // A later attempt's `run.started`. Not just any received
+                // after the kill: when the event path lags, the held
+                // attempt's own may arrive after the kill.
                 let restart = trace
                     .starts
                     .iter()
                     .enumerate()
-                    .find(|(_, (_, started))| *started > at);
+                    .find(|(_, (attempt, started))| {
+                        *started > at && usize::try_from(*attempt).is_ok_and(|a| a > requests)
+                    });
                 outcome
                     .held
                     .push((t, restart.map(|(_, (_, started))| *started)));
