@@ -62,7 +62,8 @@ pub struct Trace {
     pub messages: usize,
     /// Streams opened again with `Last-Event-ID`.
     pub resumes: usize,
-    /// Why each stream broke, other than on purpose.
+    /// Why each stream broke (other than on purpose), and why each failed
+    /// attempt to open it again failed.
     pub breaks: Vec<String>,
     /// The id of the last event received.
     pub last_id: i64,
@@ -71,13 +72,12 @@ pub struct Trace {
     pub received: Vec<Received>,
     /// Whether one of those breaks was on purpose.
     pub dropped_on_purpose: bool,
-    /// Why the client stopped without a terminal event, or the last error
-    /// it recovered from.
+    /// Why the client stopped without a terminal event.
     pub error: Option<String>,
 }
 
 impl Trace {
-    fn new(tag: String) -> Self {
+    pub fn new(tag: String) -> Self {
         Self {
             tag,
             accepted: false,
@@ -241,7 +241,6 @@ impl Clients {
         let mut follow = Follow {
             clients: self,
             trace,
-            last_id: 0,
             deltas: HashMap::new(),
             attempt_message: None,
             completed: None,
@@ -342,7 +341,6 @@ enum Read {
 struct Follow<'a> {
     clients: &'a Clients,
     trace: &'a mut Trace,
-    last_id: i64,
     /// Delta text by message id, in arrival order.
     deltas: HashMap<String, String>,
     /// The message id of the latest attempt's first delta.
@@ -356,14 +354,14 @@ impl Follow<'_> {
         let mut response = first;
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let before = self.last_id;
+            let before = self.trace.last_id;
             match self.read(response, drop_after.take()).await {
                 Read::Ended => return,
                 Read::Dropped => self.trace.dropped_on_purpose = true,
                 Read::Broken(why) => {
                     self.trace.breaks.push(why);
                     // Back off, unless the connection made progress.
-                    if self.last_id == before {
+                    if self.trace.last_id == before {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     } else {
@@ -372,14 +370,15 @@ impl Follow<'_> {
                 }
             }
             let Some(run_id) = self.trace.run_id.clone() else {
-                // Nothing to resume: the stream broke before `run.queued`.
+                self.trace.error =
+                    Some("the stream broke before run.queued: no run id to resume".to_owned());
                 return;
             };
             response = loop {
-                match self.clients.resume(&run_id, self.last_id).await {
+                match self.clients.resume(&run_id, self.trace.last_id).await {
                     Ok(response) => break response,
                     Err(error) => {
-                        self.trace.error = Some(format!("{error:#}"));
+                        self.trace.breaks.push(format!("{error:#}"));
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
@@ -403,14 +402,13 @@ impl Follow<'_> {
                 self.trace.malformed += 1;
                 continue;
             };
-            if id <= self.last_id {
+            if id <= self.trace.last_id {
                 self.trace.duplicates += 1;
                 continue;
             }
-            if id > self.last_id + 1 {
+            if id > self.trace.last_id + 1 {
                 self.trace.gaps += 1;
             }
-            self.last_id = id;
             self.trace.last_id = id;
             let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
             let ended = self.handle(&event.event, &data);
@@ -479,8 +477,6 @@ impl Follow<'_> {
     fn end(&mut self, at: Instant, outcome: Outcome) {
         self.trace.end = Some(End { at, outcome });
         self.trace.messages = self.deltas.len();
-        // A break recovered from is not an error of the run.
-        self.trace.error = None;
     }
 
     /// For a completed run: the last attempt's deltas, concatenated, must

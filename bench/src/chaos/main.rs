@@ -160,8 +160,12 @@ async fn run(args: Args) -> ExitCode {
     let worker_concurrency = args
         .worker_concurrency()
         .map_or_else(|| "server default".to_owned(), |n| n.to_string());
+    let drops = match args.drop_every {
+        0 => "no stream".to_owned(),
+        n => format!("every {n}th stream"),
+    };
     println!(
-        "switchyard-chaos: api + {} workers (concurrency {worker_concurrency} each), {} runs in flight of {} tokens {} ms apart (~{:.1} s each), {} kills {}-{} ms apart, {} cancels, every {}th stream broken on purpose, drain timeout {} s; binary {}, {} CPU(s)",
+        "switchyard-chaos: api + {} workers (concurrency {worker_concurrency} each), {} runs in flight of {} tokens {} ms apart (~{:.1} s each), {} kills {}-{} ms apart, {} cancels, {drops} broken on purpose, drain timeout {} s; binary {}, {} CPU(s)",
         args.workers,
         args.in_flight,
         args.tokens,
@@ -171,7 +175,6 @@ async fn run(args: Args) -> ExitCode {
         args.kill_gap_min_ms,
         args.kill_gap_max_ms,
         args.cancels,
-        args.drop_every,
         args.drain_timeout_secs,
         args.bin.display(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -206,7 +209,9 @@ async fn run(args: Args) -> ExitCode {
         Ok(report) => {
             report.print();
             if report.broken() {
-                println!("FAILED: a run was lost or an event missed or duplicated");
+                println!(
+                    "FAILED: a run was lost, or an event missed, duplicated or numbered like another"
+                );
                 ExitCode::FAILURE
             } else if args.strict && report.verdicts().iter().any(|(_, ok)| !ok) {
                 ExitCode::from(2)

@@ -203,102 +203,8 @@ impl Report {
         db: Database,
         origin: Instant,
     ) -> Self {
-        let mut by_tag: HashMap<&str, Vec<(Instant, &str)>> = HashMap::new();
-        for request in &requests {
-            by_tag
-                .entry(&request.tag)
-                .or_default()
-                .push((request.at, &request.worker));
-        }
-        for list in by_tag.values_mut() {
-            list.sort_by_key(|(at, _)| *at);
-        }
-        // (trace, start) pairs that are a kill's restart.
-        let mut explained: HashSet<(usize, usize)> = HashSet::new();
-        let mut kill_outcomes = Vec::with_capacity(kills.len());
-        for kill in &kills {
-            let at = kill.killed.at;
-            let mut outcome = KillOutcome {
-                held: Vec::new(),
-                restarted: Vec::new(),
-                ended: BTreeMap::new(),
-                never_terminal: 0,
-            };
-            for (t, trace) in traces.iter().enumerate() {
-                // The run's requests up to the kill; the last one must be
-                // the killed worker's. The attempt it belongs to is at least
-                // their number (attempts whose worker died before calling
-                // the LLM made none).
-                let requests = by_tag.get(trace.tag.as_str()).and_then(|list| {
-                    let sent = list.iter().take_while(|(sent, _)| *sent <= at).count();
-                    let (_, worker) = list.get(sent.checked_sub(1)?)?;
-                    (*worker == kill.killed.name).then_some(sent)
-                });
-                let Some(requests) = requests else {
-                    continue;
-                };
-                if trace.end.as_ref().is_some_and(|end| end.at <= at) {
-                    continue;
-                }
-                // A later attempt's `run.started`. Not just any received
-                // after the kill: when the event path lags, the held
-                // attempt's own may arrive after the kill.
-                let restart = trace
-                    .starts
-                    .iter()
-                    .enumerate()
-                    .find(|(_, (attempt, started))| {
-                        *started > at && usize::try_from(*attempt).is_ok_and(|a| a > requests)
-                    });
-                outcome
-                    .held
-                    .push((t, restart.map(|(_, (_, started))| *started)));
-                if let Some((s, (_, started))) = restart {
-                    outcome
-                        .restarted
-                        .push(started.duration_since(at).as_secs_f64());
-                    explained.insert((t, s));
-                } else if let Some(end) = &trace.end {
-                    *outcome.ended.entry(end.outcome.to_string()).or_default() += 1;
-                } else {
-                    outcome.never_terminal += 1;
-                }
-            }
-            kill_outcomes.push(outcome);
-        }
-        let unexplained_restarts = traces
-            .iter()
-            .enumerate()
-            .flat_map(|(t, trace)| (1..trace.starts.len()).map(move |s| (t, s)))
-            .filter(|pair| !explained.contains(pair))
-            .count();
-        let by_run: HashMap<&str, usize> = traces
-            .iter()
-            .enumerate()
-            .filter_map(|(t, trace)| Some((trace.run_id.as_deref()?, t)))
-            .collect();
-        let cancel_outcomes = cancels
-            .iter()
-            .filter(|c| c.status == Ok(202))
-            .filter_map(|cancel| {
-                let t = *by_run.get(cancel.run_id.as_str())?;
-                let end = traces[t].end.as_ref();
-                // Held by a killed worker (before the cancel, or after it
-                // but before the run stopped) and not started again by the
-                // time of the cancel.
-                let orphaned = kill_outcomes.iter().any(|outcome| {
-                    outcome.held.iter().any(|(held, restart)| {
-                        *held == t && restart.is_none_or(|at| at > cancel.sent_at)
-                    })
-                });
-                Some(CancelOutcome {
-                    tag: traces[t].tag.clone(),
-                    end: end.map(|e| e.outcome.clone()),
-                    after_ms: end.map(|e| e.at.duration_since(cancel.sent_at).as_secs_f64() * 1e3),
-                    orphaned,
-                })
-            })
-            .collect();
+        let (kill_outcomes, unexplained_restarts) = attribute_kills(&traces, &kills, &requests);
+        let cancel_outcomes = follow_cancels(&traces, &cancels, &kill_outcomes);
         let against_store = AgainstStore::check(&traces, &db.events);
         Self {
             traces,
@@ -467,7 +373,7 @@ impl Report {
         }
         for lost in self.accepted().filter(|t| t.end.is_none()).take(5) {
             println!(
-                "    never terminal: {} (run {}, attempts seen {:?}, last event id {}, {} resumes, the last stream break: {}): {}",
+                "    never terminal: {} (run {}, attempts seen {:?}, last event id {}, {} resumes, the last break: {}): {}",
                 lost.tag,
                 lost.run_id.as_deref().unwrap_or("?"),
                 lost.starts.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
@@ -516,7 +422,7 @@ impl Report {
                 .map(|(why, n)| format!("{n} x {why}"))
                 .collect();
             println!(
-                "    streams that broke by themselves: {}",
+                "    streams that broke by themselves, and failed reopenings: {}",
                 breaks.join("; ")
             );
         }
@@ -666,5 +572,256 @@ impl Report {
         ] {
             println!("    {name:<48} {}", stats::line(&samples));
         }
+    }
+}
+
+/// What became of each killed worker's runs, and how many restarts no
+/// kill explains.
+fn attribute_kills(
+    traces: &[Trace],
+    kills: &[Kill],
+    requests: &[Request],
+) -> (Vec<KillOutcome>, usize) {
+    let mut by_tag: HashMap<&str, Vec<(Instant, &str)>> = HashMap::new();
+    for request in requests {
+        by_tag
+            .entry(&request.tag)
+            .or_default()
+            .push((request.at, &request.worker));
+    }
+    for list in by_tag.values_mut() {
+        list.sort_by_key(|(at, _)| *at);
+    }
+    // (trace, start) pairs that are a kill's restart.
+    let mut explained: HashSet<(usize, usize)> = HashSet::new();
+    let mut kill_outcomes = Vec::with_capacity(kills.len());
+    for kill in kills {
+        let at = kill.killed.at;
+        let mut outcome = KillOutcome {
+            held: Vec::new(),
+            restarted: Vec::new(),
+            ended: BTreeMap::new(),
+            never_terminal: 0,
+        };
+        for (t, trace) in traces.iter().enumerate() {
+            // The run's requests up to the kill; the last one must be
+            // the killed worker's. The attempt it belongs to is at least
+            // their number (attempts whose worker died before calling
+            // the LLM made none).
+            let requests = by_tag.get(trace.tag.as_str()).and_then(|list| {
+                let sent = list.iter().take_while(|(sent, _)| *sent <= at).count();
+                let (_, worker) = list.get(sent.checked_sub(1)?)?;
+                (*worker == kill.killed.name).then_some(sent)
+            });
+            let Some(requests) = requests else {
+                continue;
+            };
+            if trace.end.as_ref().is_some_and(|end| end.at <= at) {
+                continue;
+            }
+            // A later attempt's `run.started`. Not just any received
+            // after the kill: when the event path lags, the held
+            // attempt's own may arrive after the kill.
+            let restart = trace
+                .starts
+                .iter()
+                .enumerate()
+                .find(|(_, (attempt, started))| {
+                    *started > at && usize::try_from(*attempt).is_ok_and(|a| a > requests)
+                });
+            outcome
+                .held
+                .push((t, restart.map(|(_, (_, started))| *started)));
+            if let Some((s, (_, started))) = restart {
+                outcome
+                    .restarted
+                    .push(started.duration_since(at).as_secs_f64());
+                explained.insert((t, s));
+            } else if let Some(end) = &trace.end {
+                *outcome.ended.entry(end.outcome.to_string()).or_default() += 1;
+            } else {
+                outcome.never_terminal += 1;
+            }
+        }
+        kill_outcomes.push(outcome);
+    }
+    let unexplained = traces
+        .iter()
+        .enumerate()
+        .flat_map(|(t, trace)| (1..trace.starts.len()).map(move |s| (t, s)))
+        .filter(|pair| !explained.contains(pair))
+        .count();
+    (kill_outcomes, unexplained)
+}
+
+/// What became of the runs of the accepted cancels.
+fn follow_cancels(
+    traces: &[Trace],
+    cancels: &[Cancel],
+    kill_outcomes: &[KillOutcome],
+) -> Vec<CancelOutcome> {
+    let by_run: HashMap<&str, usize> = traces
+        .iter()
+        .enumerate()
+        .filter_map(|(t, trace)| Some((trace.run_id.as_deref()?, t)))
+        .collect();
+    cancels
+        .iter()
+        .filter(|c| c.status == Ok(202))
+        .filter_map(|cancel| {
+            let t = *by_run.get(cancel.run_id.as_str())?;
+            let end = traces[t].end.as_ref();
+            // Held by a killed worker (before the cancel, or after it
+            // but before the run stopped) and not started again by the
+            // time of the cancel.
+            let orphaned = kill_outcomes.iter().any(|outcome| {
+                outcome.held.iter().any(|(held, restart)| {
+                    *held == t && restart.is_none_or(|at| at > cancel.sent_at)
+                })
+            });
+            Some(CancelOutcome {
+                tag: traces[t].tag.clone(),
+                end: end.map(|e| e.outcome.clone()),
+                after_ms: end.map(|e| e.at.duration_since(cancel.sent_at).as_secs_f64() * 1e3),
+                orphaned,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+    use switchyard_bench::stack::Killed;
+
+    use super::{AgainstStore, Request, attribute_kills};
+    use crate::client::{End, Outcome, Received, Trace};
+    use crate::faults::Kill;
+
+    fn at(t0: Instant, secs: f64) -> Instant {
+        t0 + Duration::from_secs_f64(secs)
+    }
+
+    fn trace(tag: &str, starts: &[(i64, Instant)], end: Option<Instant>) -> Trace {
+        let mut trace = Trace::new(tag.to_owned());
+        trace.accepted = true;
+        trace.starts = starts.to_vec();
+        trace.end = end.map(|at| End {
+            at,
+            outcome: Outcome::Completed,
+        });
+        trace
+    }
+
+    fn request(tag: &str, worker: &str, at: Instant) -> Request {
+        Request {
+            tag: tag.to_owned(),
+            worker: worker.to_owned(),
+            at,
+        }
+    }
+
+    #[test]
+    fn runs_are_attributed_to_the_kill_of_their_last_worker() {
+        let t0 = Instant::now();
+        let traces = vec![
+            // Held, taken back 6 s after the kill.
+            trace(
+                "a",
+                &[(1, at(t0, 1.0)), (2, at(t0, 16.0))],
+                Some(at(t0, 20.0)),
+            ),
+            // Held; its own run.started arrives late, after the kill: the
+            // restart is attempt 2's.
+            trace(
+                "b",
+                &[(1, at(t0, 10.5)), (2, at(t0, 17.0))],
+                Some(at(t0, 21.0)),
+            ),
+            // On another worker.
+            trace("c", &[(1, at(t0, 2.0))], Some(at(t0, 12.0))),
+            // Ended before the kill.
+            trace("d", &[(1, at(t0, 1.0))], Some(at(t0, 9.0))),
+            // Taken by the killed worker, which died before calling the
+            // LLM: its restart is not attributed.
+            trace(
+                "e",
+                &[(1, at(t0, 9.9)), (2, at(t0, 16.0))],
+                Some(at(t0, 19.0)),
+            ),
+        ];
+        let requests = vec![
+            request("a", "worker-1", at(t0, 1.1)),
+            request("a", "worker-2", at(t0, 16.1)),
+            request("b", "worker-1", at(t0, 9.0)),
+            request("b", "worker-2", at(t0, 17.1)),
+            request("c", "worker-2", at(t0, 2.1)),
+            request("d", "worker-1", at(t0, 1.1)),
+            request("e", "worker-2", at(t0, 16.1)),
+        ];
+        let kills = vec![Kill {
+            slot: 0,
+            killed: Killed {
+                name: "worker-1".to_owned(),
+                pid: 1,
+                at: at(t0, 10.0),
+            },
+            replacement: "worker-3".to_owned(),
+        }];
+        let (outcomes, unexplained) = attribute_kills(&traces, &kills, &requests);
+        let held: Vec<usize> = outcomes[0].held.iter().map(|(t, _)| *t).collect();
+        assert_eq!(held, [0, 1]);
+        let restarted: Vec<i64> = outcomes[0]
+            .restarted
+            .iter()
+            .map(|s| (s * 10.0).round() as i64)
+            .collect();
+        assert_eq!(restarted, [60, 70]);
+        assert_eq!(unexplained, 1);
+    }
+
+    #[test]
+    fn an_id_given_to_two_events_is_found() {
+        let mut trace = trace("a", &[], None);
+        trace.run_id = Some("r".to_owned());
+        trace.last_id = 2;
+        let delta = json!({"delta": "x", "message_id": "m"});
+        trace.received = vec![
+            Received {
+                id: 1,
+                kind: "run.queued".to_owned(),
+                data: json!({}),
+            },
+            Received {
+                id: 2,
+                kind: "message.delta".to_owned(),
+                data: delta.clone(),
+            },
+        ];
+        let stored = |second: (&str, serde_json::Value)| {
+            HashMap::from([(
+                "r".to_owned(),
+                vec![
+                    (1, "run.queued".to_owned(), json!({})),
+                    (2, second.0.to_owned(), second.1),
+                ],
+            )])
+        };
+        let same = AgainstStore::check(
+            std::slice::from_ref(&trace),
+            &stored(("message.delta", delta)),
+        );
+        assert!(same.clean(), "{same:?}");
+        let reused = AgainstStore::check(
+            std::slice::from_ref(&trace),
+            &stored(("run.cancelled", json!({"reason": "cancelled"}))),
+        );
+        assert_eq!(
+            (reused.differ, reused.unstored, reused.unreceived),
+            (1, 0, 0)
+        );
     }
 }
