@@ -87,6 +87,8 @@ impl Deployment {
             .env("REDIS_URL", redis_url())
             .env("SWITCHYARD_REDIS_PREFIX", &self.prefix)
             .env("SWITCHYARD_CONFIG", &self.catalog)
+            // One machine, no cluster: the sweeper's lock is PostgreSQL's.
+            .env("SWITCHYARD_SWEEPER_LEADER", "postgres")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null());

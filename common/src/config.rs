@@ -18,6 +18,9 @@
 //! | `SWITCHYARD_RUN_TIMEOUT_SECS` | longest a run may take once started | `600` |
 //! | `SWITCHYARD_MAX_ATTEMPTS` | attempts of a run whose worker is lost, before `worker_lost` | `3` |
 //! | `SWITCHYARD_SHUTDOWN_GRACE_SECS` | on SIGTERM, how long a worker lets its runs finish before releasing them | `30` |
+//! | `SWITCHYARD_SWEEPER_LEADER` | how the one worker that takes back lost runs is chosen: `postgres` (advisory lock), `kubernetes` (a Lease) or `auto` (`kubernetes` when `KUBERNETES_SERVICE_HOST` is set) | `auto` |
+//! | `SWITCHYARD_SWEEPER_LEASE` | with `kubernetes`: the Lease's name | `{SWITCHYARD_REDIS_PREFIX}-sweeper`, made a valid name |
+//! | `SWITCHYARD_NAMESPACE` | with `kubernetes`: the Lease's namespace | the pod's, from its service account |
 //!
 //! A malformed value stops start-up with a message naming the variable; a
 //! malformed catalog names the file, the line and the problem.
@@ -62,6 +65,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+mod sweeper;
+
+pub use sweeper::{LeaseSettings, SweeperLeader};
+
 use crate::domain::{
     AgentSpec, DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_ITERATIONS, Usage, Workflow, WorkflowKind,
 };
@@ -87,6 +94,8 @@ pub struct Config {
     /// On SIGTERM: how long a worker lets its runs finish before handing
     /// the rest to other workers.
     pub shutdown_grace: Duration,
+    /// How the one worker that takes back lost runs is chosen.
+    pub sweeper_leader: SweeperLeader,
 }
 
 /// A problem with the configuration, worded for the operator.
@@ -94,6 +103,8 @@ pub struct Config {
 pub enum ConfigError {
     #[error("{0} is not set")]
     Missing(&'static str),
+    #[error("{name} is not set and cannot be inferred: {problem}")]
+    Uninferable { name: &'static str, problem: String },
     #[error("{name}={value:?} is invalid: {problem}")]
     Invalid {
         name: &'static str,
@@ -179,6 +190,11 @@ impl Config {
                 problem: "must not contain whitespace".into(),
             });
         }
+        let sweeper_leader = SweeperLeader::from_lookup(
+            &lookup,
+            &redis_prefix,
+            Path::new(sweeper::SERVICE_ACCOUNT_NAMESPACE),
+        )?;
         let catalog = match lookup("SWITCHYARD_CONFIG").filter(|v| !v.is_empty()) {
             Some(path) => Catalog::load(Path::new(&path))?,
             None => Catalog::builtin(),
@@ -209,6 +225,7 @@ impl Config {
             max_attempts: i32::try_from(positive("SWITCHYARD_MAX_ATTEMPTS", 3)?)
                 .unwrap_or(i32::MAX),
             shutdown_grace: Duration::from_secs(number("SWITCHYARD_SHUTDOWN_GRACE_SECS", 30)?),
+            sweeper_leader,
         })
     }
 }

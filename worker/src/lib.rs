@@ -8,14 +8,16 @@
 //! - [`workflow`]: how a run unfolds: the tool loop, triage, planner.
 //! - [`tools`]: what agents can call.
 //! - [`active`]: the runs of this process: leases and stop signals.
+//! - [`leader`]: which worker takes back the runs of lost workers.
 //!
 //! [`Worker::start`] wires them to PostgreSQL and Redis: an apalis worker
 //! on the run queue (woken by a Redis message on every push, polling slowly
-//! as a backstop) and a sweeper that enqueues runs stored while Redis was
-//! unreachable.
+//! as a backstop) and a sweeper that takes back lost runs (on one worker at
+//! a time) and enqueues runs stored while Redis was unreachable.
 
 pub mod active;
 pub mod history;
+pub mod leader;
 pub mod providers;
 pub mod runner;
 pub mod tools;
@@ -33,7 +35,7 @@ use sqlx::PgPool;
 use std::sync::Mutex;
 use switchyard_common::bus::EventWriter;
 use switchyard_common::cache::Cache;
-use switchyard_common::config::Config;
+use switchyard_common::config::{Config, SweeperLeader};
 use switchyard_common::db;
 use switchyard_common::queue::{self, RunJob, RunQueue};
 use switchyard_common::redis_conn::{self, Keys};
@@ -43,6 +45,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::leader::{Elector, Leadership};
 use crate::runner::Runner;
 
 /// How often an idle worker looks at the queue without a wake-up.
@@ -114,6 +117,16 @@ impl Worker {
             stopped.clone(),
         ));
         tracker.spawn(active_runs.clone().poll(pool.clone(), stopped.clone()));
+        let leadership = match &config.sweeper_leader {
+            SweeperLeader::Postgres => Leadership::Everyone,
+            SweeperLeader::Kubernetes(lease) => {
+                let client = leader::cluster_client().await?;
+                let (leadership, elector) =
+                    Elector::new(client, lease.clone(), &worker_id).start(stopped.clone());
+                tracker.spawn(elector);
+                leadership
+            }
+        };
         tracker.spawn(
             active_runs
                 .clone()
@@ -134,7 +147,7 @@ impl Worker {
             runner,
             shutdown.clone(),
         ));
-        tracker.spawn(sweep(pool, run_queue, stopped));
+        tracker.spawn(sweep(pool, run_queue, leadership, stopped));
         tracker.close();
         Ok(Self { tracker })
     }
@@ -278,9 +291,9 @@ async fn listen_for_wakeups(
     }
 }
 
-/// Take back runs whose worker was lost, and enqueue runs stored while
-/// Redis was unreachable, or whose turn came.
-async fn sweep(pool: PgPool, queue: RunQueue, shutdown: CancellationToken) {
+/// Take back runs whose worker was lost (while `leadership` allows), and
+/// enqueue runs stored while Redis was unreachable, or whose turn came.
+async fn sweep(pool: PgPool, queue: RunQueue, leadership: Leadership, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -288,15 +301,19 @@ async fn sweep(pool: PgPool, queue: RunQueue, shutdown: CancellationToken) {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        match db::runs::requeue_expired(&pool).await {
-            Ok(lost) => {
-                for run_id in lost {
-                    tracing::warn!(run.id = %run_id, "run's worker was lost; queued again");
-                    queue.enqueue(&pool, run_id).await;
+        if leadership.is_leader() {
+            match db::runs::requeue_expired(&pool).await {
+                Ok(lost) => {
+                    for run_id in lost {
+                        tracing::warn!(run.id = %run_id, "run's worker was lost; queued again");
+                        queue.enqueue(&pool, run_id).await;
+                    }
                 }
+                Err(error) => tracing::warn!(%error, "taking back lost runs failed"),
             }
-            Err(error) => tracing::warn!(%error, "taking back lost runs failed"),
         }
+        // Every worker does this part: the runs being pushed stay locked
+        // (others skip them), so sweeping at once never pushes a run twice.
         match queue::sweep_unenqueued(&pool, &queue).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(runs = n, "enqueued stored runs"),
