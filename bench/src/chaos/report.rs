@@ -100,13 +100,23 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// A held run's next attempt.
+#[derive(Debug, Clone, Copy)]
+struct Restart {
+    /// Seconds from the kill to the attempt's `run.started`.
+    after: f64,
+    /// The attempt announced is not the one right after the held one: the
+    /// worker that took the run back died too before announcing its
+    /// attempt, and the run waited for a second lease expiry.
+    twice: bool,
+}
+
 /// What became of the runs a killed worker held.
 struct KillOutcome {
     /// Runs on the worker when it was killed: the trace's index, and when
     /// the run started again (if it did).
     held: Vec<(usize, Option<Instant>)>,
-    /// Seconds from the kill to their next `run.started`.
-    restarted: Vec<f64>,
+    restarted: Vec<Restart>,
     /// Runs that ended with no new `run.started`, by how they ended (e.g.
     /// they had just finished, or were out of attempts).
     ended: BTreeMap<String, usize>,
@@ -238,10 +248,14 @@ impl Report {
         self.accepted().filter(|t| t.text_error.is_some()).count()
     }
 
-    fn recovery(&self) -> Vec<f64> {
+    /// Seconds from each kill to its runs' next attempts, of the restarts
+    /// that `pick` picks.
+    fn recovery(&self, pick: impl Fn(&Restart) -> bool) -> Vec<f64> {
         self.kill_outcomes
             .iter()
-            .flat_map(|k| k.restarted.iter().copied())
+            .flat_map(|k| &k.restarted)
+            .filter(|r| pick(r))
+            .map(|r| r.after)
             .collect()
     }
 
@@ -308,7 +322,7 @@ impl Report {
             ),
         ];
         if !self.kills.is_empty() {
-            let s = Summary::of(&self.recovery());
+            let s = Summary::of(&self.recovery(|_| true));
             out.push((
                 match s {
                     Some(s) => format!(
@@ -478,7 +492,8 @@ impl Report {
         }
         println!("  kills (runs held = latest LLM request from the killed worker, no end yet):");
         for (n, (kill, outcome)) in self.kills.iter().zip(&self.kill_outcomes).enumerate() {
-            let restarted = Summary::of(&outcome.restarted).map_or_else(String::new, |s| {
+            let after: Vec<f64> = outcome.restarted.iter().map(|r| r.after).collect();
+            let restarted = Summary::of(&after).map_or_else(String::new, |s| {
                 format!(" (p50 {:.2} s, max {:.2} s)", s.p50, s.max)
             });
             let ended: Vec<String> = outcome
@@ -503,10 +518,17 @@ impl Report {
                 outcome.never_terminal,
             );
         }
-        println!(
-            "  recovery, s (kill -> run.started again):  {}",
-            stats::line(&self.recovery())
-        );
+        println!("  recovery, s (kill -> the next attempt's run.started):");
+        for (name, samples) in [
+            ("all", self.recovery(|_| true)),
+            ("taken back at the first try", self.recovery(|r| !r.twice)),
+            (
+                "taken back by a worker that died too",
+                self.recovery(|r| r.twice),
+            ),
+        ] {
+            println!("    {name:<48} {}", stats::line(&samples));
+        }
     }
 
     fn print_cancels(&self) {
@@ -632,10 +654,20 @@ fn attribute_kills(
             outcome
                 .held
                 .push((t, restart.map(|(_, (_, started))| *started)));
-            if let Some((s, (_, started))) = restart {
-                outcome
-                    .restarted
-                    .push(started.duration_since(at).as_secs_f64());
+            if let Some((s, (attempt, started))) = restart {
+                // The held attempt, as far as the client can tell.
+                let held = trace
+                    .starts
+                    .iter()
+                    .filter(|(_, started)| *started <= at)
+                    .map(|(attempt, _)| *attempt)
+                    .chain(i64::try_from(requests))
+                    .max()
+                    .unwrap_or(0);
+                outcome.restarted.push(Restart {
+                    after: started.duration_since(at).as_secs_f64(),
+                    twice: *attempt > held + 1,
+                });
                 explained.insert((t, s));
             } else if let Some(end) = &trace.end {
                 *outcome.ended.entry(end.outcome.to_string()).or_default() += 1;
@@ -671,19 +703,24 @@ fn follow_cancels(
         .filter_map(|cancel| {
             let t = *by_run.get(cancel.run_id.as_str())?;
             let end = traces[t].end.as_ref();
-            // Held by a killed worker (before the cancel, or after it
-            // but before the run stopped) and not started again by the
-            // time of the cancel.
-            let orphaned = kill_outcomes.iter().any(|outcome| {
+            // Held by a killed worker (before the cancel, or after it but
+            // before the run stopped) and not started again by the time of
+            // the cancel; or started again after the cancel, so that its
+            // worker was lost meanwhile, whether or not a kill explains it.
+            let held = kill_outcomes.iter().any(|outcome| {
                 outcome.held.iter().any(|(held, restart)| {
                     *held == t && restart.is_none_or(|at| at > cancel.sent_at)
                 })
             });
+            let restarted = traces[t]
+                .starts
+                .iter()
+                .any(|(_, started)| *started > cancel.sent_at);
             Some(CancelOutcome {
                 tag: traces[t].tag.clone(),
                 end: end.map(|e| e.outcome.clone()),
                 after_ms: end.map(|e| e.at.duration_since(cancel.sent_at).as_secs_f64() * 1e3),
-                orphaned,
+                orphaned: held || restarted,
             })
         })
         .collect()
@@ -752,6 +789,13 @@ mod tests {
                 &[(1, at(t0, 9.9)), (2, at(t0, 16.0))],
                 Some(at(t0, 19.0)),
             ),
+            // Held; taken back by a worker that died before announcing
+            // attempt 2.
+            trace(
+                "f",
+                &[(1, at(t0, 8.0)), (3, at(t0, 22.0))],
+                Some(at(t0, 25.0)),
+            ),
         ];
         let requests = vec![
             request("a", "worker-1", at(t0, 1.1)),
@@ -761,6 +805,8 @@ mod tests {
             request("c", "worker-2", at(t0, 2.1)),
             request("d", "worker-1", at(t0, 1.1)),
             request("e", "worker-2", at(t0, 16.1)),
+            request("f", "worker-1", at(t0, 8.1)),
+            request("f", "worker-2", at(t0, 22.1)),
         ];
         let kills = vec![Kill {
             slot: 0,
@@ -773,13 +819,15 @@ mod tests {
         }];
         let (outcomes, unexplained) = attribute_kills(&traces, &kills, &requests);
         let held: Vec<usize> = outcomes[0].held.iter().map(|(t, _)| *t).collect();
-        assert_eq!(held, [0, 1]);
+        assert_eq!(held, [0, 1, 5]);
         let restarted: Vec<i64> = outcomes[0]
             .restarted
             .iter()
-            .map(|s| (s * 10.0).round() as i64)
+            .map(|r| (r.after * 10.0).round() as i64)
             .collect();
-        assert_eq!(restarted, [60, 70]);
+        assert_eq!(restarted, [60, 70, 120]);
+        let twice: Vec<bool> = outcomes[0].restarted.iter().map(|r| r.twice).collect();
+        assert_eq!(twice, [false, false, true]);
         assert_eq!(unexplained, 1);
     }
 
