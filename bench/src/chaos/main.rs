@@ -17,6 +17,7 @@
 //! with 2 under `--strict` when a latency target was missed. See
 //! `bench/README.md`.
 
+mod analysis;
 mod client;
 mod faults;
 mod report;
@@ -32,8 +33,9 @@ use switchyard_bench::stack::{self, Stack, StackConfig, WORKER_HEADER, is_loopba
 use switchyard_bench::sys::CpuSnapshot;
 use switchyard_fake_llm::{FakeLlm, Reply};
 
+use crate::analysis::{Database, Request};
 use crate::client::{Clients, Outcome};
-use crate::report::{Database, Report, Request};
+use crate::report::Report;
 
 #[derive(Parser, Debug)]
 #[command(
