@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 /// How often the runs' cancel requests are looked up in PostgreSQL.
 pub const POLL: Duration = Duration::from_millis(500);
 /// How long a claim or renewal holds a run.
-pub const LEASE: Duration = Duration::from_secs(6);
+pub const LEASE: Duration = Duration::from_secs(4);
 /// How often leases are renewed: three chances before one expires.
-pub const RENEW: Duration = Duration::from_secs(2);
+pub const RENEW: Duration = Duration::from_secs(1);
 
 /// Why a run's work must stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,13 @@ impl Registration {
             // The sender lives in the registry until this registration drops.
             Err(_) => std::future::pending().await,
         }
+    }
+}
+
+impl Registration {
+    /// Stop the run before it starts (a cancel stored before the claim).
+    pub fn cancel_now(&mut self, reason: CancelReason) {
+        self.cancellations.stop(self.run_id, Stop::Cancel(reason));
     }
 }
 

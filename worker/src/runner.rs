@@ -82,13 +82,14 @@ impl Runner {
         let claim = db::runs::claim(&self.pool, run_id, &self.worker_id, active::LEASE)
             .await
             .context("claiming the run")?;
-        let (run, mut last_seq, position, agent) = match claim {
+        let (run, mut last_seq, position, agent, cancel) = match claim {
             db::runs::Claim::Owned {
                 run,
                 last_event_seq,
                 input_seq,
                 message_count,
                 agent,
+                cancel,
             } => (
                 run,
                 last_event_seq,
@@ -97,6 +98,7 @@ impl Runner {
                     message_count,
                 },
                 agent,
+                cancel,
             ),
             db::runs::Claim::Waiting => {
                 tracing::debug!("an earlier run of the thread is active; waiting for it");
@@ -151,7 +153,12 @@ impl Runner {
         };
         // Dropping `work` stops the run wherever it is: a provider stream,
         // a tool, a backoff pause.
+        if let Some(reason) = cancel {
+            // Cancelled while its earlier worker was being lost: end it now.
+            stop.cancel_now(reason);
+        }
         let end = tokio::select! {
+            biased;
             stopped = stop.stopped() => match stopped {
                 Stop::Cancel(reason) => Ok(End::Cancelled(reason)),
                 Stop::Lost => Err(Leave::Lost),

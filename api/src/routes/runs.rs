@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json as JsonBody, Router};
 use serde::{Deserialize, Serialize};
-use switchyard_common::bus::tail;
+use switchyard_common::bus::{self, tail};
 use switchyard_common::db::{self, runs::CancelReason, runs::RunRow};
-use switchyard_common::domain::{Multitask, Run, RunId, Step, ThreadId};
+use switchyard_common::domain::{Multitask, Run, RunId, RunStatus, Step, ThreadId};
 use switchyard_common::events::SequencedEvent;
 use switchyard_common::queue;
 use utoipa::{IntoParams, ToSchema};
@@ -129,6 +129,11 @@ pub async fn create(
     let request_hash = idempotency_key
         .as_ref()
         .map(|_| request_hash(thread_id, &body));
+    let multitask = body.multitask.unwrap_or_default();
+    if multitask == Multitask::Interrupt {
+        let retries = db::runs::queued_retries(&app.pool, thread_id).await?;
+        adopt_lost_events(&app, &retries).await?;
+    }
 
     let created = db::runs::create(
         &app.pool,
@@ -138,7 +143,7 @@ pub async fn create(
             agent_id,
             model,
             priority,
-            multitask: body.multitask.unwrap_or_default(),
+            multitask,
             content: &body.input.content,
             idempotency: idempotency_key.as_deref().zip(request_hash),
         },
@@ -202,6 +207,10 @@ pub async fn cancel(
     user: CurrentUser,
     Path(id): Path<RunId>,
 ) -> ApiResult<(StatusCode, JsonBody<Run>)> {
+    let current = load(&app, user, id).await?;
+    if current.status == RunStatus::Queued && current.attempt > 0 {
+        adopt_lost_events(&app, &[id]).await?;
+    }
     let run = match db::runs::cancel(&app.pool, user.id, id, CancelReason::Requested).await? {
         db::runs::Cancelled::NotFound => return Err(ApiError::not_found("run", id)),
         db::runs::Cancelled::Finished(_) => {
@@ -219,6 +228,18 @@ pub async fn cancel(
         }
     };
     Ok((StatusCode::ACCEPTED, JsonBody(run.to_resource())))
+}
+
+/// Store what the lost workers of queued runs published but had not
+/// stored, before the API ends them with an event of its own: its id must
+/// come after every id a client may have seen.
+async fn adopt_lost_events(app: &AppState, runs: &[RunId]) -> ApiResult<()> {
+    let mut conn = app.redis.clone();
+    for &run_id in runs {
+        let stored = db::events::last_seq(&app.pool, run_id).await?;
+        bus::adopt_published(&mut conn, &app.keys, &app.pool, run_id, stored).await?;
+    }
+    Ok(())
 }
 
 /// Tell a run's live followers of an event the API stored itself.

@@ -79,3 +79,11 @@ pub async fn list_after(
         })
         .collect()
 }
+
+/// The last stored event of a run (0 when none).
+pub async fn last_seq(pool: &PgPool, run_id: RunId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select coalesce(max(seq), 0) from run_events where run_id = $1")
+        .bind(run_id)
+        .fetch_one(pool)
+        .await
+}

@@ -5,7 +5,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::{RunRow, get};
 use crate::db::threads::{ThreadRow, thread_columns};
-use crate::domain::{RunId, RunStatus, UserId};
+use crate::domain::{RunId, RunStatus, ThreadId, UserId};
 use crate::events::{RunEvent, SequencedEvent};
 
 /// Why a run is cancelled, as its `cancel_reason` and `run.cancelled` reason.
@@ -164,4 +164,16 @@ pub async fn cancel_requests(
             )
         })
         .collect())
+}
+
+/// A thread's queued runs that an earlier attempt started (their worker
+/// was lost): before the API ends one, the events that worker published
+/// but did not store must be stored, so that ids are not reused.
+pub async fn queued_retries(pool: &PgPool, thread_id: ThreadId) -> Result<Vec<RunId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select id from runs where thread_id = $1 and status = 'queued' and attempt > 0",
+    )
+    .bind(thread_id)
+    .fetch_all(pool)
+    .await
 }

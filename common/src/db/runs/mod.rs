@@ -11,7 +11,7 @@ use sqlx::types::Json;
 mod cancelling;
 mod leases;
 
-pub use cancelling::{CancelReason, Cancelled, cancel, cancel_requests};
+pub use cancelling::{CancelReason, Cancelled, cancel, cancel_requests, queued_retries};
 use cancelling::{request_cancel, stop_queued};
 pub use leases::{release, renew_leases, requeue_expired};
 
@@ -378,6 +378,9 @@ pub enum Claim {
         message_count: i64,
         /// The run's agent as stored now; `None` if it was deleted.
         agent: Option<Agent>,
+        /// A cancel was requested before this attempt (its earlier worker
+        /// was lost before it could stop the run).
+        cancel: Option<CancelReason>,
     },
     /// An earlier run of the same thread is still active: wait for it.
     Waiting,
@@ -415,7 +418,9 @@ pub async fn claim(
                 (select m.seq from messages m where m.id = c.input_message_id) as input_seq,
                 (select t.message_count from threads t where t.id = c.thread_id) as message_count,
                 (select to_jsonb(a) from agents a where a.id = c.agent_id and a.deleted_at is null)
-                    as agent
+                    as agent,
+                case when c.cancel_requested_at is not null
+                     then coalesce(c.cancel_reason, 'cancelled') end as cancel_requested
          from claimed c",
     )
     .bind(id)
@@ -430,6 +435,9 @@ pub async fn claim(
             input_seq: claimed.input_seq,
             message_count: claimed.message_count,
             agent: claimed.agent.map(|row| Agent::from(row.0)),
+            cancel: claimed
+                .cancel_requested
+                .map(|reason| CancelReason::parse(&reason)),
         });
     }
     // Tell a run that waits its turn from one that is gone; a waiting run
@@ -454,6 +462,7 @@ struct Claimed {
     input_seq: i64,
     message_count: i64,
     agent: Option<Json<AgentRow>>,
+    cancel_requested: Option<String>,
 }
 
 /// The thread's next queued run, if it is now first in line.
