@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::db;
+use crate::db::runs::CancelReason;
 use crate::domain::{RunId, ThreadId};
 use crate::redis_conn::Keys;
 
@@ -81,11 +82,13 @@ impl RunQueue {
     /// Tell the workers that an in-progress run was asked to stop. The
     /// request is stored already: a worker that misses this message finds
     /// it in PostgreSQL within a second.
-    pub async fn announce_cancel(&self, run_id: RunId) {
+    /// The message is `<run id> <reason>`, so that the worker stops the run
+    /// without reading PostgreSQL first.
+    pub async fn announce_cancel(&self, run_id: RunId, reason: CancelReason) {
         let mut conn = self.conn.clone();
         if let Err(error) = redis::cmd("PUBLISH")
             .arg(&self.cancel_channel)
-            .arg(run_id.to_string())
+            .arg(format!("{run_id} {}", reason.as_str()))
             .query_async::<i64>(&mut conn)
             .await
         {

@@ -175,16 +175,9 @@ impl ActiveRuns {
         }
     }
 
-    /// Follow the cancel announcements on Redis until `shutdown`,
-    /// reconnecting after a lost connection. An announcement only names the
-    /// run; the reason is read from PostgreSQL.
-    pub async fn listen(
-        self,
-        client: redis::Client,
-        keys: Keys,
-        pool: PgPool,
-        shutdown: CancellationToken,
-    ) {
+    /// Follow the cancel announcements on Redis (`<run id> <reason>`)
+    /// until `shutdown`, reconnecting after a lost connection.
+    pub async fn listen(self, client: redis::Client, keys: Keys, shutdown: CancellationToken) {
         let channel = keys.cancel_channel();
         loop {
             let subscribed = async {
@@ -215,19 +208,11 @@ impl ActiveRuns {
                 let Ok(payload) = message.get_payload::<String>() else {
                     continue;
                 };
-                let Ok(run_id) = payload.parse::<RunId>() else {
+                let Some((id, reason)) = payload.split_once(' ') else {
                     continue;
                 };
-                if !self.lock().contains_key(&run_id) {
-                    continue;
-                }
-                match db::runs::cancel_requests(&pool, &[run_id]).await {
-                    Ok(requests) => {
-                        for (run_id, reason) in requests {
-                            self.stop(run_id, Stop::Cancel(reason));
-                        }
-                    }
-                    Err(error) => tracing::warn!(%error, "reading a cancel request failed"),
+                if let Ok(run_id) = id.parse::<RunId>() {
+                    self.stop(run_id, Stop::Cancel(CancelReason::parse(reason)));
                 }
             }
         }

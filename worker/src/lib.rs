@@ -110,12 +110,11 @@ impl Worker {
             runs: runs.clone(),
             draining: shutdown.clone(),
         });
-        tracker.spawn(active_runs.clone().listen(
-            client.clone(),
-            keys.clone(),
-            pool.clone(),
-            stopped.clone(),
-        ));
+        tracker.spawn(
+            active_runs
+                .clone()
+                .listen(client.clone(), keys.clone(), stopped.clone()),
+        );
         tracker.spawn(active_runs.clone().poll(pool.clone(), stopped.clone()));
         let leadership = match &config.sweeper_leader {
             SweeperLeader::Postgres => Leadership::Everyone,

@@ -163,7 +163,9 @@ pub async fn create(
                 announce(&app, *stopped, event).await;
             }
             for requested in interrupted.requested {
-                app.queue.announce_cancel(requested).await;
+                app.queue
+                    .announce_cancel(requested, CancelReason::Interrupted)
+                    .await;
             }
             app.queue.enqueue(&app.pool, run.id).await;
             let queued = SequencedEvent {
@@ -223,7 +225,7 @@ pub async fn cancel(
             run
         }
         db::runs::Cancelled::Requested(run) => {
-            app.queue.announce_cancel(id).await;
+            app.queue.announce_cancel(id, CancelReason::Requested).await;
             run
         }
     };
