@@ -97,17 +97,21 @@ impl ActiveRuns {
         }
     }
 
-    /// Stop a run of this process, if it is one (the first reason stays).
-    pub fn stop(&self, run_id: RunId, stop: Stop) {
-        if let Some(sender) = self.lock().get(&run_id) {
-            sender.send_if_modified(|current| {
-                let first = current.is_none();
-                if first {
-                    *current = Some(stop);
-                }
-                first
-            });
-        }
+    /// Stop a run of this process, if it is one (the first reason stays);
+    /// returns whether it is.
+    pub fn stop(&self, run_id: RunId, stop: Stop) -> bool {
+        let runs = self.lock();
+        let Some(sender) = runs.get(&run_id) else {
+            return false;
+        };
+        sender.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some(stop);
+            }
+            first
+        });
+        true
     }
 
     /// Release every run of this process (shutdown); returns how many.
@@ -123,26 +127,37 @@ impl ActiveRuns {
         self.lock().keys().copied().collect()
     }
 
-    /// Renew the leases of this process's runs every [`RENEW`] as
-    /// `worker`, until `shutdown`; stop the runs whose lease was taken back.
-    pub async fn renew(self, pool: PgPool, worker: String, shutdown: CancellationToken) {
-        let mut ticks = tokio::time::interval(RENEW);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// The runs in progress at the next tick that finds any; `None` once
+    /// `shutdown` is cancelled.
+    async fn next_round(
+        &self,
+        ticks: &mut tokio::time::Interval,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<RunId>> {
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return None,
                 _ = ticks.tick() => {}
             }
             let running = self.running();
-            if running.is_empty() {
-                continue;
+            if !running.is_empty() {
+                return Some(running);
             }
+        }
+    }
+
+    /// Renew the leases of this process's runs every [`RENEW`] as
+    /// `worker`, until `shutdown`; stop the runs whose lease was taken back.
+    pub async fn renew(self, pool: PgPool, worker: String, shutdown: CancellationToken) {
+        let mut ticks = ticker(RENEW);
+        while let Some(running) = self.next_round(&mut ticks, &shutdown).await {
             match db::runs::renew_leases(&pool, &worker, &running, LEASE).await {
                 Ok(held) => {
                     for run_id in running.into_iter().filter(|id| !held.contains(id)) {
-                        // Finished meanwhile (and unregistered) or taken back.
-                        tracing::warn!(run.id = %run_id, "lease lost; stopping the run here");
-                        self.stop(run_id, Stop::Lost);
+                        // Not renewed: finished meanwhile (no longer here) or taken back.
+                        if self.stop(run_id, Stop::Lost) {
+                            tracing::warn!(run.id = %run_id, "lease lost; stopping the run here");
+                        }
                     }
                 }
                 Err(error) => tracing::warn!(%error, "renewing leases failed"),
@@ -153,17 +168,8 @@ impl ActiveRuns {
     /// Look up the stored cancel requests of this process's runs, every
     /// [`POLL`], until `shutdown`.
     pub async fn poll(self, pool: PgPool, shutdown: CancellationToken) {
-        let mut ticks = tokio::time::interval(POLL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
-            let running = self.running();
-            if running.is_empty() {
-                continue;
-            }
+        let mut ticks = ticker(POLL);
+        while let Some(running) = self.next_round(&mut ticks, &shutdown).await {
             match db::runs::cancel_requests(&pool, &running).await {
                 Ok(requests) => {
                     for (run_id, reason) in requests {
@@ -217,4 +223,11 @@ impl ActiveRuns {
             }
         }
     }
+}
+
+/// A tick every `period`; late ticks are not bunched up.
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks
 }

@@ -190,11 +190,7 @@ async fn execute(
         Control::Planner(specialists) if call.name == planner::TOOL => {
             planner::execute(scope, agent, specialists, call).await
         }
-        _ => {
-            let (value, _is_error) =
-                steps::call_tool(scope, agent.parent, &agent.tools, call).await?;
-            Ok(value)
-        }
+        _ => steps::call_tool(scope, agent.parent, &agent.tools, call).await,
     }
 }
 

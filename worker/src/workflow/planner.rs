@@ -11,19 +11,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use switchyard_common::db;
-use switchyard_common::domain::{AgentSpec, StepId, StepKind, StepStatus};
-use switchyard_common::events::RunEvent;
+use switchyard_common::domain::{AgentSpec, StepId, StepKind};
 
 use super::converse::{Control, Participant, Voice, answer};
-use super::scope::{Failure, Scope, internal};
-use super::steps;
+use super::scope::{Failure, Scope};
+use super::steps::{self, ToolStep};
 use crate::providers::{ChatMessage, ToolCall, ToolSpec};
 
 /// The planner's tool.
@@ -179,41 +176,22 @@ pub(crate) fn execute<'a>(
 ) -> BoxFuture<'a, Result<Value, Failure>> {
     async move {
         let arguments = steps::arguments_value(call);
-        let step = db::steps::NewStep {
-            run_id: scope.run.id,
-            attempt: scope.run.attempt,
-            parent_id: planner.parent,
-            kind: StepKind::Plan,
-            name: "plan",
-            input: &arguments,
-        };
-        let step_id = db::steps::start(&scope.runner.pool, step)
-            .await
-            .map_err(|e| internal("recording a step", e))?;
-        scope.emit(RunEvent::ToolStarted {
-            step_id,
-            tool: TOOL.to_owned(),
+        let step = ToolStep::start(
+            scope,
+            planner.parent,
+            StepKind::Plan,
+            "plan",
+            TOOL,
             arguments,
-        });
-        let started = Instant::now();
-        let (result, is_error) = match parse(&call.arguments, specialists) {
-            Ok(plan) => (run_plan(scope, step_id, specialists, &plan).await?, false),
-            Err(problem) => (json!({ "error": problem }), true),
-        };
-        let status = if is_error {
-            StepStatus::Failed
-        } else {
-            StepStatus::Completed
-        };
-        steps::finish(scope, step_id, status, &result).await?;
-        scope.emit(RunEvent::ToolFinished {
-            step_id,
-            tool: TOOL.to_owned(),
-            result: result.clone(),
-            is_error,
-            latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
-        });
-        Ok(result)
+        )
+        .await?;
+        match parse(&call.arguments, specialists) {
+            Ok(plan) => {
+                let results = run_plan(scope, step.id, specialists, &plan).await?;
+                step.finish(scope, results, false).await
+            }
+            Err(problem) => step.finish(scope, json!({ "error": problem }), true).await,
+        }
     }
     .boxed()
 }
@@ -300,11 +278,7 @@ async fn run_task(
         answer(scope, &agent, &Control::None, messages).await
     }
     .await;
-    let summary = match &outcome {
-        Ok(text) => Ok(text.as_str()),
-        Err(failure) => Err(failure),
-    };
-    steps::finish_agent(scope, step_id, &specialist.id, summary).await?;
+    steps::finish_agent(scope, step_id, &specialist.id, outcome.as_deref()).await?;
     match outcome {
         Ok(text) => Ok(TaskResult {
             id: task.id.clone(),
@@ -337,11 +311,7 @@ pub(crate) async fn run(
         answer(scope, &planner, &control, planner.prompt(conversation)).await
     }
     .await;
-    let summary = match &outcome {
-        Ok(text) => Ok(text.as_str()),
-        Err(failure) => Err(failure),
-    };
-    steps::finish_agent(scope, step_id, &entry.id, summary).await?;
+    steps::finish_agent(scope, step_id, &entry.id, outcome.as_deref()).await?;
     outcome.map(|_| ())
 }
 

@@ -12,6 +12,27 @@ use super::scope::{Failure, Scope, internal};
 use crate::providers::ToolCall;
 use crate::tools::{self, Tool};
 
+/// Record the start of a step of the run's current attempt.
+pub(crate) async fn start(
+    scope: &Scope<'_>,
+    parent: Option<StepId>,
+    kind: StepKind,
+    name: &str,
+    input: &Value,
+) -> Result<StepId, Failure> {
+    let step = db::steps::NewStep {
+        run_id: scope.run.id,
+        attempt: scope.run.attempt,
+        parent_id: parent,
+        kind,
+        name,
+        input,
+    };
+    db::steps::start(&scope.runner.pool, step)
+        .await
+        .map_err(|e| internal("recording a step", e))
+}
+
 /// Start an `agent` step and announce it (`agent.started`).
 pub(crate) async fn start_agent(
     scope: &Scope<'_>,
@@ -19,17 +40,7 @@ pub(crate) async fn start_agent(
     parent: Option<StepId>,
     input: &Value,
 ) -> Result<StepId, Failure> {
-    let step = db::steps::NewStep {
-        run_id: scope.run.id,
-        attempt: scope.run.attempt,
-        parent_id: parent,
-        kind: StepKind::Agent,
-        name: agent,
-        input,
-    };
-    let step_id = db::steps::start(&scope.runner.pool, step)
-        .await
-        .map_err(|e| internal("recording a step", e))?;
+    let step_id = start(scope, parent, StepKind::Agent, agent, input).await?;
     scope.emit(RunEvent::AgentStarted {
         step_id,
         agent: agent.to_owned(),
@@ -82,33 +93,82 @@ pub(crate) fn arguments_value(call: &ToolCall) -> Value {
     serde_json::from_str(&call.arguments).unwrap_or_else(|_| Value::String(call.arguments.clone()))
 }
 
-/// Run a tool call as a step (`tool.started`, `tool.finished`). A tool's
-/// own failure is its result (`is_error`), for the model to read.
+/// A step that clients see as a tool call: announced by `tool.started`
+/// with its arguments, closed by `tool.finished` with its result (a tool
+/// call, or a plan).
+pub(crate) struct ToolStep {
+    pub id: StepId,
+    tool: String,
+    started: Instant,
+}
+
+impl ToolStep {
+    pub async fn start(
+        scope: &Scope<'_>,
+        parent: Option<StepId>,
+        kind: StepKind,
+        name: &str,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<Self, Failure> {
+        let id = start(scope, parent, kind, name, &arguments).await?;
+        scope.emit(RunEvent::ToolStarted {
+            step_id: id,
+            tool: tool.to_owned(),
+            arguments,
+        });
+        Ok(Self {
+            id,
+            tool: tool.to_owned(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Record the result (an error result fails the step) and announce it.
+    pub async fn finish(
+        self,
+        scope: &Scope<'_>,
+        result: Value,
+        is_error: bool,
+    ) -> Result<Value, Failure> {
+        let latency_ms = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let status = if is_error {
+            StepStatus::Failed
+        } else {
+            StepStatus::Completed
+        };
+        finish(scope, self.id, status, &result).await?;
+        scope.emit(RunEvent::ToolFinished {
+            step_id: self.id,
+            tool: self.tool,
+            result: result.clone(),
+            is_error,
+            latency_ms,
+        });
+        Ok(result)
+    }
+}
+
+/// Run a tool call as a step. A tool's own failure is its result
+/// (`is_error`), for the model to read.
 pub(crate) async fn call_tool(
     scope: &Scope<'_>,
     parent: Option<StepId>,
     tools: &[Arc<dyn Tool>],
     call: &ToolCall,
-) -> Result<(Value, bool), Failure> {
+) -> Result<Value, Failure> {
     let arguments = arguments_value(call);
-    let step = db::steps::NewStep {
-        run_id: scope.run.id,
-        attempt: scope.run.attempt,
-        parent_id: parent,
-        kind: StepKind::Tool,
-        name: &call.name,
-        input: &arguments,
-    };
-    let step_id = db::steps::start(&scope.runner.pool, step)
-        .await
-        .map_err(|e| internal("recording a step", e))?;
-    scope.emit(RunEvent::ToolStarted {
-        step_id,
-        tool: call.name.clone(),
-        arguments: arguments.clone(),
-    });
-    let started = Instant::now();
-    let result = match scope.reusable_result(&call.name, &arguments).await? {
+    let reused = scope.reusable_result(&call.name, &arguments).await?;
+    let step = ToolStep::start(
+        scope,
+        parent,
+        StepKind::Tool,
+        &call.name,
+        &call.name,
+        arguments,
+    )
+    .await?;
+    let result = match reused {
         // An earlier attempt of the run made this call: its effect happened.
         Some(recorded) => Ok(recorded),
         None => match tools.iter().find(|t| t.name() == call.name) {
@@ -119,23 +179,8 @@ pub(crate) async fn call_tool(
             ))),
         },
     };
-    let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-    let (value, is_error) = match result {
-        Ok(value) => (value, false),
-        Err(error) => (json!({"error": error.0}), true),
-    };
-    let status = if is_error {
-        StepStatus::Failed
-    } else {
-        StepStatus::Completed
-    };
-    finish(scope, step_id, status, &value).await?;
-    scope.emit(RunEvent::ToolFinished {
-        step_id,
-        tool: call.name.clone(),
-        result: value.clone(),
-        is_error,
-        latency_ms,
-    });
-    Ok((value, is_error))
+    match result {
+        Ok(value) => step.finish(scope, value, false).await,
+        Err(error) => step.finish(scope, json!({"error": error.0}), true).await,
+    }
 }

@@ -116,11 +116,7 @@ pub(crate) async fn run(
     let step_id = steps::start_agent(scope, &to.id, None, &input).await?;
     let outcome =
         answer_as_specialist(scope, &entry, to.clone(), step_id, &reason, conversation).await;
-    let summary = match &outcome {
-        Ok(text) => Ok(text.as_str()),
-        Err(failure) => Err(failure),
-    };
-    steps::finish_agent(scope, step_id, &to.id, summary).await?;
+    steps::finish_agent(scope, step_id, &to.id, outcome.as_deref()).await?;
     outcome.map(|_| ())
 }
 

@@ -11,6 +11,7 @@ use switchyard_common::domain::{StepKind, StepStatus, Usage};
 
 use super::converse::{Participant, Voice};
 use super::scope::{Failure, Scope, internal};
+use super::steps;
 use crate::providers::{ChatRequest, ProviderError, ProviderEvent, ToolCall};
 
 /// What one model call produced.
@@ -37,17 +38,8 @@ pub(crate) async fn model_turn(
             "tools": request.tools.iter().map(|t| &t.name).collect::<Vec<_>>(),
             "attempt": attempt,
         });
-        let step = db::steps::NewStep {
-            run_id: scope.run.id,
-            attempt: scope.run.attempt,
-            parent_id: agent.parent,
-            kind: StepKind::Llm,
-            name: &request.model,
-            input: &input,
-        };
-        let step_id = db::steps::start(&scope.runner.pool, step)
-            .await
-            .map_err(|e| internal("recording a step", e))?;
+        let step_id =
+            steps::start(scope, agent.parent, StepKind::Llm, &request.model, &input).await?;
         let said_before = scope.said();
         let mut usage = Usage::default();
         let result = stream(scope, agent, request.clone(), &mut usage).await;
