@@ -15,6 +15,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Validation(String),
+    /// The caller could not be told apart: no, bad or revoked credentials.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The caller is known but may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -24,6 +27,16 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Too many headers, or headers too large.
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// A per-user limit (`limit` names it) is reached; retry after a while.
+    #[error("{message}")]
+    RateLimited {
+        limit: &'static str,
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// A dependency is unreachable; the client should retry after a while.
     #[error("the service is temporarily unavailable")]
     Unavailable,
@@ -44,6 +57,9 @@ pub struct ErrorDetail {
     /// `unavailable` or `internal`.
     pub code: &'static str,
     pub message: String,
+    /// With `rate_limited`: which limit, e.g. `requests_per_minute`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<&'static str>,
 }
 
 impl ApiError {
@@ -55,10 +71,16 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "payload_too_large",
+            ),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -93,13 +115,27 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code,
                 message: self.to_string(),
+                limit: match &self {
+                    Self::RateLimited { limit, .. } => Some(limit),
+                    _ => None,
+                },
             },
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(self, Self::Unavailable) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        let headers = response.headers_mut();
+        match self {
+            Self::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::RateLimited { retry_after, .. } => {
+                // Whole seconds, rounded up: retrying on time must succeed.
+                let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
+            }
+            Self::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response
     }

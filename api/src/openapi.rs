@@ -2,8 +2,6 @@
 
 use utoipa::OpenApi;
 
-use crate::routes::{agents, events, runs, service, threads};
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -12,18 +10,17 @@ use crate::routes::{agents, events, runs, service, threads};
             Errors have the shape `{\"error\": {\"code\", \"message\"}}`. Lists are paginated \
             with `limit` (1–100) and the `next_cursor` of the previous page. Threads and runs \
             are listed newest first; messages oldest first within a page, pages walking back \
-            from the newest (`before`)."
-    ),
-    paths(
-        agents::list, agents::show, agents::create, agents::update, agents::remove,
-        threads::create, threads::list, threads::show, threads::update, threads::remove,
-        threads::messages,
-        runs::create, runs::list, runs::show, runs::cancel, runs::steps,
-        events::events,
-        service::health, service::ready,
+            from the newest (`before`).\n\n\
+            Every `/v1` route needs credentials unless development mode is on: \
+            `Authorization: Bearer <API key or OIDC token>`, or Azure App Service Easy Auth \
+            headers where enabled; `401 unauthorized` without them, and `429 rate_limited` \
+            with `Retry-After` and the limit's name past a per-user limit."
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
     tags(
+        (name = "identity", description = "Who the caller is"),
         (name = "agents", description = "What can answer"),
         (name = "threads", description = "Conversations and their messages"),
         (name = "runs", description = "Executions of an agent on a thread, and their events"),
@@ -31,3 +28,22 @@ use crate::routes::{agents, events, runs, service, threads};
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer scheme every `/v1` route takes (API key or JWT).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key (`sy_…`) or an OIDC access token"))
+                    .build(),
+            ),
+        );
+    }
+}

@@ -324,6 +324,8 @@ impl Stack {
             .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("SWITCHYARD_REDIS_PREFIX", &self.redis_prefix)
             .env("SWITCHYARD_CONFIG", self.catalog_path(worker))
+            // The benchmark's requests carry no credentials.
+            .env("SWITCHYARD_AUTH", "dev")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);

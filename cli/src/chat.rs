@@ -21,6 +21,10 @@ pub struct ChatArgs {
     /// The server's address.
     #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// An API key (`switchyard keys create`) or OIDC token; not needed
+    /// against `switchyard dev`.
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// The message to send.
     message: String,
 }
@@ -29,7 +33,17 @@ const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
 pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &args.token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .context("building the HTTP client")?;
     let base = args.url.trim_end_matches('/');
     let thread_id = match args.thread {
         Some(id) => id,

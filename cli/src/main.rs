@@ -1,9 +1,10 @@
 //! `switchyard`: the pod entrypoints (`api`, `worker`, `migrate`), a
 //! one-process server for a laptop (`dev`), and a terminal chat client
-//! (`chat`). Configuration comes from the environment; see
+//! (`chat`), and API key management (`keys`). Configuration comes from the environment; see
 //! `switchyard_common::config`.
 
 mod chat;
+mod keys;
 
 use std::sync::Arc;
 
@@ -34,16 +35,21 @@ enum Command {
     Dev,
     /// Chat with an agent of a running server, streaming the answer.
     Chat(chat::ChatArgs),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Chat(args) = cli.command {
-        return chat::run(args).await;
-    }
-    telemetry::init();
-    let result = match cli.command {
+    let command = match cli.command {
+        Command::Chat(args) => return chat::run(args).await,
+        Command::Keys(command) => return keys::run(command).await,
+        command => command,
+    };
+    let telemetry = telemetry::init(command.role());
+    let result = match command {
         Command::Api => {
             serve(
                 Defaults::default(),
@@ -75,12 +81,27 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Migrate => migrate().await,
-        Command::Chat(_) => unreachable!("handled above"),
+        Command::Chat(_) | Command::Keys(_) => unreachable!("handled above"),
     };
     if let Err(error) = &result {
         tracing::error!("{error:#}");
     }
+    telemetry.shutdown();
     result
+}
+
+impl Command {
+    /// The process's role, naming its traces' service.
+    fn role(&self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Worker => "worker",
+            Self::Migrate => "migrate",
+            Self::Dev => "dev",
+            Self::Chat(_) => "chat",
+            Self::Keys(_) => "keys",
+        }
+    }
 }
 
 struct Roles {
@@ -131,6 +152,24 @@ async fn serve(defaults: Defaults, roles: Roles) -> anyhow::Result<()> {
     } else {
         None
     };
+    if roles.worker
+        && !roles.api
+        && let Some(address) = config.metrics_listen
+    {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address} for metrics"))?;
+        tracing::info!(%address, "worker metrics at /metrics");
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, worker_metrics())
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::warn!(%error, "the metrics listener stopped");
+            }
+        });
+    }
     let api = if roles.api {
         let state = switchyard_api::AppState::new(
             config.clone(),
@@ -158,6 +197,26 @@ async fn serve(defaults: Defaults, roles: Roles) -> anyhow::Result<()> {
         worker.wait().await;
     }
     Ok(())
+}
+
+/// A worker's own small HTTP surface: `/metrics`, and `/health` for probes.
+fn worker_metrics() -> axum::Router {
+    use axum::routing::get;
+    use switchyard_common::metrics::{CONTENT_TYPE, METRICS};
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
+                    METRICS.render(None).await,
+                )
+            }),
+        )
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
 }
 
 async fn shutdown_signal() {

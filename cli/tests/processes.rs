@@ -87,6 +87,8 @@ impl Deployment {
             .env("REDIS_URL", redis_url())
             .env("SWITCHYARD_REDIS_PREFIX", &self.prefix)
             .env("SWITCHYARD_CONFIG", &self.catalog)
+            // Requests without credentials act as the development user.
+            .env("SWITCHYARD_AUTH", "dev")
             // One machine, no cluster: the sweeper's lock is PostgreSQL's.
             .env("SWITCHYARD_SWEEPER_LEADER", "postgres")
             .env("RUST_LOG", "warn")
@@ -561,4 +563,127 @@ async fn sigterm_makes_the_api_close_its_streams_and_exit() {
         events.iter().all(|e| e.event != "run.completed"),
         "{events:?}"
     );
+}
+
+/// `switchyard api` will not start without an authenticator; keys made by
+/// `switchyard keys` identify their user on a running API until revoked.
+#[tokio::test]
+async fn api_keys_from_the_command_line() {
+    let deployment = Deployment::start().await;
+
+    let refused = deployment
+        .command("api")
+        .env_remove("SWITCHYARD_AUTH")
+        .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running switchyard api");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("SWITCHYARD_AUTH"), "{stderr}");
+
+    let created = deployment
+        .command("keys")
+        .args(["create", "--user", "carol"])
+        .stdout(Stdio::piped())
+        .output()
+        .expect("running switchyard keys create");
+    assert!(created.status.success());
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    let key = stdout
+        .lines()
+        .last()
+        .expect("the key is on the last line")
+        .to_owned();
+    assert!(key.starts_with("sy_"), "{stdout}");
+
+    let port = free_port();
+    let mut api = deployment
+        .command("api")
+        .env("SWITCHYARD_AUTH", "api_key")
+        .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
+        .spawn()
+        .expect("starting switchyard api");
+    let me = |token: String| async move {
+        let response = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/v1/me"))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok::<_, reqwest::Error>((status, response.json::<Value>().await?))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, body) = loop {
+        match me(key.clone()).await {
+            Ok(answer) => break answer,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(error) => panic!("the API did not come up: {error}"),
+        }
+    };
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "carol");
+
+    let listed = deployment
+        .command("keys")
+        .arg("list")
+        .stdout(Stdio::piped())
+        .output()
+        .expect("running switchyard keys list");
+    let listing = String::from_utf8(listed.stdout).unwrap();
+    let line = listing
+        .lines()
+        .find(|l| l.contains("\tcarol\t"))
+        .unwrap_or_else(|| panic!("carol's key is listed: {listing}"));
+    assert!(
+        !listing.contains(&key),
+        "the key itself is never shown again"
+    );
+    let id = line.split('\t').next().unwrap();
+
+    let revoked = deployment
+        .command("keys")
+        .args(["revoke", id])
+        .status()
+        .expect("running switchyard keys revoke");
+    assert!(revoked.success());
+    let (status, body) = me(key).await.expect("the API answers");
+    assert_eq!(status, 401, "{body}");
+    api.kill().ok();
+    api.wait().ok();
+}
+
+/// A worker process serves its own metrics and a health check on
+/// `SWITCHYARD_METRICS_LISTEN`.
+#[tokio::test]
+async fn a_worker_serves_its_metrics() {
+    let mut deployment = Deployment::start().await;
+    let port = free_port();
+    deployment.start_worker_with(&[("SWITCHYARD_METRICS_LISTEN", &format!("127.0.0.1:{port}"))]);
+    let run_id = deployment.streaming_run().await;
+    let events = deployment.events(&run_id, 0, None).await;
+    assert_eq!(events.last().unwrap().event, "run.completed");
+
+    let http = reqwest::Client::new();
+    let health = http
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .expect("the worker answers");
+    assert_eq!(health.status(), 200);
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("switchyard_runs_finished_total{status=\"completed\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("switchyard_time_to_first_token_seconds_count{provider=\"scripted\"} 1"));
 }

@@ -18,6 +18,8 @@
 //! | `SWITCHYARD_RUN_TIMEOUT_SECS` | longest a run may take once started | `600` |
 //! | `SWITCHYARD_MAX_ATTEMPTS` | attempts of a run whose worker is lost, before `worker_lost` | `3` |
 //! | `SWITCHYARD_SHUTDOWN_GRACE_SECS` | on SIGTERM, how long a worker lets its runs finish before releasing them | `30` |
+//! | `SWITCHYARD_METRICS_LISTEN` | a worker process's `/metrics` and `/health` address | none (the API serves them on its port) |
+//! | `SWITCHYARD_AUTH` and `SWITCHYARD_OIDC_*` | who may call the API: see [`auth`] | none (`switchyard dev`: `dev`) |
 //! | `SWITCHYARD_SWEEPER_LEADER` | how the one worker that takes back lost runs is chosen: `postgres` (advisory lock), `kubernetes` (a Lease) or `auto` (`kubernetes` when `KUBERNETES_SERVICE_HOST` is set) | `auto` |
 //! | `SWITCHYARD_SWEEPER_LEASE` | with `kubernetes`: the Lease's name | `{SWITCHYARD_REDIS_PREFIX}-sweeper`, made a valid name |
 //! | `SWITCHYARD_NAMESPACE` | with `kubernetes`: the Lease's namespace | the pod's, from its service account |
@@ -65,8 +67,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+mod auth;
+mod limits;
 mod sweeper;
 
+pub use auth::{AuthMethod, AuthSettings, OidcSettings};
+pub use limits::{LimitPolicy, Limits};
 pub use sweeper::{LeaseSettings, SweeperLeader};
 
 use crate::domain::{
@@ -96,6 +102,11 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How the one worker that takes back lost runs is chosen.
     pub sweeper_leader: SweeperLeader,
+    /// Who may call the API (see [`auth`]).
+    pub auth: AuthSettings,
+    /// Where a worker process serves `/metrics` and `/health`; the API
+    /// serves them on its own port.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A problem with the configuration, worded for the operator.
@@ -130,6 +141,8 @@ pub enum ConfigError {
 pub struct Defaults {
     pub database_url: Option<&'static str>,
     pub redis_url: Option<&'static str>,
+    /// Authenticators when `SWITCHYARD_AUTH` is unset.
+    pub auth: Option<&'static str>,
 }
 
 impl Defaults {
@@ -137,6 +150,7 @@ impl Defaults {
     pub const LAPTOP: Self = Self {
         database_url: Some("postgres://postgres@127.0.0.1:5432/switchyard"),
         redis_url: Some("redis://127.0.0.1:6379"),
+        auth: Some("dev"),
     };
 }
 
@@ -226,6 +240,17 @@ impl Config {
                 .unwrap_or(i32::MAX),
             shutdown_grace: Duration::from_secs(number("SWITCHYARD_SHUTDOWN_GRACE_SECS", 30)?),
             sweeper_leader,
+            auth: AuthSettings::from_lookup(&lookup, defaults.auth)?,
+            metrics_listen: match lookup("SWITCHYARD_METRICS_LISTEN").filter(|v| !v.is_empty()) {
+                None => None,
+                Some(raw) => Some(raw.parse().map_err(|e: std::net::AddrParseError| {
+                    ConfigError::Invalid {
+                        name: "SWITCHYARD_METRICS_LISTEN",
+                        value: raw.clone(),
+                        problem: e.to_string(),
+                    }
+                })?),
+            },
         })
     }
 }
@@ -237,6 +262,8 @@ pub struct Catalog {
     pub agents: Vec<AgentSpec>,
     /// Prices per model name, for the cost of runs and LLM steps.
     pub prices: HashMap<String, Price>,
+    /// Per-user limits (`[limits]`).
+    pub limits: LimitPolicy,
 }
 
 /// What a model costs, in US dollars per million tokens.
@@ -737,6 +764,8 @@ struct CatalogFile {
     agents: Vec<Spanned<AgentFile>>,
     #[serde(default)]
     prices: HashMap<String, Price>,
+    #[serde(default)]
+    limits: Option<Spanned<limits::LimitsFile>>,
 }
 
 /// The tools every deployment has.
@@ -1140,11 +1169,19 @@ impl Catalog {
                 ));
             }
         }
+        let limits = match file.limits {
+            Some(spanned) => {
+                let span = spanned.span();
+                LimitPolicy::from_file(spanned.into_inner()).map_err(|problem| at(span, problem))?
+            }
+            None => LimitPolicy::default(),
+        };
         let agents = declared.into_iter().map(|(_, agent)| agent).collect();
         Ok(Self {
             providers,
             agents,
             prices: file.prices,
+            limits,
         })
     }
 

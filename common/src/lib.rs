@@ -19,6 +19,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod events;
+pub mod metrics;
 pub mod queue;
 pub mod redis_conn;
 pub mod telemetry;

@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
 use redis::{Client, IntoConnectionInfo, RedisResult};
 
-use crate::domain::{RunId, ThreadId};
+use crate::domain::{RunId, ThreadId, UserId};
 
 /// A client for `url` whose connections send each command at once.
 ///
@@ -94,5 +94,13 @@ impl Keys {
             .strip_suffix(":live")?
             .parse()
             .ok()
+    }
+
+    /// A user's limiter state: `kind` is `requests` (the time the next
+    /// request is allowed, GCRA), `messages` (a sorted set of the last 24 h's
+    /// messages) or `streams` (a sorted set of open event streams, scored by
+    /// lease expiry).
+    pub fn user_limit(&self, user: UserId, kind: &str) -> String {
+        format!("{}:user:{user}:{kind}", self.prefix)
     }
 }

@@ -1,27 +1,144 @@
-//! Logging: `RUST_LOG` filters (default `info`), `SWITCHYARD_LOG_FORMAT=json`
-//! switches to one JSON object per line for log collectors.
+//! Logging and tracing.
+//!
+//! - Logs: `RUST_LOG` filters (default `info`); `SWITCHYARD_LOG_FORMAT=json`
+//!   writes one JSON object per line, with the trace and span ids of the
+//!   span a line was written in when traces are exported.
+//! - Traces: exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+//!   set (`OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`, the default, or
+//!   `http/json`; `OTEL_SERVICE_NAME` names the process), and not at all
+//!   otherwise. The W3C trace context crosses the queue in the job payload
+//!   ([`inject`] / [`adopt`]) and reaches providers as `traceparent`.
 
-use tracing_subscriber::EnvFilter;
+use std::collections::HashMap;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// The filter when `RUST_LOG` is not set.
 pub const DEFAULT_FILTER: &str = "info,sqlx=warn,apalis=warn,apalis_core=warn";
 
-/// Install the global subscriber. Safe to call more than once (tests).
-pub fn init() {
-    init_with_default(DEFAULT_FILTER);
+/// Keeps the trace exporter; [`Telemetry::shutdown`] sends what is left.
+#[must_use = "traces are flushed by Telemetry::shutdown"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Export the spans still buffered; call before the process exits.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("flushing traces failed: {error}");
+        }
+    }
+}
+
+/// Install the global subscriber for `service` (the process's role).
+pub fn init(service: &str) -> Telemetry {
+    install(DEFAULT_FILTER, Some(service))
 }
 
 /// Install the global subscriber with `default` as the filter when
-/// `RUST_LOG` is not set.
+/// `RUST_LOG` is not set, without trace export. Safe to call more than once
+/// (tests).
 pub fn init_with_default(default: &str) {
+    install(default, None).shutdown();
+}
+
+fn install(default: &str, service: Option<&str>) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let json = std::env::var("SWITCHYARD_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.trim().is_empty());
+    let provider = match (service, endpoint) {
+        (Some(service), Some(endpoint)) => match tracer_provider(service) {
+            Ok(provider) => Some(provider),
+            Err(error) => {
+                eprintln!("trace export to {endpoint} is off: {error}");
+                None
+            }
+        },
+        _ => None,
     };
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("switchyard"))
+            .with_filter(EnvFilter::new(
+                "info,sqlx=off,apalis=off,apalis_core=off,h2=off,hyper=off",
+            ))
+    });
+    let fmt = tracing_subscriber::fmt::layer().with_target(true);
+    let fmt = if json {
+        fmt.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed()
+    } else {
+        fmt.boxed()
+    };
+    let _ = tracing_subscriber::registry()
+        .with(otel)
+        .with(fmt.with_filter(filter))
+        .try_init();
+    if provider.is_some() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    }
+    Telemetry { provider }
+}
+
+fn tracer_provider(service: &str) -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    let service =
+        std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| format!("switchyard-{service}"));
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// The W3C trace context of the current span (`traceparent`, and
+/// `tracestate` if any); empty when traces are not exported.
+pub fn inject() -> HashMap<String, String> {
+    let mut carrier = HashMap::new();
+    let context = tracing::Span::current().context();
+    if context.span().span_context().is_valid() {
+        TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    }
+    carrier
+}
+
+/// Make `span` a child of the trace context in `carrier` (from [`inject`]
+/// in another process).
+pub fn adopt(span: &tracing::Span, carrier: &HashMap<String, String>) {
+    if carrier.is_empty() {
+        return;
+    }
+    let parent = TraceContextPropagator::new().extract(carrier);
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The current trace and span ids as hex, for logs and errors.
+pub fn current_ids() -> Option<(String, String)> {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let ids = span.span_context();
+    ids.is_valid()
+        .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
 }

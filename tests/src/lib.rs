@@ -143,6 +143,9 @@ impl TestApp {
             ("SWITCHYARD_REDIS_PREFIX", format!("sytest:{suffix}")),
             ("SWITCHYARD_LISTEN", "127.0.0.1:0".into()),
             ("SWITCHYARD_DB_POOL", "8".into()),
+            // Requests without credentials act as `local`, unless a test
+            // names other authenticators.
+            ("SWITCHYARD_AUTH", "dev".into()),
         ];
         env.extend(options.env);
         let mut config = Config::from_lookup(Defaults::default(), |name| {
@@ -198,6 +201,34 @@ impl TestApp {
             database,
             shutdown,
         }
+    }
+
+    /// An HTTP client that sends `Authorization: Bearer <token>`.
+    pub fn client_with_token(&self, token: &str) -> reqwest::Client {
+        self.client_with_headers(&[("authorization", &format!("Bearer {token}"))])
+    }
+
+    /// An HTTP client that sends these headers on every request.
+    pub fn client_with_headers(&self, headers: &[(&'static str, &str)]) -> reqwest::Client {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                *name,
+                reqwest::header::HeaderValue::from_str(value).expect("a header value"),
+            );
+        }
+        reqwest::Client::builder()
+            .default_headers(map)
+            .build()
+            .expect("an HTTP client")
+    }
+
+    /// A new API key of the API-key user `user`.
+    pub async fn api_key(&self, user: &str, admin: bool) -> String {
+        db::api_keys::create(&self.pool, user, admin)
+            .await
+            .expect("creating an API key")
+            .1
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -317,9 +348,16 @@ impl TestApp {
 
     /// Wait until a run reaches a terminal status; returns it.
     pub async fn wait_for_run(&self, run_id: &str) -> Value {
+        self.wait_for_run_as(&self.http, run_id).await
+    }
+
+    /// [`TestApp::wait_for_run`] for the user `client` authenticates.
+    pub async fn wait_for_run_as(&self, client: &reqwest::Client, run_id: &str) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let (status, run) = self.get(&format!("/v1/runs/{run_id}")).await;
+            let (status, run) = self
+                .call(client.get(self.url(&format!("/v1/runs/{run_id}"))))
+                .await;
             assert_eq!(status, 200, "{run}");
             if ["completed", "failed", "cancelled"]
                 .contains(&run["status"].as_str().unwrap_or_default())

@@ -34,7 +34,8 @@ async fn with_redis_down_runs_are_accepted_and_run_once_it_returns() {
 
     redis.cut();
     let (status, ready) = app.get("/ready").await;
-    assert_eq!(status, 503, "{ready}");
+    // Still serving: a load balancer keeps this replica.
+    assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["status"], "degraded", "{ready}");
     assert_eq!(ready["postgres"], "ok");
     // Reads come from PostgreSQL; a new run is stored.

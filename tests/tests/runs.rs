@@ -297,7 +297,9 @@ async fn a_run_stored_but_not_enqueued_is_enqueued_by_the_sweeper() {
     let thread_id: switchyard_common::domain::ThreadId =
         thread["id"].as_str().unwrap().parse().unwrap();
     let owner: switchyard_common::domain::UserId =
-        db::users::ensure(&app.pool, "local").await.unwrap();
+        db::users::ensure(&app.pool, "dev", "local", "local")
+            .await
+            .unwrap();
     // What the API leaves behind when Redis is unreachable: the run is stored,
     // its job never reached the queue.
     let created = db::runs::create(
@@ -311,6 +313,7 @@ async fn a_run_stored_but_not_enqueued_is_enqueued_by_the_sweeper() {
             multitask: Default::default(),
             content: "stored while Redis was away",
             idempotency: None,
+            limits: Default::default(),
         },
     )
     .await

@@ -303,6 +303,9 @@ async fn sweep(pool: PgPool, queue: RunQueue, leadership: Leadership, shutdown: 
         if leadership.is_leader() {
             match db::runs::requeue_expired(&pool).await {
                 Ok(lost) => {
+                    switchyard_common::metrics::METRICS
+                        .sweeper_recoveries
+                        .inc_by(lost.len() as u64);
                     for run_id in lost {
                         tracing::warn!(run.id = %run_id, "run's worker was lost; queued again");
                         queue.enqueue(&pool, run_id).await;

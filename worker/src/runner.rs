@@ -18,6 +18,7 @@ use switchyard_common::config::Config;
 use switchyard_common::db::{self, messages::MessageRow, runs::CancelReason, runs::RunRow};
 use switchyard_common::domain::{AgentSpec, MessageId, MessageRole, RunError, RunId, WorkflowKind};
 use switchyard_common::events::RunEvent;
+use switchyard_common::metrics;
 use switchyard_common::queue::{self, RunQueue};
 use switchyard_common::redis_conn::Keys;
 use tokio_util::sync::CancellationToken;
@@ -135,6 +136,10 @@ impl Runner {
             run_id: run.id,
             attempt: run.attempt,
         });
+        if let Some(started) = run.started_at {
+            let waited = (started - run.created_at).to_std().unwrap_or_default();
+            metrics::METRICS.queue_wait.observe(waited.as_secs_f64());
+        }
         tracing::info!(thread.id = %run.thread_id, agent = %run.agent_id, attempt = run.attempt, "run started");
 
         let scope = Scope::new(self, &run, events);
@@ -356,6 +361,11 @@ impl Runner {
         db::events::insert_batch(&mut tx, &records)
             .await
             .context("storing terminal events")?;
+        let status = match &finish {
+            db::runs::Outcome::Completed { .. } => "completed",
+            db::runs::Outcome::Failed(_) => "failed",
+            db::runs::Outcome::Cancelled { .. } => "cancelled",
+        };
         let thread = db::runs::finish(
             &mut tx,
             db::runs::Finish {
@@ -373,6 +383,7 @@ impl Runner {
             return Ok(());
         };
         tx.commit().await.context("committing the run's end")?;
+        metrics::METRICS.finished(status);
         for (seq, event) in numbered {
             events.publish_stored(seq, event);
         }

@@ -5,27 +5,26 @@
 //! start-up, so the API refuses to change them (`409`): the file is where
 //! they change.
 
+use axum::Json as JsonBody;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json as JsonBody, Router};
 use serde::Serialize;
 use switchyard_common::config;
 use switchyard_common::db::{self, agents::WriteRefused};
 use switchyard_common::domain::{Agent, AgentSource, AgentSpec};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::auth::{Admin, CurrentUser};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path};
-use crate::state::{Admin, AppState, CurrentUser};
+use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/agents", get(list).post(create))
-        .route(
-            "/v1/agents/{agent_id}",
-            get(show).put(update).delete(remove),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
 }
 
 #[derive(Serialize, ToSchema)]

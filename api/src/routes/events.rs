@@ -12,13 +12,11 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use switchyard_common::db;
 use switchyard_common::domain::RunId;
@@ -26,13 +24,17 @@ use switchyard_common::events::SequencedEvent;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Path, Query};
-use crate::state::{AppState, CurrentUser};
+use crate::limits::StreamSlot;
+use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/runs/{run_id}/events", get(events))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
 }
 
 /// Comment lines keep idle connections open through proxies.
@@ -78,9 +80,10 @@ pub async fn events(
     if params.after.is_some_and(|n| n < 0) {
         return Err(ApiError::Validation("after: must be 0 or more".into()));
     }
-    super::runs::load(&app, user, run_id).await?;
+    super::runs::load(&app, &user, run_id).await?;
+    let slot = app.limiter.open_stream(&user).await?;
     let after = last_event_id.or(params.after).unwrap_or(0);
-    Ok(stream(app, run_id, Start::After(after)).into_response())
+    Ok(stream(app, run_id, Start::After(after), slot).into_response())
 }
 
 /// Where a stream starts.
@@ -93,15 +96,39 @@ pub enum Start {
 }
 
 /// The SSE response of a run's events. The caller has checked that the run
-/// is the user's.
+/// is the user's, and holds the stream's `slot` among the user's open
+/// streams: it is given back when the stream ends.
 pub fn stream(
     app: AppState,
     run_id: RunId,
     start: Start,
+    slot: StreamSlot,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let events = ReceiverStream::new(follow(app, run_id, start, slot)).map(|event| {
+        Ok(Event::default()
+            .id(event.seq.to_string())
+            .event(event.event.kind())
+            .data(event.event.data().to_string()))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+}
+
+/// A run's events in order, each once, up to and including the terminal
+/// one: the backlog, then live. Every surface (the native stream and the
+/// compatible ones) reads a run through this. The caller has checked that
+/// the run is the user's; `slot` is held until the events end or the
+/// receiver is dropped.
+pub fn follow(
+    app: AppState,
+    run_id: RunId,
+    start: Start,
+    slot: StreamSlot,
+) -> mpsc::Receiver<SequencedEvent> {
     let (tx, rx) = mpsc::channel(256);
     let tasks = app.tasks.clone();
     tasks.spawn(async move {
+        let _slot = slot;
+        let _open = OpenStream::count();
         let relay = Relay {
             app,
             run_id,
@@ -113,8 +140,23 @@ pub fn stream(
             Err(error) => tracing::warn!(run.id = %run_id, %error, "event stream ended early"),
         }
     });
-    Sse::new(ReceiverStream::new(rx))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+    rx
+}
+
+/// Counts an open stream in `switchyard_sse_streams_active` while it lives.
+struct OpenStream;
+
+impl OpenStream {
+    fn count() -> Self {
+        switchyard_common::metrics::METRICS.sse_streams.inc();
+        Self
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        switchyard_common::metrics::METRICS.sse_streams.dec();
+    }
 }
 
 /// Why a relay stopped before the terminal event.
@@ -132,7 +174,7 @@ struct Relay {
     app: AppState,
     run_id: RunId,
     last: i64,
-    tx: mpsc::Sender<Result<Event, Infallible>>,
+    tx: mpsc::Sender<SequencedEvent>,
 }
 
 impl Relay {
@@ -234,12 +276,8 @@ impl Relay {
 
     /// Send one event; returns whether it was the terminal one.
     async fn send(&mut self, event: &SequencedEvent) -> Result<bool, RelayEnd> {
-        let sse = Event::default()
-            .id(event.seq.to_string())
-            .event(event.event.kind())
-            .data(event.event.data().to_string());
         self.tx
-            .send(Ok(sse))
+            .send(event.clone())
             .await
             .map_err(|_| RelayEnd::ClientGone)?;
         self.last = event.seq;

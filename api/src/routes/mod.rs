@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod events;
+pub mod me;
 pub mod runs;
 pub mod service;
 pub mod threads;

@@ -1,10 +1,12 @@
 //! Runs: start, read, list, steps.
 
+use std::time::Duration;
+
+use axum::Json as JsonBody;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json as JsonBody, Router};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use switchyard_common::bus::{self, tail};
 use switchyard_common::db::{self, runs::CancelReason, runs::RunRow};
@@ -12,19 +14,23 @@ use switchyard_common::domain::{Multitask, Run, RunId, RunStatus, Step, ThreadId
 use switchyard_common::events::SequencedEvent;
 use switchyard_common::queue;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::events;
 use super::threads::{check_limit, no_agent};
+use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
-use crate::state::{AppState, CurrentUser};
+use crate::limits::StreamSlot;
+use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/threads/{thread_id}/runs", post(create).get(list))
-        .route("/v1/runs/{run_id}", get(show))
-        .route("/v1/runs/{run_id}/cancel", post(cancel))
-        .route("/v1/runs/{run_id}/steps", get(steps))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show))
+        .routes(routes!(cancel))
+        .routes(routes!(steps))
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -69,26 +75,6 @@ pub async fn create(
     headers: HeaderMap,
     Json(body): Json<CreateRun>,
 ) -> ApiResult<Response> {
-    let chars = body.input.content.chars().count();
-    let max = app.config.max_message_chars;
-    if chars == 0 || chars > max {
-        return Err(ApiError::Validation(format!(
-            "input.content: must be 1 to {max} characters, not {chars}"
-        )));
-    }
-    let priority = body.priority.unwrap_or(5);
-    if !(1..=10).contains(&priority) {
-        return Err(ApiError::Validation(format!(
-            "priority: must be 1 to 10, not {priority}"
-        )));
-    }
-    if let Some(model) = &body.model
-        && (model.trim().is_empty() || model.len() > 200)
-    {
-        return Err(ApiError::Validation(
-            "model: must be 1 to 200 characters".into(),
-        ));
-    }
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(value) => match value.to_str() {
@@ -100,14 +86,107 @@ pub async fn create(
             }
         },
     };
-    let wants_stream = body.stream.unwrap_or(false)
+    let stream = body.stream.unwrap_or(false)
         || headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/event-stream"));
+    let idempotency = idempotency_key.map(|key| (key, request_hash(thread_id, &body)));
+    let started = start(
+        &app,
+        &user,
+        StartRun {
+            thread_id,
+            content: &body.input.content,
+            agent_id: body.agent_id.clone(),
+            model: body.model.clone(),
+            priority: body.priority,
+            multitask: body.multitask.unwrap_or_default(),
+            idempotency,
+            stream,
+        },
+    )
+    .await?;
+    match started.slot {
+        Some(slot) => {
+            let from = started
+                .queued
+                .map_or(events::Start::After(0), events::Start::Created);
+            Ok(events::stream(app, started.run.id, from, slot).into_response())
+        }
+        None => Ok((StatusCode::ACCEPTED, JsonBody(started.run.to_resource())).into_response()),
+    }
+}
 
-    let thread = super::threads::load(&app, user.id, thread_id).await?;
-    let agent_id = body
+/// A request to start a run, from any surface.
+pub struct StartRun<'a> {
+    pub thread_id: ThreadId,
+    pub content: &'a str,
+    /// Overrides the thread's agent.
+    pub agent_id: Option<String>,
+    /// Overrides the agent's model.
+    pub model: Option<String>,
+    /// 1–10; `None` is 5.
+    pub priority: Option<i16>,
+    pub multitask: Multitask,
+    /// An `Idempotency-Key` and the hash of the request it came with.
+    pub idempotency: Option<(String, String)>,
+    /// The caller will follow the run's events: a stream slot is taken
+    /// (before anything is stored).
+    pub stream: bool,
+}
+
+/// A started run (or the one an idempotent retry names).
+pub struct Started {
+    pub run: RunRow,
+    /// The new run's `run.queued` event; `None` for a replay.
+    pub queued: Option<SequencedEvent>,
+    /// With `stream`: the caller's slot among their open streams.
+    pub slot: Option<StreamSlot>,
+}
+
+impl Started {
+    /// Follow the run's events from the start (the slot goes with them).
+    pub fn follow(self, app: &AppState) -> tokio::sync::mpsc::Receiver<SequencedEvent> {
+        let from = self
+            .queued
+            .map_or(events::Start::After(0), events::Start::Created);
+        let slot = self.slot.unwrap_or_else(StreamSlot::unlimited);
+        events::follow(app.clone(), self.run.id, from, slot)
+    }
+}
+
+/// Start a run: check the request and the caller's limits, store the user
+/// message and the `queued` run together, then enqueue it. Every surface
+/// starts runs through this.
+pub async fn start(
+    app: &AppState,
+    user: &CurrentUser,
+    request: StartRun<'_>,
+) -> ApiResult<Started> {
+    let chars = request.content.chars().count();
+    let max = app.config.max_message_chars;
+    if chars == 0 || chars > max {
+        return Err(ApiError::Validation(format!(
+            "input.content: must be 1 to {max} characters, not {chars}"
+        )));
+    }
+    let priority = request.priority.unwrap_or(5);
+    if !(1..=10).contains(&priority) {
+        return Err(ApiError::Validation(format!(
+            "priority: must be 1 to 10, not {priority}"
+        )));
+    }
+    if let Some(model) = &request.model
+        && (model.trim().is_empty() || model.len() > 200)
+    {
+        return Err(ApiError::Validation(
+            "model: must be 1 to 200 characters".into(),
+        ));
+    }
+    let thread_id = request.thread_id;
+    let thread = super::threads::load(app, user.id, thread_id).await?;
+    let agent_id = request
         .agent_id
         .clone()
         .unwrap_or_else(|| thread.agent_id.clone());
@@ -125,14 +204,17 @@ pub async fn create(
                 .model
         }
     };
-    let model = body.model.clone().unwrap_or(agent_model);
-    let request_hash = idempotency_key
-        .as_ref()
-        .map(|_| request_hash(thread_id, &body));
-    let multitask = body.multitask.unwrap_or_default();
+    let model = request.model.clone().unwrap_or(agent_model);
+    let multitask = request.multitask;
+    // Limits last: a request refused for its content counts against none.
+    let slot = match request.stream {
+        true => Some(app.limiter.open_stream(user).await?),
+        false => None,
+    };
+    let ticket = app.limiter.message(user).await?;
     if multitask == Multitask::Interrupt {
         let retries = db::runs::queued_retries(&app.pool, thread_id).await?;
-        adopt_lost_events(&app, &retries).await?;
+        adopt_lost_events(app, &retries).await?;
     }
 
     let created = db::runs::create(
@@ -144,12 +226,22 @@ pub async fn create(
             model,
             priority,
             multitask,
-            content: &body.input.content,
-            idempotency: idempotency_key.as_deref().zip(request_hash),
+            content: request.content,
+            idempotency: request
+                .idempotency
+                .as_ref()
+                .map(|(key, hash)| (key.as_str(), hash.clone())),
+            limits: db::runs::RunLimits {
+                active_runs: user.limits.active_runs,
+                tokens_per_day: user.limits.tokens_per_day,
+            },
         },
     )
-    .await?;
-    let (run, queued) = match created {
+    .await;
+    if !matches!(created, Ok(db::runs::Created::New { .. })) {
+        app.limiter.refund_message(ticket).await;
+    }
+    let (run, queued) = match created? {
         db::runs::Created::New {
             run,
             message,
@@ -160,7 +252,7 @@ pub async fn create(
             app.cache.put_thread(&thread).await;
             app.cache.append_message(&message).await;
             for (stopped, event) in &interrupted.stopped {
-                announce(&app, *stopped, event).await;
+                announce(app, *stopped, event).await;
             }
             for requested in interrupted.requested {
                 app.queue
@@ -168,6 +260,7 @@ pub async fn create(
                     .await;
             }
             app.queue.enqueue(&app.pool, run.id).await;
+            switchyard_common::metrics::METRICS.runs_created.inc();
             let queued = SequencedEvent {
                 seq: 1,
                 event: queued,
@@ -186,12 +279,37 @@ pub async fn create(
             )));
         }
         db::runs::Created::ThreadNotFound => return Err(ApiError::not_found("thread", thread_id)),
+        db::runs::Created::LimitReached(reached) => return Err(limit_error(reached)),
     };
-    if wants_stream {
-        let start = queued.map_or(events::Start::After(0), events::Start::Created);
-        return Ok(events::stream(app, run.id, start).into_response());
+    Ok(Started { run, queued, slot })
+}
+
+/// The `429` of a run limit.
+fn limit_error(reached: db::runs::LimitReached) -> ApiError {
+    match reached {
+        db::runs::LimitReached::ActiveRuns(limit) => ApiError::RateLimited {
+            limit: "active_runs",
+            message: format!(
+                "rate limit active_runs reached: at most {limit} queued or in-progress runs at once"
+            ),
+            // Runs end at their own pace; this is how often to look again.
+            retry_after: Duration::from_secs(5),
+        },
+        db::runs::LimitReached::TokensPerDay { budget, spent } => {
+            let now = Utc::now();
+            let midnight = (now.date_naive() + chrono::Days::new(1))
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc();
+            ApiError::RateLimited {
+                limit: "tokens_per_day",
+                message: format!(
+                    "rate limit tokens_per_day reached: {spent} of {budget} tokens used today (UTC)"
+                ),
+                retry_after: (midnight - now).to_std().unwrap_or(Duration::from_secs(1)),
+            }
+        }
     }
-    Ok((StatusCode::ACCEPTED, JsonBody(run.to_resource())).into_response())
 }
 
 /// Cancel a run: a queued run ends `cancelled` at once; an in-progress run
@@ -209,27 +327,35 @@ pub async fn cancel(
     user: CurrentUser,
     Path(id): Path<RunId>,
 ) -> ApiResult<(StatusCode, JsonBody<Run>)> {
-    let current = load(&app, user, id).await?;
-    if current.status == RunStatus::Queued && current.attempt > 0 {
-        adopt_lost_events(&app, &[id]).await?;
-    }
-    let run = match db::runs::cancel(&app.pool, user.id, id, CancelReason::Requested).await? {
-        db::runs::Cancelled::NotFound => return Err(ApiError::not_found("run", id)),
-        db::runs::Cancelled::Finished(_) => {
-            return Err(ApiError::Conflict(format!("run {id} has already ended")));
-        }
-        db::runs::Cancelled::Stopped { run, thread, event } => {
-            app.cache.put_thread(&thread).await;
-            announce(&app, id, &event).await;
-            queue::hand_off(&app.pool, &app.queue, thread.id).await?;
-            run
-        }
-        db::runs::Cancelled::Requested(run) => {
-            app.queue.announce_cancel(id, CancelReason::Requested).await;
-            run
-        }
-    };
+    let run = stop(&app, &user, id).await?;
     Ok((StatusCode::ACCEPTED, JsonBody(run.to_resource())))
+}
+
+/// Cancel a run of the caller's (see [`cancel`]); every surface stops runs
+/// through this.
+pub async fn stop(app: &AppState, user: &CurrentUser, id: RunId) -> ApiResult<RunRow> {
+    let current = load(app, user, id).await?;
+    if current.status == RunStatus::Queued && current.attempt > 0 {
+        adopt_lost_events(app, &[id]).await?;
+    }
+    Ok(
+        match db::runs::cancel(&app.pool, user.id, id, CancelReason::Requested).await? {
+            db::runs::Cancelled::NotFound => return Err(ApiError::not_found("run", id)),
+            db::runs::Cancelled::Finished(_) => {
+                return Err(ApiError::Conflict(format!("run {id} has already ended")));
+            }
+            db::runs::Cancelled::Stopped { run, thread, event } => {
+                app.cache.put_thread(&thread).await;
+                announce(app, id, &event).await;
+                queue::hand_off(&app.pool, &app.queue, thread.id).await?;
+                run
+            }
+            db::runs::Cancelled::Requested(run) => {
+                app.queue.announce_cancel(id, CancelReason::Requested).await;
+                run
+            }
+        },
+    )
 }
 
 /// Store what the lost workers of queued runs published but had not
@@ -261,7 +387,7 @@ fn request_hash(thread_id: ThreadId, body: &CreateRun) -> String {
 }
 
 /// A run of the caller's, or `not_found`.
-pub async fn load(app: &AppState, user: CurrentUser, id: RunId) -> ApiResult<RunRow> {
+pub async fn load(app: &AppState, user: &CurrentUser, id: RunId) -> ApiResult<RunRow> {
     db::runs::get(&app.pool, user.id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("run", id))
@@ -275,7 +401,7 @@ pub async fn show(
     user: CurrentUser,
     Path(id): Path<RunId>,
 ) -> ApiResult<JsonBody<Run>> {
-    Ok(JsonBody(load(&app, user, id).await?.to_resource()))
+    Ok(JsonBody(load(&app, &user, id).await?.to_resource()))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -324,7 +450,7 @@ pub async fn steps(
     user: CurrentUser,
     Path(id): Path<RunId>,
 ) -> ApiResult<JsonBody<StepList>> {
-    load(&app, user, id).await?;
+    load(&app, &user, id).await?;
     Ok(JsonBody(StepList {
         steps: db::steps::list(&app.pool, id).await?,
     }))

@@ -1,18 +1,19 @@
 //! `/health`, `/ready`, `/openapi.json` and `/docs`.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
 }
 
 /// The process is up.
@@ -21,12 +22,13 @@ pub async fn health() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// PostgreSQL and Redis are reachable. With Redis down the API still
-/// serves (reads from PostgreSQL, runs stored and enqueued when Redis is
-/// back): `status` is then `degraded`; with PostgreSQL down, `unavailable`.
+/// Whether this replica can serve. With Redis down it still does (reads
+/// from PostgreSQL, runs stored and enqueued when Redis is back): `200`
+/// with `status: degraded`, so that a load balancer keeps sending traffic.
+/// With PostgreSQL down, `503` with `status: unavailable`.
 #[utoipa::path(get, path = "/ready", tag = "service",
-    responses((status = 200, description = "Ready"),
-              (status = 503, description = "A dependency is unreachable: `degraded` (Redis) or `unavailable` (PostgreSQL)")))]
+    responses((status = 200, description = "Ready: `ok`, or `degraded` with Redis unreachable"),
+              (status = 503, description = "PostgreSQL is unreachable: `unavailable`")))]
 pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
     let timeout = std::time::Duration::from_secs(2);
     let postgres = tokio::time::timeout(timeout, sqlx::query("select 1").execute(&app.pool))
@@ -47,10 +49,21 @@ pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
         "postgres": check(postgres),
         "redis": check(redis),
     });
-    let status = if postgres && redis {
+    let status = if postgres {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body))
+}
+
+/// Prometheus metrics of this process (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, content_type = "application/openmetrics-text", description = "The metrics")))]
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    use switchyard_common::metrics::{CONTENT_TYPE, METRICS};
+    (
+        [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
+        METRICS.render(Some(&app.pool)).await,
+    )
 }

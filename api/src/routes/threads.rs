@@ -1,31 +1,30 @@
 //! Threads and their messages.
 
+use axum::Json as JsonBody;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json as JsonBody, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_common::cache::{CachedThread, RECENT_MESSAGES};
 use switchyard_common::db::{self, threads::ThreadRow};
 use switchyard_common::domain::{Message, MessageId, Thread, ThreadId, UserId};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
-use crate::state::{AppState, CurrentUser};
+use crate::state::AppState;
 
 /// Longest accepted title, in characters.
 const MAX_TITLE_CHARS: usize = 256;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/threads", get(list).post(create))
-        .route(
-            "/v1/threads/{thread_id}",
-            get(show).patch(update).delete(remove),
-        )
-        .route("/v1/threads/{thread_id}/messages", get(messages))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(messages))
 }
 
 /// A thread of `owner`: from the cache if it has it, else PostgreSQL (and

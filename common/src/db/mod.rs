@@ -2,6 +2,7 @@
 //! its own queries.
 
 pub mod agents;
+pub mod api_keys;
 pub mod events;
 pub mod messages;
 pub mod runs;

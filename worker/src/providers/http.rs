@@ -161,13 +161,16 @@ impl Endpoint {
                 return stream::iter([Err(error)]).boxed();
             }
         };
-        let send = self
+        let mut request = self
             .http
             .post(self.url.clone())
             .headers(self.headers.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send();
+            .header(CONTENT_TYPE, "application/json");
+        // The model call's trace continues at the provider (`traceparent`).
+        for (name, value) in switchyard_common::telemetry::inject() {
+            request = request.header(name, value);
+        }
+        let send = request.body(body).send();
         let (start_timeout, timeout) = (self.start_timeout, self.timeout);
         let start = async move {
             let start_due = Instant::now() + start_timeout;

@@ -123,6 +123,20 @@ impl ProviderError {
     }
 
     /// The `error.code` a run failed by this error reports.
+    /// The failure's kind, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Overloaded { .. } => "overloaded",
+            Self::Server { .. } => "server",
+            Self::Transport(_) => "transport",
+            Self::Protocol(_) => "protocol",
+            Self::Timeout => "timeout",
+            Self::BadRequest(_) => "bad_request",
+            Self::Auth(_) => "auth",
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::RateLimited { .. } => "provider_rate_limited",

@@ -151,6 +151,7 @@ impl ToolStep {
 
 /// Run a tool call as a step. A tool's own failure is its result
 /// (`is_error`), for the model to read.
+#[tracing::instrument(name = "tool.call", skip_all, fields(tool = %call.name))]
 pub(crate) async fn call_tool(
     scope: &Scope<'_>,
     parent: Option<StepId>,

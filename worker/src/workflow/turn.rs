@@ -8,6 +8,8 @@ use rand::Rng;
 use serde_json::json;
 use switchyard_common::db;
 use switchyard_common::domain::{StepKind, StepStatus, Usage};
+use switchyard_common::metrics;
+use tracing::Instrument as _;
 
 use super::converse::{Participant, Voice};
 use super::scope::{Failure, Scope, internal};
@@ -42,9 +44,20 @@ pub(crate) async fn model_turn(
             steps::start(scope, agent.parent, StepKind::Llm, &request.model, &input).await?;
         let said_before = scope.said();
         let mut usage = Usage::default();
-        let result = stream(scope, agent, request.clone(), &mut usage).await;
+        let span = tracing::info_span!(
+            "llm.call",
+            provider = %agent.spec.provider,
+            model = %request.model,
+            attempt,
+        );
+        let result = stream(scope, agent, request.clone(), &mut usage)
+            .instrument(span)
+            .await;
         // Usage counts even for a failed call: the provider billed it.
         let cost = scope.bill(&request.model, usage);
+        if let Err(error) = &result {
+            count_error(agent, error);
+        }
         let (status, output) = match &result {
             Ok(turn) => (
                 StepStatus::Completed,
@@ -81,6 +94,11 @@ pub(crate) async fn model_turn(
     }
 }
 
+/// Count a failed model call.
+fn count_error(agent: &Participant, error: &ProviderError) {
+    metrics::METRICS.provider_error(&agent.spec.provider, error.kind());
+}
+
 /// Drive one provider stream: the user's agent's text is streamed as it
 /// comes, coalesced deltas flushed on time.
 async fn stream(
@@ -95,6 +113,8 @@ async fn stream(
         tool_calls: Vec::new(),
     };
     let speaks = agent.voice == Voice::User;
+    let called = std::time::Instant::now();
+    let mut first_token: Option<std::time::Instant> = None;
     loop {
         let deadline = if speaks { scope.flush_deadline() } else { None };
         let item = tokio::select! {
@@ -107,6 +127,9 @@ async fn stream(
         match item {
             None => break,
             Some(Ok(ProviderEvent::TextDelta(text))) => {
+                if first_token.is_none() {
+                    first_token = Some(std::time::Instant::now());
+                }
                 if speaks {
                     scope.say(&text);
                 }
@@ -124,6 +147,25 @@ async fn stream(
     }
     if speaks {
         scope.flush();
+    }
+    if let Some(first) = first_token {
+        let provider = metrics::ProviderLabel {
+            provider: agent.spec.provider.clone(),
+        };
+        let metrics = &metrics::METRICS;
+        metrics
+            .time_to_first_token
+            .get_or_create(&provider)
+            .observe((first - called).as_secs_f64());
+        let generating = first.elapsed().as_secs_f64();
+        if usage.output_tokens > 1 && generating > 0.0 {
+            // The first token came at `first`: the rest took `generating`.
+            let rate = (usage.output_tokens - 1) as f64 / generating;
+            metrics
+                .tokens_per_second
+                .get_or_create(&provider)
+                .observe(rate);
+        }
     }
     Ok(turn)
 }

@@ -110,6 +110,28 @@ pub struct NewRun<'a> {
     pub content: &'a str,
     /// The `Idempotency-Key` header and a hash of the request it came with.
     pub idempotency: Option<(&'a str, String)>,
+    /// The owner's limits that PostgreSQL checks.
+    pub limits: RunLimits,
+}
+
+/// Per-user limits on runs, checked in the transaction that creates one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunLimits {
+    /// Queued and in-progress runs at once.
+    pub active_runs: Option<u32>,
+    /// Input and output tokens of the runs created this UTC day.
+    pub tokens_per_day: Option<u64>,
+}
+
+/// A limit that refused a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitReached {
+    ActiveRuns(u32),
+    /// The budget, and the tokens spent today.
+    TokensPerDay {
+        budget: u64,
+        spent: i64,
+    },
 }
 
 /// What became of a request to start a run.
@@ -137,6 +159,8 @@ pub enum Created {
     ThreadBusy,
     /// No such live thread for this owner.
     ThreadNotFound,
+    /// One of the owner's limits refused the run; nothing was stored.
+    LimitReached(LimitReached),
 }
 
 /// Store the user message, the `queued` run and its `run.queued` event in
@@ -183,6 +207,10 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
                 None => Ok(Created::KeyReused),
             };
         }
+    }
+
+    if let Some(reached) = check_limits(&mut tx, new.owner, new.limits).await? {
+        return Ok(Created::LimitReached(reached));
     }
 
     // Appending the message locks the thread row: concurrent runs of one
@@ -290,6 +318,47 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
         queued,
         interrupted,
     })
+}
+
+/// Check the owner's run limits. Takes a lock on the owner for the rest of
+/// the transaction, so that concurrent requests of one user (on any API
+/// replica) are counted one after the other.
+async fn check_limits(
+    tx: &mut PgConnection,
+    owner: UserId,
+    limits: RunLimits,
+) -> Result<Option<LimitReached>, sqlx::Error> {
+    if limits.active_runs.is_none() && limits.tokens_per_day.is_none() {
+        return Ok(None);
+    }
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 7))")
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+    if let Some(limit) = limits.active_runs {
+        let active: i64 = sqlx::query_scalar(
+            "select count(*) from runs where owner_id = $1 and status in ('queued', 'in_progress')",
+        )
+        .bind(owner)
+        .fetch_one(&mut *tx)
+        .await?;
+        if active >= i64::from(limit) {
+            return Ok(Some(LimitReached::ActiveRuns(limit)));
+        }
+    }
+    if let Some(budget) = limits.tokens_per_day {
+        let spent: i64 = sqlx::query_scalar(
+            "select coalesce(sum(input_tokens + output_tokens), 0)::int8 from runs
+             where owner_id = $1 and created_at >= date_trunc('day', now() at time zone 'UTC') at time zone 'UTC'",
+        )
+        .bind(owner)
+        .fetch_one(&mut *tx)
+        .await?;
+        if spent >= i64::try_from(budget).unwrap_or(i64::MAX) {
+            return Ok(Some(LimitReached::TokensPerDay { budget, spent }));
+        }
+    }
+    Ok(None)
 }
 
 /// The runs a `multitask: interrupt` request cancelled.

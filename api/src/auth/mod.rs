@@ -1,0 +1,312 @@
+//! Who a request comes from. The authenticators named by `SWITCHYARD_AUTH`
+//! are tried in a fixed order:
+//!
+//! 1. `Authorization: Bearer …`: a JWT (three dot-separated parts) goes to
+//!    OIDC, anything else is an API key. A bearer token that fails is a
+//!    `401`, never a fall-through to a weaker authenticator.
+//! 2. Easy Auth headers, read only when `easy_auth` is on.
+//! 3. No credentials: the user `local` when `dev` is on, else `401`.
+//!
+//! [`authenticate`] runs as a middleware before every `/v1` route: it also
+//! counts the request against the user's per-minute limit, and leaves the
+//! [`CurrentUser`] in the request for the handlers.
+
+pub mod easy_auth;
+pub mod oidc;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sqlx::PgPool;
+use switchyard_common::config::{AuthMethod, AuthSettings, LimitPolicy, Limits};
+use switchyard_common::db;
+use switchyard_common::domain::UserId;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Users remembered per replica, so that a token's user is not looked up
+/// on every request (users are never deleted).
+const REMEMBERED_USERS: usize = 10_000;
+
+/// The user a request is made as.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub id: UserId,
+    pub name: String,
+    pub roles: Vec<String>,
+    /// How they signed in.
+    pub method: AuthMethod,
+    /// May change what all users share, such as the agents.
+    pub is_admin: bool,
+    /// The limits that apply to them.
+    pub limits: Limits,
+}
+
+impl CurrentUser {
+    /// `forbidden` unless the user is an administrator.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "this operation is for administrators only".into(),
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Self>().cloned().ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "a route that needs a user is not behind the authentication middleware"
+            ))
+        })
+    }
+}
+
+/// The caller, who must be an administrator: extracting it answers anyone
+/// else `403 forbidden` before the request body is read.
+#[derive(Debug, Clone)]
+pub struct Admin(pub CurrentUser);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        user.require_admin()?;
+        Ok(Self(user))
+    }
+}
+
+/// `GET /v1/me`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    pub id: UserId,
+    pub name: String,
+    pub roles: Vec<String>,
+    /// `api_key`, `oidc`, `easy_auth` or `dev`.
+    pub auth_method: &'static str,
+}
+
+impl From<&CurrentUser> for Me {
+    fn from(user: &CurrentUser) -> Self {
+        Self {
+            id: user.id,
+            name: user.name.clone(),
+            roles: user.roles.clone(),
+            auth_method: user.method.as_str(),
+        }
+    }
+}
+
+/// Tells users apart; one per API process.
+pub struct Authenticator {
+    settings: AuthSettings,
+    pool: PgPool,
+    policy: LimitPolicy,
+    oidc: Option<oidc::Verifier>,
+    /// The development user, when `dev` is on.
+    local_user: Option<UserId>,
+    users: Mutex<HashMap<(AuthMethod, String), (UserId, String)>>,
+}
+
+impl Authenticator {
+    /// Refuses a configuration with no authenticator: an API nobody can
+    /// call is a mistake, not a choice.
+    pub async fn new(
+        settings: AuthSettings,
+        policy: LimitPolicy,
+        pool: PgPool,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !settings.methods.is_empty(),
+            "no authenticator is on: set SWITCHYARD_AUTH to a comma list of api_key, oidc, \
+             easy_auth and dev (dev lets anyone in as the user `local`: for a laptop only)"
+        );
+        if settings.enabled(AuthMethod::Dev) {
+            tracing::warn!(
+                "development mode is on: requests without credentials act as the user `local`, an administrator"
+            );
+        }
+        let local_user = match settings.enabled(AuthMethod::Dev) {
+            true => Some(db::users::ensure(&pool, "dev", "local", "local").await?),
+            false => None,
+        };
+        let oidc = match &settings.oidc {
+            Some(oidc) => {
+                let verifier = oidc::Verifier::new(oidc.clone())?;
+                verifier.prefetch().await;
+                Some(verifier)
+            }
+            None => None,
+        };
+        Ok(Self {
+            settings,
+            pool,
+            policy,
+            oidc,
+            local_user,
+            users: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Who sent these headers.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<CurrentUser, ApiError> {
+        if let Some(value) = headers.get(header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    ApiError::Unauthorized(
+                        "the Authorization header must be `Bearer <token>`".into(),
+                    )
+                })?;
+            return if token.split('.').count() == 3 {
+                self.oidc_user(token).await
+            } else {
+                self.key_user(token).await
+            };
+        }
+        if self.settings.enabled(AuthMethod::EasyAuth)
+            && let Some(caller) =
+                easy_auth::principal(headers).map_err(|e| ApiError::Unauthorized(e.into()))?
+        {
+            let id = self
+                .remember(AuthMethod::EasyAuth, &caller.id, &caller.name)
+                .await?;
+            return Ok(self.user(id, caller.name, caller.roles, AuthMethod::EasyAuth, None));
+        }
+        match self.local_user {
+            Some(id) => Ok(self.user(
+                id,
+                "local".into(),
+                vec![self.settings.admin_role.clone()],
+                AuthMethod::Dev,
+                Some(true),
+            )),
+            None => Err(ApiError::Unauthorized(
+                "credentials are required: send `Authorization: Bearer <token>`".into(),
+            )),
+        }
+    }
+
+    async fn key_user(&self, key: &str) -> Result<CurrentUser, ApiError> {
+        if !self.settings.enabled(AuthMethod::ApiKey) {
+            return Err(ApiError::Unauthorized(
+                "API keys are not accepted here".into(),
+            ));
+        }
+        let owner = db::api_keys::owner(&self.pool, key)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("the API key is unknown or revoked".into()))?;
+        let roles = match owner.admin {
+            true => vec![self.settings.admin_role.clone()],
+            false => Vec::new(),
+        };
+        Ok(self.user(
+            owner.user_id,
+            owner.user_name,
+            roles,
+            AuthMethod::ApiKey,
+            Some(owner.admin),
+        ))
+    }
+
+    async fn oidc_user(&self, token: &str) -> Result<CurrentUser, ApiError> {
+        let Some(verifier) = &self.oidc else {
+            return Err(ApiError::Unauthorized(
+                "OIDC tokens are not accepted here".into(),
+            ));
+        };
+        let verified = verifier.verify(token).await.map_err(|e| match e {
+            oidc::TokenError::KeysUnavailable => ApiError::Unavailable,
+            e => ApiError::Unauthorized(e.to_string()),
+        })?;
+        let id = self
+            .remember(AuthMethod::Oidc, &verified.subject, &verified.name)
+            .await?;
+        Ok(self.user(id, verified.name, verified.roles, AuthMethod::Oidc, None))
+    }
+
+    fn user(
+        &self,
+        id: UserId,
+        name: String,
+        roles: Vec<String>,
+        method: AuthMethod,
+        admin: Option<bool>,
+    ) -> CurrentUser {
+        let is_admin = admin.unwrap_or_else(|| roles.contains(&self.settings.admin_role));
+        CurrentUser {
+            id,
+            name,
+            limits: self.policy.for_roles(&roles),
+            roles,
+            method,
+            is_admin,
+        }
+    }
+
+    /// The user `subject` of `method`, created on first sight.
+    async fn remember(
+        &self,
+        method: AuthMethod,
+        subject: &str,
+        name: &str,
+    ) -> Result<UserId, ApiError> {
+        let key = (method, subject.to_owned());
+        if let Some((id, known_name)) = self.users.lock().expect("users lock").get(&key)
+            && known_name == name
+        {
+            return Ok(*id);
+        }
+        let id = db::users::ensure(&self.pool, method.as_str(), subject, name).await?;
+        let mut users = self.users.lock().expect("users lock");
+        if users.len() >= REMEMBERED_USERS {
+            users.clear();
+        }
+        users.insert(key, (id, name.to_owned()));
+        Ok(id)
+    }
+}
+
+/// The middleware in front of every `/v1` route.
+pub async fn authenticate(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let user = match app.auth.authenticate(request.headers()).await {
+        Ok(user) => user,
+        Err(error) => return error.into_response(),
+    };
+    if let Err(error) = app.limiter.request(&user).await {
+        return error.into_response();
+    }
+    request.extensions_mut().insert(user);
+    next.run(request).await
+}

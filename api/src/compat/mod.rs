@@ -1,0 +1,68 @@
+//! Surfaces that front ends written for other backends speak, each a thin
+//! adapter over the native API: runs are started with
+//! [`crate::routes::runs::start`], stopped with [`crate::routes::runs::stop`],
+//! and read with [`crate::routes::events::follow`]; threads are the native
+//! threads. No surface stores, queues or streams anything its own way.
+//!
+//! One module per surface; each is behind the same authentication and
+//! limits as the native API, and registered (router and OpenAPI document
+//! at once) in [`router`].
+
+use switchyard_common::domain::{MessageId, RunError, Usage};
+use switchyard_common::events::RunEvent;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::routes::runs::Started;
+use crate::state::AppState;
+
+/// Every compatible surface.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+}
+
+/// How a run that a surface waited for ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The answer: the assistant message stored for the run.
+    Completed {
+        message_id: MessageId,
+        content: String,
+        usage: Usage,
+    },
+    Failed(RunError),
+    Cancelled {
+        reason: String,
+    },
+}
+
+/// Wait for a started run to end, for surfaces that answer with the whole
+/// reply instead of a stream. `None` if the server shut down meanwhile.
+pub async fn wait(app: &AppState, started: Started) -> Option<Ended> {
+    let mut events = started.follow(app);
+    // Agents of a workflow may complete messages of their own on the way;
+    // the answer is the one the run completes with.
+    let mut said = std::collections::HashMap::new();
+    while let Some(event) = events.recv().await {
+        match event.event {
+            RunEvent::MessageCompleted {
+                message_id,
+                content,
+            } => {
+                said.insert(message_id, content);
+            }
+            RunEvent::RunCompleted {
+                message_id, usage, ..
+            } => {
+                return Some(Ended::Completed {
+                    message_id,
+                    content: said.remove(&message_id).unwrap_or_default(),
+                    usage,
+                });
+            }
+            RunEvent::RunFailed { error, .. } => return Some(Ended::Failed(error)),
+            RunEvent::RunCancelled { reason, .. } => return Some(Ended::Cancelled { reason }),
+            _ => {}
+        }
+    }
+    None
+}

@@ -1,0 +1,165 @@
+//! Per-user limits, from the catalog's `[limits]` table:
+//!
+//! ```toml
+//! [limits]                     # everyone
+//! requests_per_minute = 120    # API requests
+//! messages_per_day = 500       # user messages in any rolling 24 hours
+//! active_runs = 4              # queued and in-progress runs at once
+//! tokens_per_day = 200000      # input + output tokens of runs started this UTC day
+//! open_streams = 8             # event streams open at once
+//!
+//! [limits.roles.admin]         # holders of a role: its figures replace the above
+//! requests_per_minute = 1200
+//! ```
+//!
+//! A limit left out is not enforced. A user with several roles gets, for
+//! each limit, the most generous figure among their roles that set it.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// One set of figures; `None` is "no limit".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub requests_per_minute: Option<u32>,
+    pub messages_per_day: Option<u32>,
+    pub active_runs: Option<u32>,
+    pub tokens_per_day: Option<u64>,
+    pub open_streams: Option<u32>,
+}
+
+/// The figures for everyone and for each role.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitPolicy {
+    pub everyone: Limits,
+    pub roles: BTreeMap<String, Limits>,
+}
+
+/// `[limits]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LimitsFile {
+    requests_per_minute: Option<u32>,
+    messages_per_day: Option<u32>,
+    active_runs: Option<u32>,
+    tokens_per_day: Option<u64>,
+    open_streams: Option<u32>,
+    #[serde(default)]
+    roles: BTreeMap<String, Limits>,
+}
+
+impl Limits {
+    fn is_zero_anywhere(&self) -> bool {
+        [
+            self.requests_per_minute.map(u64::from),
+            self.messages_per_day.map(u64::from),
+            self.active_runs.map(u64::from),
+            self.tokens_per_day,
+            self.open_streams.map(u64::from),
+        ]
+        .contains(&Some(0))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl LimitPolicy {
+    pub(super) fn from_file(file: LimitsFile) -> Result<Self, String> {
+        let everyone = Limits {
+            requests_per_minute: file.requests_per_minute,
+            messages_per_day: file.messages_per_day,
+            active_runs: file.active_runs,
+            tokens_per_day: file.tokens_per_day,
+            open_streams: file.open_streams,
+        };
+        if everyone.is_zero_anywhere() {
+            return Err("[limits]: a limit must be at least 1 (leave it out for no limit)".into());
+        }
+        if let Some((role, _)) = file.roles.iter().find(|(_, l)| l.is_zero_anywhere()) {
+            return Err(format!(
+                "[limits.roles.{role}]: a limit must be at least 1 (leave it out for no limit)"
+            ));
+        }
+        Ok(Self {
+            everyone,
+            roles: file.roles,
+        })
+    }
+
+    /// No limit is set anywhere.
+    pub fn is_unlimited(&self) -> bool {
+        self.everyone.is_empty() && self.roles.values().all(Limits::is_empty)
+    }
+
+    /// The figures that apply to a holder of `roles`.
+    pub fn for_roles(&self, roles: &[String]) -> Limits {
+        let held: Vec<&Limits> = roles.iter().filter_map(|r| self.roles.get(r)).collect();
+        fn pick<T: Ord + Copy>(
+            held: &[&Limits],
+            everyone: Option<T>,
+            field: fn(&Limits) -> Option<T>,
+        ) -> Option<T> {
+            held.iter().filter_map(|l| field(l)).max().or(everyone)
+        }
+        let e = &self.everyone;
+        Limits {
+            requests_per_minute: pick(&held, e.requests_per_minute, |l| l.requests_per_minute),
+            messages_per_day: pick(&held, e.messages_per_day, |l| l.messages_per_day),
+            active_runs: pick(&held, e.active_runs, |l| l.active_runs),
+            tokens_per_day: pick(&held, e.tokens_per_day, |l| l.tokens_per_day),
+            open_streams: pick(&held, e.open_streams, |l| l.open_streams),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> Result<LimitPolicy, String> {
+        let file: LimitsFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        LimitPolicy::from_file(file)
+    }
+
+    #[test]
+    fn roles_replace_the_figures_they_set_and_the_most_generous_role_wins() {
+        let policy = policy(
+            "requests_per_minute = 60\nactive_runs = 2\n\
+             [roles.admin]\nrequests_per_minute = 600\n\
+             [roles.premium]\nrequests_per_minute = 120\ntokens_per_day = 1000\n",
+        )
+        .unwrap();
+        let user = policy.for_roles(&[]);
+        assert_eq!(user.requests_per_minute, Some(60));
+        assert_eq!(user.tokens_per_day, None);
+        let both = policy.for_roles(&["premium".into(), "admin".into()]);
+        assert_eq!(both.requests_per_minute, Some(600));
+        assert_eq!(
+            both.active_runs,
+            Some(2),
+            "a figure no role sets stays the default"
+        );
+        assert_eq!(both.tokens_per_day, Some(1000));
+        assert!(!policy.is_unlimited());
+        assert!(LimitPolicy::default().is_unlimited());
+    }
+
+    #[test]
+    fn zero_and_unknown_limits_are_refused() {
+        assert!(
+            policy("active_runs = 0")
+                .unwrap_err()
+                .contains("at least 1")
+        );
+        assert!(
+            policy("[roles.x]\nopen_streams = 0")
+                .unwrap_err()
+                .contains("roles.x")
+        );
+        assert!(policy("requests_per_hour = 5").is_err());
+    }
+}

