@@ -17,6 +17,7 @@ pub mod auth;
 pub mod compat;
 pub mod error;
 pub mod extract;
+mod http_trace;
 pub mod limits;
 pub mod openapi;
 pub mod routes;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
     router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .route_layer(middleware::from_fn(record_http))
+        .route_layer(TraceLayer::new_for_http().make_span_with(http_trace::make_span))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             (
@@ -83,7 +85,6 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(bound_headers))
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
@@ -96,6 +97,7 @@ async fn record_http(request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_owned();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
+    http_trace::record_status(response.status().as_u16());
     let labels = switchyard_common::metrics::HttpLabels {
         method,
         route,

@@ -24,12 +24,34 @@ use crate::db;
 use crate::db::runs::CancelReason;
 use crate::domain::{RunId, ThreadId};
 use crate::redis_conn::Keys;
+use crate::telemetry::TraceContext;
 
-/// The queue's payload: which run to execute. Everything else is read from
-/// PostgreSQL, so a job can never carry stale data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The queue's payload: which run to execute, and the W3C trace context of
+/// the request that created it. Everything else is read from PostgreSQL, so
+/// a job can never carry stale data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunJob {
     pub run_id: RunId,
+    /// `traceparent` (and `tracestate`) when traces are exported. Jobs pushed
+    /// again later (recoveries, hand-offs) carry none: the worker then takes
+    /// the context stored on the run.
+    #[serde(default, skip_serializing_if = "TraceContext::is_empty")]
+    pub trace: TraceContext,
+}
+
+impl RunJob {
+    /// A job for `run_id` without a trace context of its own.
+    pub fn new(run_id: RunId) -> Self {
+        Self {
+            run_id,
+            trace: TraceContext::new(),
+        }
+    }
+
+    /// A job for `run_id` that continues the trace in `trace`.
+    pub fn traced(run_id: RunId, trace: TraceContext) -> Self {
+        Self { run_id, trace }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +80,9 @@ impl RunQueue {
     }
 
     /// Push a run and wake the workers.
-    pub async fn push(&self, run_id: RunId) -> Result<(), EnqueueError> {
-        let task = TaskBuilder::new(RunJob { run_id }).max_attempts(1).build();
+    pub async fn push(&self, job: RunJob) -> Result<(), EnqueueError> {
+        let run_id = job.run_id;
+        let task = TaskBuilder::new(job).max_attempts(1).build();
         let mut storage = self.storage.clone();
         storage
             .push_task(task)
@@ -99,8 +122,9 @@ impl RunQueue {
     /// Push a stored run, whose `enqueued_at` the caller has set. If the push
     /// fails the mark is cleared, and the sweeper pushes the run once Redis
     /// is back.
-    pub async fn enqueue(&self, pool: &PgPool, run_id: RunId) -> bool {
-        let Err(error) = self.push(run_id).await else {
+    pub async fn enqueue(&self, pool: &PgPool, job: RunJob) -> bool {
+        let run_id = job.run_id;
+        let Err(error) = self.push(job).await else {
             return true;
         };
         tracing::warn!(%error, run.id = %run_id, "run stored but not enqueued; it will be enqueued when Redis is back");
@@ -130,7 +154,7 @@ pub async fn sweep_unenqueued(pool: &PgPool, queue: &RunQueue) -> Result<usize, 
     let runs = db::runs::lock_unenqueued(&mut tx, STALE_PUSH.as_secs_f64(), 100).await?;
     let mut pushed = Vec::with_capacity(runs.len());
     for run_id in runs {
-        match queue.push(run_id).await {
+        match queue.push(RunJob::new(run_id)).await {
             Ok(()) => pushed.push(run_id.0),
             Err(error) => {
                 tracing::debug!(%error, "Redis still unreachable; runs stay stored");
@@ -158,7 +182,7 @@ pub async fn hand_off(
     if let Some(next) = db::runs::next_in_line(pool, thread_id).await?
         && db::runs::take_for_enqueue(pool, next).await?
     {
-        queue.enqueue(pool, next).await;
+        queue.enqueue(pool, RunJob::new(next)).await;
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! Logging and tracing.
 //!
 //! - Logs: `RUST_LOG` filters (default `info`); `SWITCHYARD_LOG_FORMAT=json`
-//!   writes one JSON object per line, with the trace and span ids of the
-//!   span a line was written in when traces are exported.
+//!   writes one JSON object per line with the spans it was written in; when
+//!   traces are exported, the request's and the run's spans carry the
+//!   `trace_id`.
 //! - Traces: exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is
 //!   set (`OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`, the default, or
 //!   `http/json`; `OTEL_SERVICE_NAME` names the process), and not at all
@@ -77,9 +78,11 @@ fn install(default: &str, service: Option<&str>) -> Telemetry {
     });
     let fmt = tracing_subscriber::fmt::layer().with_target(true);
     let fmt = if json {
+        // The span list carries the root span's `trace_id` (the request's
+        // or the run's) into every line written under it.
         fmt.json()
-            .with_current_span(true)
-            .with_span_list(false)
+            .with_current_span(false)
+            .with_span_list(true)
             .boxed()
     } else {
         fmt.boxed()
@@ -111,9 +114,13 @@ fn tracer_provider(service: &str) -> anyhow::Result<SdkTracerProvider> {
         .build())
 }
 
-/// The W3C trace context of the current span (`traceparent`, and
-/// `tracestate` if any); empty when traces are not exported.
-pub fn inject() -> HashMap<String, String> {
+/// A W3C trace context as carried between processes: `traceparent`, and
+/// `tracestate` if any.
+pub type TraceContext = HashMap<String, String>;
+
+/// The W3C trace context of the current span; empty when traces are not
+/// exported.
+pub fn inject() -> TraceContext {
     let mut carrier = HashMap::new();
     let context = tracing::Span::current().context();
     if context.span().span_context().is_valid() {
@@ -123,14 +130,21 @@ pub fn inject() -> HashMap<String, String> {
 }
 
 /// Make `span` a child of the trace context in `carrier` (from [`inject`]
-/// in another process).
-pub fn adopt(span: &tracing::Span, carrier: &HashMap<String, String>) {
-    if carrier.is_empty() {
-        return;
+/// in another process, or an incoming request's headers), and record the
+/// trace id in the span's `trace_id` field, when it declares one, for the
+/// logs. Call before the span is first entered.
+pub fn adopt(span: &tracing::Span, carrier: &TraceContext) {
+    if !carrier.is_empty() {
+        let parent = TraceContextPropagator::new().extract(carrier);
+        if parent.span().span_context().is_valid() {
+            let _ = span.set_parent(parent);
+        }
     }
-    let parent = TraceContextPropagator::new().extract(carrier);
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+    let context = span.context();
+    let otel_span = context.span();
+    let ids = otel_span.span_context();
+    if ids.is_valid() {
+        span.record("trace_id", ids.trace_id().to_string());
     }
 }
 

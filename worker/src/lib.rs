@@ -169,7 +169,7 @@ async fn handle(job: RunJob, runner: Data<Arc<Runner>>) -> Result<(), BoxDynErro
     let run = runner
         .runs
         .clone()
-        .spawn(async move { runner.execute(run_id).await });
+        .spawn(async move { runner.execute(job).await });
     match run.await {
         Ok(result) => result.map_err(|error| {
             tracing::error!(run.id = %run_id, error = format!("{error:#}"), "run could not be executed");
@@ -308,7 +308,7 @@ async fn sweep(pool: PgPool, queue: RunQueue, leadership: Leadership, shutdown: 
                         .inc_by(lost.len() as u64);
                     for run_id in lost {
                         tracing::warn!(run.id = %run_id, "run's worker was lost; queued again");
-                        queue.enqueue(&pool, run_id).await;
+                        queue.enqueue(&pool, RunJob::new(run_id)).await;
                     }
                 }
                 Err(error) => tracing::warn!(%error, "taking back lost runs failed"),

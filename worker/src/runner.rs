@@ -16,13 +16,14 @@ use switchyard_common::bus::{self, EventWriter, RunEvents};
 use switchyard_common::cache::{Cache, RECENT_MESSAGES};
 use switchyard_common::config::Config;
 use switchyard_common::db::{self, messages::MessageRow, runs::CancelReason, runs::RunRow};
-use switchyard_common::domain::{AgentSpec, MessageId, MessageRole, RunError, RunId, WorkflowKind};
+use switchyard_common::domain::{AgentSpec, MessageId, MessageRole, RunError, WorkflowKind};
 use switchyard_common::events::RunEvent;
-use switchyard_common::metrics;
-use switchyard_common::queue::{self, RunQueue};
+use switchyard_common::queue::{self, RunJob, RunQueue};
 use switchyard_common::redis_conn::Keys;
+use switchyard_common::{metrics, telemetry};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::active::{self, ActiveRuns, Stop};
 use crate::history;
@@ -66,6 +67,18 @@ enum Leave {
     Release,
 }
 
+/// A run this worker has claimed, as read at the claim.
+struct Claimed {
+    run: RunRow,
+    /// Where the run's events continue.
+    last_seq: i64,
+    position: Position,
+    /// The run's agent as stored now; `None` if it was deleted.
+    agent: Option<switchyard_common::domain::Agent>,
+    /// A cancel requested before this attempt.
+    cancel: Option<CancelReason>,
+}
+
 /// Where a run stands in its thread, as read at the claim.
 #[derive(Debug, Clone, Copy)]
 struct Position {
@@ -78,12 +91,12 @@ struct Position {
 impl Runner {
     /// Execute the run of a job. Errors are infrastructure failures (the
     /// database is unreachable); a run's own failures end the run instead.
-    #[tracing::instrument(skip_all, fields(run.id = %run_id))]
-    pub async fn execute(&self, run_id: RunId) -> anyhow::Result<()> {
+    pub async fn execute(&self, job: RunJob) -> anyhow::Result<()> {
+        let run_id = job.run_id;
         let claim = db::runs::claim(&self.pool, run_id, &self.worker_id, active::LEASE)
             .await
             .context("claiming the run")?;
-        let (run, mut last_seq, position, agent, cancel) = match claim {
+        let (claimed, stored_trace) = match claim {
             db::runs::Claim::Owned {
                 run,
                 last_event_seq,
@@ -91,25 +104,51 @@ impl Runner {
                 message_count,
                 agent,
                 cancel,
+                trace,
             } => (
-                run,
-                last_event_seq,
-                Position {
-                    input_seq,
-                    message_count,
+                Claimed {
+                    run,
+                    last_seq: last_event_seq,
+                    position: Position {
+                        input_seq,
+                        message_count,
+                    },
+                    agent,
+                    cancel,
                 },
-                agent,
-                cancel,
+                trace,
             ),
             db::runs::Claim::Waiting => {
-                tracing::debug!("an earlier run of the thread is active; waiting for it");
+                tracing::debug!(run.id = %run_id, "an earlier run of the thread is active; waiting for it");
                 return Ok(());
             }
             db::runs::Claim::Gone => {
-                tracing::debug!("run is not queued any more");
+                tracing::debug!(run.id = %run_id, "run is not queued any more");
                 return Ok(());
             }
         };
+        // The job's context when it has one, else the one stored with the
+        // run (a job pushed again by a recovery or a hand-off): either way
+        // the run joins the trace of the request that created it.
+        let span = tracing::info_span!("run", run.id = %run_id, trace_id = tracing::field::Empty);
+        let trace = if job.trace.is_empty() {
+            &stored_trace
+        } else {
+            &job.trace
+        };
+        telemetry::adopt(&span, trace);
+        self.run(claimed).instrument(span).await
+    }
+
+    /// Execute a claimed run to its end (or until this worker leaves it).
+    async fn run(&self, claimed: Claimed) -> anyhow::Result<()> {
+        let Claimed {
+            run,
+            mut last_seq,
+            position,
+            agent,
+            cancel,
+        } = claimed;
         if run.attempt > 1 {
             // An earlier attempt's worker was lost: keep what it published.
             let mut redis = self.redis.clone();
@@ -203,7 +242,7 @@ impl Runner {
             .context("releasing the run")?
         {
             tracing::info!("run released for another worker");
-            self.queue.enqueue(&self.pool, run.id).await;
+            self.queue.enqueue(&self.pool, RunJob::new(run.id)).await;
         }
         Ok(())
     }

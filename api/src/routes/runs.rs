@@ -12,7 +12,8 @@ use switchyard_common::bus::{self, tail};
 use switchyard_common::db::{self, runs::CancelReason, runs::RunRow};
 use switchyard_common::domain::{Multitask, Run, RunId, RunStatus, Step, ThreadId};
 use switchyard_common::events::SequencedEvent;
-use switchyard_common::queue;
+use switchyard_common::queue::{self, RunJob};
+use switchyard_common::telemetry;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -217,6 +218,7 @@ pub async fn start(
         adopt_lost_events(app, &retries).await?;
     }
 
+    let trace = telemetry::inject();
     let created = db::runs::create(
         &app.pool,
         db::runs::NewRun {
@@ -235,6 +237,7 @@ pub async fn start(
                 active_runs: user.limits.active_runs,
                 tokens_per_day: user.limits.tokens_per_day,
             },
+            trace: &trace,
         },
     )
     .await;
@@ -259,7 +262,9 @@ pub async fn start(
                     .announce_cancel(requested, CancelReason::Interrupted)
                     .await;
             }
-            app.queue.enqueue(&app.pool, run.id).await;
+            app.queue
+                .enqueue(&app.pool, RunJob::traced(run.id, trace))
+                .await;
             switchyard_common::metrics::METRICS.runs_created.inc();
             let queued = SequencedEvent {
                 seq: 1,

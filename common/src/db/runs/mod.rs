@@ -24,6 +24,7 @@ use crate::domain::{
     UserId,
 };
 use crate::events::{RunEvent, SequencedEvent};
+use crate::telemetry::TraceContext;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunRow {
@@ -112,6 +113,9 @@ pub struct NewRun<'a> {
     pub idempotency: Option<(&'a str, String)>,
     /// The owner's limits that PostgreSQL checks.
     pub limits: RunLimits,
+    /// The W3C trace context of the creating request (empty when traces are
+    /// not exported); every attempt of the run joins that trace.
+    pub trace: &'a TraceContext,
 }
 
 /// Per-user limits on runs, checked in the transaction that creates one.
@@ -260,8 +264,8 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
     }
     let created_at: DateTime<Utc> = sqlx::query_scalar(
         "insert into runs (id, thread_id, owner_id, agent_id, model, priority, multitask,
-                           input_message_id, enqueued_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, now())
+                           input_message_id, trace_context, enqueued_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
          returning created_at",
     )
     .bind(run_id)
@@ -272,6 +276,7 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
     .bind(new.priority)
     .bind(new.multitask)
     .bind(message_id)
+    .bind((!new.trace.is_empty()).then_some(Json(new.trace)))
     .fetch_one(&mut *tx)
     .await?;
     if let Some((key, _)) = &new.idempotency {
@@ -450,6 +455,8 @@ pub enum Claim {
         /// A cancel was requested before this attempt (its earlier worker
         /// was lost before it could stop the run).
         cancel: Option<CancelReason>,
+        /// The trace context of the request that created the run.
+        trace: TraceContext,
     },
     /// An earlier run of the same thread is still active: wait for it.
     Waiting,
@@ -489,7 +496,8 @@ pub async fn claim(
                 (select to_jsonb(a) from agents a where a.id = c.agent_id and a.deleted_at is null)
                     as agent,
                 case when c.cancel_requested_at is not null
-                     then coalesce(c.cancel_reason, 'cancelled') end as cancel_requested
+                     then coalesce(c.cancel_reason, 'cancelled') end as cancel_requested,
+                c.trace_context
          from claimed c",
     )
     .bind(id)
@@ -507,6 +515,7 @@ pub async fn claim(
             cancel: claimed
                 .cancel_requested
                 .map(|reason| CancelReason::parse(&reason)),
+            trace: claimed.trace_context.map(|t| t.0).unwrap_or_default(),
         });
     }
     // Tell a run that waits its turn from one that is gone; a waiting run
@@ -532,6 +541,7 @@ struct Claimed {
     message_count: i64,
     agent: Option<Json<AgentRow>>,
     cancel_requested: Option<String>,
+    trace_context: Option<Json<TraceContext>>,
 }
 
 /// The thread's next queued run, if it is now first in line.
