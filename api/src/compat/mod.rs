@@ -15,9 +15,11 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::routes::runs::Started;
 use crate::state::AppState;
 
+pub mod openai;
+
 /// Every compatible surface.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    OpenApiRouter::new().merge(openai::router())
 }
 
 /// How a run that a surface waited for ended.

@@ -38,7 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Comment lines keep idle connections open through proxies.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How long the relay waits for a live event before checking by itself.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Backlog page size.

@@ -5,7 +5,8 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::Page;
-use crate::domain::{Thread, ThreadId, ThreadStatus, UserId};
+use super::messages::{self, NewMessage};
+use crate::domain::{MessageId, MessageRole, Thread, ThreadId, ThreadStatus, UserId};
 
 /// A thread row: the resource plus what the storage layers need.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
@@ -56,7 +57,18 @@ pub struct NewThread {
 }
 
 pub async fn create(pool: &PgPool, new: NewThread) -> Result<ThreadRow, sqlx::Error> {
-    sqlx::query_as(concat!(
+    create_with_history(pool, new, &[]).await
+}
+
+/// Create a thread that already holds `history`, a conversation a client
+/// brings along (oldest first), in one transaction: all of it or nothing.
+pub async fn create_with_history(
+    pool: &PgPool,
+    new: NewThread,
+    history: &[(MessageRole, &str)],
+) -> Result<ThreadRow, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut thread: ThreadRow = sqlx::query_as(concat!(
         "insert into threads (id, owner_id, agent_id, title, metadata)
          values ($1, $2, $3, $4, $5) returning ",
         thread_columns!()
@@ -66,8 +78,23 @@ pub async fn create(pool: &PgPool, new: NewThread) -> Result<ThreadRow, sqlx::Er
     .bind(new.agent_id)
     .bind(new.title)
     .bind(new.metadata)
-    .fetch_one(pool)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    for &(role, content) in history {
+        let message = NewMessage {
+            id: MessageId::new(),
+            thread_id: thread.id,
+            run_id: None,
+            role,
+            content,
+            tool_calls: None,
+        };
+        if let Some((_, now)) = messages::append(&mut tx, message, 0).await? {
+            thread = now;
+        }
+    }
+    tx.commit().await?;
+    Ok(thread)
 }
 
 /// A live (not deleted) thread of `owner`.
