@@ -7,10 +7,14 @@
 use serde_json::{Value, json};
 use switchyard_tests::{Options, TestApp};
 
-/// A body that passes validation, so that only ownership decides.
-fn body_for(method: &str, path: &str) -> Option<Value> {
+/// A body that passes validation, so that only ownership decides; where a
+/// body can name a thread, it names Alice's.
+fn body_for(method: &str, path: &str, thread_id: &str) -> Option<Value> {
     match (method, path) {
         ("post", "/v1/threads/{thread_id}/runs") => Some(json!({"input": {"content": "mine now"}})),
+        ("post", "/api/agents/{agent_id}/chat") => {
+            Some(json!({"message": "mine now", "thread_id": thread_id, "stream": false}))
+        }
         ("patch", "/v1/threads/{thread_id}") => Some(json!({"title": "taken over"})),
         ("post", "/v1/runs/{run_id}/cancel") => None,
         ("post" | "put" | "patch", _) => Some(json!({})),
@@ -94,16 +98,20 @@ async fn another_users_resources_are_not_found_on_every_route() {
                 "{template} has a path parameter this test does not know: give it another user's id"
             );
             let mut request = bob.request(method.to_uppercase().parse().unwrap(), app.url(&path));
-            if let Some(body) = body_for(method, template) {
-                request = request.json(&body);
+            let sent = body_for(method, template, &thread_id);
+            if let Some(body) = &sent {
+                request = request.json(body);
             }
+            let names_alices = template.contains("{thread_id}")
+                || template.contains("{run_id}")
+                || sent.is_some_and(|b| b.to_string().contains(&thread_id));
             let (status, body) = app.call(request).await;
             walked += 1;
-            if template.contains("{agent_id}") {
+            if template.starts_with("/v1/agents/{agent_id}") {
                 // Agents are shared: everyone reads them, administrators change them.
                 let expected = if method == "get" { 200 } else { 403 };
                 assert_eq!(status, expected, "{method} {template}: {body}");
-            } else if template.contains('{') {
+            } else if names_alices {
                 assert_eq!(status, 404, "{method} {template} answered {status}: {body}");
                 assert_eq!(body["error"]["code"], "not_found", "{method} {template}");
             } else if method == "get" {

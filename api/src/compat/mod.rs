@@ -15,11 +15,14 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::routes::runs::Started;
 use crate::state::AppState;
 
+pub mod agent_chat;
 pub mod openai;
 
 /// Every compatible surface.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(openai::router())
+    OpenApiRouter::new()
+        .merge(openai::router())
+        .merge(agent_chat::router())
 }
 
 /// How a run that a surface waited for ended.

@@ -233,7 +233,14 @@ pub async fn remove(
     Path(id): Path<ThreadId>,
     Query(params): Query<DeleteParams>,
 ) -> ApiResult<StatusCode> {
-    let existed = if params.hard {
+    delete(&app, &user, id, params.hard).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete a thread of the caller's: hide it, or (`hard`) remove it with
+/// everything in it. `404` if there is none.
+pub async fn delete(app: &AppState, user: &CurrentUser, id: ThreadId, hard: bool) -> ApiResult<()> {
+    let existed = if hard {
         db::threads::hard_delete(&app.pool, user.id, id).await?
     } else {
         db::threads::soft_delete(&app.pool, user.id, id).await?
@@ -242,7 +249,7 @@ pub async fn remove(
         return Err(ApiError::not_found("thread", id));
     }
     app.cache.forget_thread(id).await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -124,6 +124,45 @@ pub struct ListThreads {
     pub q: Option<String>,
 }
 
+/// A page of `owner`'s threads of one agent by offset, newest first, with
+/// the number of all that match (`busy`: only threads with an active run,
+/// or only those without).
+pub async fn list_of_agent(
+    pool: &PgPool,
+    owner: UserId,
+    agent_id: &str,
+    busy: Option<bool>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<ThreadRow>, i64), sqlx::Error> {
+    let total: i64 = sqlx::query_scalar(
+        "select count(*) from threads
+         where owner_id = $1 and agent_id = $2 and deleted_at is null
+           and ($3::bool is null or (active_runs > 0) = $3)",
+    )
+    .bind(owner)
+    .bind(agent_id)
+    .bind(busy)
+    .fetch_one(pool)
+    .await?;
+    let rows = sqlx::query_as(concat!(
+        "select ",
+        thread_columns!(),
+        " from threads
+         where owner_id = $1 and agent_id = $2 and deleted_at is null
+           and ($3::bool is null or (active_runs > 0) = $3)
+         order by id desc limit $4 offset $5"
+    ))
+    .bind(owner)
+    .bind(agent_id)
+    .bind(busy)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    Ok((rows, total))
+}
+
 /// Newest first, by id (ids are time-ordered).
 pub async fn list(pool: &PgPool, query: ListThreads) -> Result<Page<ThreadRow>, sqlx::Error> {
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(concat!(
