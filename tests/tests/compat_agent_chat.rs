@@ -67,12 +67,7 @@ fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 #[tokio::test]
 async fn a_streamed_chat_sends_tokens_traces_and_done() {
     let app = app().await;
-    let events = chat_stream(
-        &app,
-        "assistant",
-        json!({"message": "/tool current_time"}),
-    )
-    .await;
+    let events = chat_stream(&app, "assistant", json!({"message": "/tool current_time"})).await;
     assert!(
         events.iter().all(|e| e["timestamp"].is_string()),
         "{events:?}"

@@ -165,7 +165,9 @@ fn the_docker_build_context_is_a_complete_workspace() {
         "the migrations, compiled into the binary, are in the context"
     );
     // What `cargo build --locked` in the image needs first: the workspace
-    // resolves from the context alone, with the committed lock file.
+    // resolves from the context alone, with the committed lock file. Offline,
+    // for this machine's platform: only its packages are in the local cache
+    // (the image builds for Linux like this machine).
     let output = Command::new(env!("CARGO"))
         .args([
             "metadata",
@@ -173,6 +175,8 @@ fn the_docker_build_context_is_a_complete_workspace() {
             "--offline",
             "--format-version",
             "1",
+            "--filter-platform",
+            &host_triple(),
             "--manifest-path",
         ])
         .arg(context.join("Cargo.toml"))
@@ -196,6 +200,19 @@ fn the_docker_build_context_is_a_complete_workspace() {
         .collect();
     assert_eq!(bins, ["switchyard"], "the package the Dockerfile builds");
     std::fs::remove_dir_all(context).ok();
+}
+
+/// The target triple of this machine's Rust toolchain.
+fn host_triple() -> String {
+    let output = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("running rustc -vV");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .expect("rustc -vV names the host")
+        .to_owned()
 }
 
 /// The Dockerfile's stages: (base image, instructions).
