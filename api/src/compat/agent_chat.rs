@@ -23,7 +23,7 @@ use chrono::Utc;
 use futures::{Stream, StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use switchyard_common::db::{self, threads::NewThread, threads::ThreadRow};
+use switchyard_common::db::{self, threads::ThreadRow};
 use switchyard_common::domain::{Message, Multitask, Thread, ThreadId, ThreadStatus};
 use switchyard_common::events::{RunEvent, SequencedEvent};
 use tokio::sync::mpsc;
@@ -92,16 +92,7 @@ pub async fn chat(
     let (thread, created) = match request.thread_id {
         Some(id) => (agents_thread(&app, &user, &agent_id, id).await?, false),
         None => {
-            let thread = db::threads::create(
-                &app.pool,
-                NewThread {
-                    owner: user.id,
-                    agent_id: agent.spec.id.clone(),
-                    title: None,
-                    metadata: json!({}),
-                },
-            )
-            .await?;
+            let thread = super::new_thread(&app, &user, &agent.spec.id, json!({}), &[]).await?;
             (thread, true)
         }
     };
@@ -126,7 +117,7 @@ pub async fn chat(
         Err(error) => {
             if created {
                 // A refused chat leaves nothing behind.
-                db::threads::hard_delete(&app.pool, user.id, thread.id).await?;
+                crate::routes::threads::delete(&app, &user, thread.id, true).await?;
             }
             return Err(error);
         }

@@ -8,21 +8,57 @@
 //! limits as the native API, and registered (router and OpenAPI document
 //! at once) in [`router`].
 
-use switchyard_common::domain::{MessageId, RunError, Usage};
+use switchyard_common::db::{self, threads::NewThread, threads::ThreadRow};
+use switchyard_common::domain::{MessageId, MessageRole, RunError, Usage};
 use switchyard_common::events::RunEvent;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::auth::CurrentUser;
+use crate::error::ApiResult;
 use crate::routes::runs::Started;
 use crate::state::AppState;
 
 pub mod agent_chat;
+pub mod ai_sdk;
 pub mod openai;
+pub mod simple_chat;
 
 /// Every compatible surface.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(openai::router())
         .merge(agent_chat::router())
+        .merge(simple_chat::router())
+        .merge(ai_sdk::router())
+}
+
+/// A new thread of the caller's with `agent_id`, holding `history` (a
+/// conversation the client brings along), written through to the cache.
+pub async fn new_thread(
+    app: &AppState,
+    user: &CurrentUser,
+    agent_id: &str,
+    metadata: serde_json::Value,
+    history: &[(MessageRole, &str)],
+) -> ApiResult<ThreadRow> {
+    let thread = db::threads::create_with_history(
+        &app.pool,
+        NewThread {
+            owner: user.id,
+            agent_id: agent_id.to_owned(),
+            title: None,
+            metadata,
+        },
+        history,
+    )
+    .await?;
+    app.cache.put_thread(&thread).await;
+    if history.is_empty() {
+        // The first messages are then written through, and the first run
+        // reads its history from the cache.
+        app.cache.fill_messages(thread.id, 0, &[]).await;
+    }
+    Ok(thread)
 }
 
 /// How a run that a surface waited for ended.

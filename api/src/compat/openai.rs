@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use switchyard_common::db::{self, threads::NewThread};
+use switchyard_common::db;
 use switchyard_common::domain::{MessageRole, Multitask, RunError, Usage};
 use switchyard_common::events::RunEvent;
 use tokio_stream::wrappers::ReceiverStream;
@@ -202,17 +202,8 @@ pub async fn completions(
         .iter()
         .map(|(role, text)| (*role, text.as_str()))
         .collect();
-    let thread = db::threads::create_with_history(
-        &app.pool,
-        NewThread {
-            owner: user.id,
-            agent_id: agent.spec.id.clone(),
-            title: None,
-            metadata: json!({"source": "openai-compatible"}),
-        },
-        &history,
-    )
-    .await?;
+    let metadata = json!({"source": "openai-compatible"});
+    let thread = super::new_thread(&app, &user, &agent.spec.id, metadata, &history).await?;
     let started = runs::start(
         &app,
         &user,
@@ -232,7 +223,7 @@ pub async fn completions(
         Ok(started) => started,
         Err(error) => {
             // Nothing of this call may stay behind a refusal.
-            db::threads::hard_delete(&app.pool, user.id, thread.id).await?;
+            crate::routes::threads::delete(&app, &user, thread.id, true).await?;
             return Err(error);
         }
     };

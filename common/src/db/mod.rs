@@ -8,6 +8,7 @@ pub mod messages;
 pub mod runs;
 pub mod steps;
 pub mod threads;
+pub mod ui_chats;
 pub mod users;
 
 use std::str::FromStr;

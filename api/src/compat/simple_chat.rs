@@ -1,0 +1,356 @@
+//! Simple chat, the surface of single-conversation chat front ends backed by
+//! a request queue:
+//!
+//! - `POST /api/chat` `{message, conversation_id?, priority?}` →
+//!   `{response, conversation_id, request_id}` (the conversation is a thread,
+//!   the request a run). A body in the Vercel AI SDK's shape (`messages`, or
+//!   a `message` object with `parts`) is the AI SDK surface instead
+//!   ([`super::ai_sdk`]).
+//! - `POST /api/chat/stream`, the same body: `data: {"token", "type":
+//!   "content"}` events, then `data: {"done": true, "metadata"}`; on failure
+//!   `data: {"token": "<message>", "type": "error"}`.
+//! - `GET /api/status`, `POST /api/queue/status` and `POST /api/queue/cancel`
+//!   (`{request_id}`) over the real queue.
+//! - The message `/clear` starts a new conversation instead of a run.
+//!
+//! A new conversation is with the catalog's first agent.
+
+use std::convert::Infallible;
+
+use axum::Json as JsonBody;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt as _, stream};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use switchyard_common::db::{self, threads::ThreadRow};
+use switchyard_common::domain::{Multitask, RunId, RunStatus, ThreadId};
+use switchyard_common::events::RunEvent;
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{Ended, ai_sdk};
+use crate::auth::CurrentUser;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::Json;
+use crate::routes::events::KEEP_ALIVE;
+use crate::routes::runs::{self, StartRun, Started};
+use crate::routes::threads;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(chat))
+        .routes(routes!(chat_stream))
+        .routes(routes!(status))
+        .routes(routes!(queue_status))
+        .routes(routes!(queue_cancel))
+}
+
+/// What `/clear` answers.
+const CLEARED: &str = "Started a new conversation.";
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimpleChatRequest {
+    pub message: String,
+    /// The conversation to continue; a new one if absent.
+    pub conversation_id: Option<ThreadId>,
+    /// 1 (most urgent) to 10; default 5.
+    pub priority: Option<i16>,
+}
+
+/// `POST /api/chat` takes either body (read by shape, see [`chat`]).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(
+    dead_code,
+    reason = "describes the request body in the OpenAPI document"
+)]
+pub enum ChatBody {
+    Simple(SimpleChatRequest),
+    AiSdk(ai_sdk::UiChatRequest),
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SimpleChatAnswer {
+    pub response: String,
+    pub conversation_id: String,
+    /// The run's id; `null` for a command such as `/clear`.
+    pub request_id: Option<String>,
+}
+
+/// Chat: the simple chat's answer as JSON, or, for a body in the AI SDK's
+/// shape, the AI SDK's UI message stream.
+#[utoipa::path(post, path = "/api/chat", tag = "simple-chat", request_body = ChatBody,
+    responses(
+        (status = 200, body = SimpleChatAnswer,
+         description = "The answer; for an AI SDK body, its UI message stream"),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 502, body = ErrorBody),
+    ))]
+pub async fn chat(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    if ai_sdk::is_ui_request(&body) {
+        return ai_sdk::chat(&app, &user, body).await;
+    }
+    let request = parse(body)?;
+    let started = match begin(&app, &user, &request, false).await? {
+        Begun::Cleared(thread) => {
+            return Ok(JsonBody(SimpleChatAnswer {
+                response: CLEARED.into(),
+                conversation_id: thread.id.to_string(),
+                request_id: None,
+            })
+            .into_response());
+        }
+        Begun::Run(started) => *started,
+    };
+    let conversation_id = started.run.thread_id.to_string();
+    let request_id = started.run.id.to_string();
+    Ok(match super::wait(&app, started).await {
+        Some(Ended::Completed { content, .. }) => JsonBody(SimpleChatAnswer {
+            response: content,
+            conversation_id,
+            request_id: Some(request_id),
+        })
+        .into_response(),
+        Some(Ended::Failed(error)) => (
+            StatusCode::BAD_GATEWAY,
+            JsonBody(json!({"error": {"code": error.code, "message": error.message}})),
+        )
+            .into_response(),
+        Some(Ended::Cancelled { reason }) => {
+            ApiError::Conflict(format!("the request was cancelled ({reason})")).into_response()
+        }
+        None => ApiError::Unavailable.into_response(),
+    })
+}
+
+/// The simple chat, streamed.
+#[utoipa::path(post, path = "/api/chat/stream", tag = "simple-chat",
+    request_body = SimpleChatRequest,
+    responses(
+        (status = 200, description = "`text/event-stream` of `data:` JSON events"),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ))]
+pub async fn chat_stream(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Json(request): Json<SimpleChatRequest>,
+) -> ApiResult<Response> {
+    let events: Vec<Value> = match begin(&app, &user, &request, true).await? {
+        Begun::Cleared(thread) => vec![
+            json!({"token": CLEARED, "type": "content"}),
+            json!({"done": true, "metadata": {"conversation_id": thread.id, "request_id": null}}),
+        ],
+        Begun::Run(started) => return Ok(relay(&app, *started).into_response()),
+    };
+    let events = stream::iter(
+        events
+            .into_iter()
+            .map(|data| Ok::<_, Infallible>(Event::default().data(data.to_string()))),
+    );
+    Ok(Sse::new(events).into_response())
+}
+
+/// A run's deltas as `content` tokens, then `done` or an `error` token.
+fn relay(
+    app: &AppState,
+    started: Started,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
+    let conversation_id = started.run.thread_id;
+    let request_id = started.run.id;
+    let events = ReceiverStream::new(started.follow(app)).filter_map(move |event| async move {
+        let data = match event.event {
+            RunEvent::MessageDelta { delta, .. } => json!({"token": delta, "type": "content"}),
+            RunEvent::RunCompleted {
+                message_id,
+                usage,
+                cost_usd,
+                ..
+            } => json!({"done": true, "metadata": {
+                "conversation_id": conversation_id, "request_id": request_id,
+                "message_id": message_id, "usage": usage, "cost_usd": cost_usd}}),
+            RunEvent::RunFailed { error, .. } => json!({"token": error.message, "type": "error"}),
+            RunEvent::RunCancelled { reason, .. } => json!({
+                "token": format!("the request was cancelled ({reason})"), "type": "error"}),
+            _ => return None,
+        };
+        Some(Ok(Event::default().data(data.to_string())))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+fn parse(body: Value) -> ApiResult<SimpleChatRequest> {
+    serde_json::from_value(body).map_err(|e| ApiError::Validation(e.to_string()))
+}
+
+/// What a simple chat request started.
+enum Begun {
+    /// `/clear`: a new, empty conversation.
+    Cleared(ThreadRow),
+    Run(Box<Started>),
+}
+
+async fn begin(
+    app: &AppState,
+    user: &CurrentUser,
+    request: &SimpleChatRequest,
+    stream: bool,
+) -> ApiResult<Begun> {
+    let existing = match request.conversation_id {
+        Some(id) => Some(threads::load(app, user.id, id).await?),
+        None => None,
+    };
+    let agent_id = match &existing {
+        Some(thread) => thread.agent_id.clone(),
+        None => default_agent(app)?,
+    };
+    if request.message.trim() == "/clear" {
+        let thread = super::new_thread(app, user, &agent_id, json!({}), &[]).await?;
+        return Ok(Begun::Cleared(thread));
+    }
+    let (thread, created) = match existing {
+        Some(thread) => (thread, false),
+        None => (
+            super::new_thread(app, user, &agent_id, json!({}), &[]).await?,
+            true,
+        ),
+    };
+    let started = runs::start(
+        app,
+        user,
+        StartRun {
+            thread_id: thread.id,
+            content: &request.message,
+            agent_id: None,
+            model: None,
+            priority: request.priority,
+            multitask: Multitask::Enqueue,
+            idempotency: None,
+            stream,
+        },
+    )
+    .await;
+    match started {
+        Ok(started) => Ok(Begun::Run(Box::new(started))),
+        Err(error) => {
+            if created {
+                // A refused request leaves nothing behind.
+                threads::delete(app, user, thread.id, true).await?;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The agent of new conversations: the catalog's first.
+fn default_agent(app: &AppState) -> ApiResult<String> {
+    app.config
+        .catalog
+        .agents
+        .first()
+        .map(|agent| agent.id.clone())
+        .ok_or_else(|| ApiError::Validation("no agent is configured".into()))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceStatus {
+    /// `ok`.
+    pub status: &'static str,
+    /// Runs waiting and running now, of every user.
+    pub queue: QueueCounts,
+    /// The caller's own.
+    pub mine: QueueCounts,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct QueueCounts {
+    pub queued: i64,
+    pub in_progress: i64,
+}
+
+/// The service and its queue.
+#[utoipa::path(get, path = "/api/status", tag = "simple-chat",
+    responses((status = 200, body = ServiceStatus)))]
+pub async fn status(
+    State(app): State<AppState>,
+    user: CurrentUser,
+) -> ApiResult<JsonBody<ServiceStatus>> {
+    let mut queue = QueueCounts::default();
+    for (status, count) in db::runs::active_counts(&app.pool).await? {
+        match status.as_str() {
+            "queued" => queue.queued = count,
+            _ => queue.in_progress = count,
+        }
+    }
+    let (queued, in_progress) = db::runs::active_of(&app.pool, user.id).await?;
+    Ok(JsonBody(ServiceStatus {
+        status: "ok",
+        queue,
+        mine: QueueCounts {
+            queued,
+            in_progress,
+        },
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueRequest {
+    pub request_id: RunId,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueState {
+    pub request_id: String,
+    pub conversation_id: String,
+    pub status: RunStatus,
+    /// Runs ahead of it while it is queued.
+    pub queue_position: Option<i64>,
+}
+
+/// Where a request stands.
+#[utoipa::path(post, path = "/api/queue/status", tag = "simple-chat",
+    request_body = QueueRequest,
+    responses((status = 200, body = QueueState), (status = 404, body = ErrorBody)))]
+pub async fn queue_status(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Json(request): Json<QueueRequest>,
+) -> ApiResult<JsonBody<QueueState>> {
+    let run = runs::load(&app, &user, request.request_id).await?;
+    Ok(JsonBody(state_of(&run)))
+}
+
+/// Cancel a request, queued or running.
+#[utoipa::path(post, path = "/api/queue/cancel", tag = "simple-chat",
+    request_body = QueueRequest,
+    responses((status = 200, body = QueueState), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "It has already ended")))]
+pub async fn queue_cancel(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    Json(request): Json<QueueRequest>,
+) -> ApiResult<JsonBody<QueueState>> {
+    let run = runs::stop(&app, &user, request.request_id).await?;
+    Ok(JsonBody(state_of(&run)))
+}
+
+fn state_of(run: &db::runs::RunRow) -> QueueState {
+    QueueState {
+        request_id: run.id.to_string(),
+        conversation_id: run.thread_id.to_string(),
+        status: run.status,
+        queue_position: run.queue_position,
+    }
+}
