@@ -53,6 +53,14 @@ async fn another_users_resources_are_not_found_on_every_route() {
     let run_id = run["id"].as_str().unwrap().to_owned();
     let finished = app.wait_for_run_as(&alice, &run_id).await;
     assert_eq!(finished["status"], "completed");
+    // And a chat of the AI SDK surface, whose id is Alice's own name for it.
+    let (status, _) = app
+        .call(alice.post(app.url("/api/chat")).json(&json!({
+            "id": "alices-chat",
+            "message": {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "Hi"}]},
+        })))
+        .await;
+    assert_eq!(status, 200);
     let snapshot = |client: reqwest::Client| {
         let (app, thread_id, run_id) = (&app, thread_id.clone(), run_id.clone());
         async move {
@@ -90,6 +98,7 @@ async fn another_users_resources_are_not_found_on_every_route() {
                 ("{thread_id}", thread_id.as_str()),
                 ("{run_id}", run_id.as_str()),
                 ("{agent_id}", "assistant"),
+                ("{id}", "alices-chat"),
             ] {
                 path = path.replace(param, value);
             }
@@ -104,6 +113,7 @@ async fn another_users_resources_are_not_found_on_every_route() {
             }
             let names_alices = template.contains("{thread_id}")
                 || template.contains("{run_id}")
+                || template.contains("{id}")
                 || sent.is_some_and(|b| b.to_string().contains(&thread_id));
             let (status, body) = app.call(request).await;
             walked += 1;

@@ -31,12 +31,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Ended;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
 use crate::routes::events::KEEP_ALIVE;
-use crate::routes::runs::{self, StartRun};
+use crate::routes::runs::StartRun;
 use crate::routes::threads;
 use crate::state::AppState;
 
@@ -97,59 +96,33 @@ pub async fn chat(
         }
     };
     let stream = request.stream.unwrap_or(true);
-    let started = runs::start(
-        &app,
-        &user,
-        StartRun {
-            thread_id: thread.id,
-            content: &request.message,
-            agent_id: None,
-            model: None,
-            priority: None,
-            multitask: Multitask::Enqueue,
-            idempotency: None,
-            stream,
-        },
-    )
-    .await;
-    let started = match started {
-        Ok(started) => started,
-        Err(error) => {
-            if created {
-                // A refused chat leaves nothing behind.
-                crate::routes::threads::delete(&app, &user, thread.id, true).await?;
-            }
-            return Err(error);
-        }
+    let request_run = StartRun {
+        thread_id: thread.id,
+        content: &request.message,
+        agent_id: None,
+        model: None,
+        priority: None,
+        multitask: Multitask::Enqueue,
+        idempotency: None,
+        stream,
     };
+    let started = super::start_or_discard(&app, &user, request_run, created).await?;
     let run_id = started.run.id.to_string();
     let thread_id = thread.id.to_string();
     if stream {
         let events = started.follow(&app);
         return Ok(sse(events, run_id, thread_id).into_response());
     }
-    Ok(match super::wait(&app, started).await {
-        Some(Ended::Completed {
-            message_id,
-            content,
-            usage,
-        }) => JsonBody(ChatAnswer {
+    Ok(match super::answer(&app, started).await {
+        Ok(answer) => JsonBody(ChatAnswer {
             run_id,
             thread_id,
-            message_id: message_id.to_string(),
-            content,
-            tokens_used: usage.input_tokens + usage.output_tokens,
+            message_id: answer.message_id.to_string(),
+            content: answer.content,
+            tokens_used: answer.usage.input_tokens + answer.usage.output_tokens,
         })
         .into_response(),
-        Some(Ended::Failed(error)) => (
-            StatusCode::BAD_GATEWAY,
-            JsonBody(json!({"error": {"code": error.code, "message": error.message}})),
-        )
-            .into_response(),
-        Some(Ended::Cancelled { reason }) => {
-            ApiError::Conflict(format!("the run was cancelled ({reason})")).into_response()
-        }
-        None => ApiError::Unavailable.into_response(),
+        Err(response) => response,
     })
 }
 

@@ -37,7 +37,7 @@ use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Path;
 use crate::routes::events::{self, KEEP_ALIVE};
-use crate::routes::runs::{self, StartRun};
+use crate::routes::runs::StartRun;
 use crate::routes::threads;
 use crate::state::AppState;
 
@@ -94,7 +94,7 @@ pub async fn chat(app: &AppState, user: &CurrentUser, body: Value) -> ApiResult<
     }
     let (thread_id, created) =
         match db::ui_chats::thread_of(&app.pool, user.id, &request.id).await? {
-            Some(thread_id) => (threads::load(app, user.id, thread_id).await?.id, None),
+            Some(thread_id) => (threads::load(app, user.id, thread_id).await?.id, false),
             None => {
                 let agent_id = app
                     .config
@@ -113,37 +113,23 @@ pub async fn chat(app: &AppState, user: &CurrentUser, body: Value) -> ApiResult<
                 if linked != thread.id {
                     // A concurrent first message made the chat: use its thread.
                     threads::delete(app, user, thread.id, true).await?;
-                    (linked, None)
+                    (linked, false)
                 } else {
-                    (thread.id, Some(thread.id))
+                    (thread.id, true)
                 }
             }
         };
-    let started = runs::start(
-        app,
-        user,
-        StartRun {
-            thread_id,
-            content: &last,
-            agent_id: None,
-            model: None,
-            priority: None,
-            multitask: Multitask::Enqueue,
-            idempotency: None,
-            stream: true,
-        },
-    )
-    .await;
-    let started = match started {
-        Ok(started) => started,
-        Err(error) => {
-            if let Some(thread_id) = created {
-                // A refused first message leaves no chat behind.
-                threads::delete(app, user, thread_id, true).await?;
-            }
-            return Err(error);
-        }
+    let request_run = StartRun {
+        thread_id,
+        content: &last,
+        agent_id: None,
+        model: None,
+        priority: None,
+        multitask: Multitask::Enqueue,
+        idempotency: None,
+        stream: true,
     };
+    let started = super::start_or_discard(app, user, request_run, created).await?;
     let run_id = started.run.id;
     Ok(ui_stream(started.follow(app), run_id))
 }

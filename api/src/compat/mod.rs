@@ -8,14 +8,17 @@
 //! limits as the native API, and registered (router and OpenAPI document
 //! at once) in [`router`].
 
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use switchyard_common::db::{self, threads::NewThread, threads::ThreadRow};
 use switchyard_common::domain::{MessageId, MessageRole, RunError, Usage};
 use switchyard_common::events::RunEvent;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::CurrentUser;
-use crate::error::ApiResult;
-use crate::routes::runs::Started;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::runs::{self, StartRun, Started};
+use crate::routes::threads;
 use crate::state::AppState;
 
 pub mod agent_chat;
@@ -61,24 +64,41 @@ pub async fn new_thread(
     Ok(thread)
 }
 
-/// How a run that a surface waited for ended.
+/// Start a run on a thread that this request may have just made
+/// (`new_thread`): if the run is refused, that thread goes too, so that a
+/// refused request leaves nothing behind.
+pub async fn start_or_discard(
+    app: &AppState,
+    user: &CurrentUser,
+    request: StartRun<'_>,
+    new_thread: bool,
+) -> ApiResult<Started> {
+    let thread_id = request.thread_id;
+    match runs::start(app, user, request).await {
+        Ok(started) => Ok(started),
+        Err(error) => {
+            if new_thread {
+                threads::delete(app, user, thread_id, true).await?;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The assistant's answer to a run a surface waited for.
 #[derive(Debug)]
-pub enum Ended {
-    /// The answer: the assistant message stored for the run.
-    Completed {
-        message_id: MessageId,
-        content: String,
-        usage: Usage,
-    },
-    Failed(RunError),
-    Cancelled {
-        reason: String,
-    },
+pub struct Answer {
+    pub message_id: MessageId,
+    pub content: String,
+    pub usage: Usage,
 }
 
 /// Wait for a started run to end, for surfaces that answer with the whole
-/// reply instead of a stream. `None` if the server shut down meanwhile.
-pub async fn wait(app: &AppState, started: Started) -> Option<Ended> {
+/// reply instead of a stream. A run that did not answer gives the response
+/// to send instead: `502` with the run's error code and message when it
+/// failed, `409` when it was cancelled, `503` when the server shut down
+/// meanwhile.
+pub async fn answer(app: &AppState, started: Started) -> Result<Answer, Response> {
     let mut events = started.follow(app);
     // Agents of a workflow may complete messages of their own on the way;
     // the answer is the one the run completes with.
@@ -94,16 +114,27 @@ pub async fn wait(app: &AppState, started: Started) -> Option<Ended> {
             RunEvent::RunCompleted {
                 message_id, usage, ..
             } => {
-                return Some(Ended::Completed {
+                return Ok(Answer {
                     message_id,
                     content: said.remove(&message_id).unwrap_or_default(),
                     usage,
                 });
             }
-            RunEvent::RunFailed { error, .. } => return Some(Ended::Failed(error)),
-            RunEvent::RunCancelled { reason, .. } => return Some(Ended::Cancelled { reason }),
+            RunEvent::RunFailed { error, .. } => return Err(failed(&error)),
+            RunEvent::RunCancelled { reason, .. } => {
+                return Err(
+                    ApiError::Conflict(format!("the run was cancelled ({reason})")).into_response(),
+                );
+            }
             _ => {}
         }
     }
-    None
+    Err(ApiError::Unavailable.into_response())
+}
+
+/// A failed run's response: `502`, in the contract's error shape with the
+/// run's own error code.
+fn failed(error: &RunError) -> Response {
+    let body = serde_json::json!({"error": {"code": error.code, "message": error.message}});
+    (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
 }

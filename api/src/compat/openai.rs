@@ -17,7 +17,7 @@ use std::convert::Infallible;
 
 use axum::Json as JsonBody;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _, stream};
@@ -31,12 +31,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Ended;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Json;
 use crate::routes::events::KEEP_ALIVE;
-use crate::routes::runs::{self, StartRun, Started};
+use crate::routes::runs::{StartRun, Started};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -204,29 +203,17 @@ pub async fn completions(
         .collect();
     let metadata = json!({"source": "openai-compatible"});
     let thread = super::new_thread(&app, &user, &agent.spec.id, metadata, &history).await?;
-    let started = runs::start(
-        &app,
-        &user,
-        StartRun {
-            thread_id: thread.id,
-            content: &last,
-            agent_id: None,
-            model: None,
-            priority: None,
-            multitask: Multitask::Enqueue,
-            idempotency: None,
-            stream: request.stream,
-        },
-    )
-    .await;
-    let started = match started {
-        Ok(started) => started,
-        Err(error) => {
-            // Nothing of this call may stay behind a refusal.
-            crate::routes::threads::delete(&app, &user, thread.id, true).await?;
-            return Err(error);
-        }
+    let request_run = StartRun {
+        thread_id: thread.id,
+        content: &last,
+        agent_id: None,
+        model: None,
+        priority: None,
+        multitask: Multitask::Enqueue,
+        idempotency: None,
+        stream: request.stream,
     };
+    let started = super::start_or_discard(&app, &user, request_run, true).await?;
     let ids = ids_headers(&started);
     let id = format!("chatcmpl-{}", started.run.id);
     let created = started.run.created_at.timestamp();
@@ -241,8 +228,8 @@ pub async fn completions(
         };
         return Ok((ids, chunks.stream(&app, started)).into_response());
     }
-    let response = match super::wait(&app, started).await {
-        Some(Ended::Completed { content, usage, .. }) => JsonBody(Completion {
+    let response = match super::answer(&app, started).await {
+        Ok(answer) => JsonBody(Completion {
             id,
             object: "chat.completion",
             created,
@@ -251,19 +238,14 @@ pub async fn completions(
                 index: 0,
                 message: OutMessage {
                     role: "assistant",
-                    content,
+                    content: answer.content,
                 },
                 finish_reason: "stop",
             }],
-            usage: usage.into(),
+            usage: answer.usage.into(),
         })
         .into_response(),
-        Some(Ended::Failed(error)) => failed(&error).into_response(),
-        Some(Ended::Cancelled { reason }) => ApiError::Conflict(format!(
-            "the run was cancelled ({reason}) before it answered"
-        ))
-        .into_response(),
-        None => ApiError::Unavailable.into_response(),
+        Err(response) => response,
     };
     Ok((ids, response).into_response())
 }
@@ -343,11 +325,6 @@ fn ids_headers(started: &Started) -> HeaderMap {
         }
     }
     headers
-}
-
-/// A failed run: `502`, with the run's error code and message.
-fn failed(error: &RunError) -> impl IntoResponse {
-    (StatusCode::BAD_GATEWAY, JsonBody(error_body(error)))
 }
 
 /// The contract's error shape for a run's error; the code is the run's.

@@ -19,7 +19,6 @@ use std::convert::Infallible;
 
 use axum::Json as JsonBody;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _, stream};
@@ -33,7 +32,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Ended, ai_sdk};
+use super::ai_sdk;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Json;
@@ -115,22 +114,14 @@ pub async fn chat(
     };
     let conversation_id = started.run.thread_id.to_string();
     let request_id = started.run.id.to_string();
-    Ok(match super::wait(&app, started).await {
-        Some(Ended::Completed { content, .. }) => JsonBody(SimpleChatAnswer {
-            response: content,
+    Ok(match super::answer(&app, started).await {
+        Ok(answer) => JsonBody(SimpleChatAnswer {
+            response: answer.content,
             conversation_id,
             request_id: Some(request_id),
         })
         .into_response(),
-        Some(Ended::Failed(error)) => (
-            StatusCode::BAD_GATEWAY,
-            JsonBody(json!({"error": {"code": error.code, "message": error.message}})),
-        )
-            .into_response(),
-        Some(Ended::Cancelled { reason }) => {
-            ApiError::Conflict(format!("the request was cancelled ({reason})")).into_response()
-        }
-        None => ApiError::Unavailable.into_response(),
+        Err(response) => response,
     })
 }
 
@@ -226,31 +217,18 @@ async fn begin(
             true,
         ),
     };
-    let started = runs::start(
-        app,
-        user,
-        StartRun {
-            thread_id: thread.id,
-            content: &request.message,
-            agent_id: None,
-            model: None,
-            priority: request.priority,
-            multitask: Multitask::Enqueue,
-            idempotency: None,
-            stream,
-        },
-    )
-    .await;
-    match started {
-        Ok(started) => Ok(Begun::Run(Box::new(started))),
-        Err(error) => {
-            if created {
-                // A refused request leaves nothing behind.
-                threads::delete(app, user, thread.id, true).await?;
-            }
-            Err(error)
-        }
-    }
+    let request_run = StartRun {
+        thread_id: thread.id,
+        content: &request.message,
+        agent_id: None,
+        model: None,
+        priority: request.priority,
+        multitask: Multitask::Enqueue,
+        idempotency: None,
+        stream,
+    };
+    let started = super::start_or_discard(app, user, request_run, created).await?;
+    Ok(Begun::Run(Box::new(started)))
 }
 
 /// The agent of new conversations: the catalog's first.
