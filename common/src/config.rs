@@ -104,6 +104,9 @@ pub struct Config {
     pub sweeper_leader: SweeperLeader,
     /// Who may call the API (see [`auth`]).
     pub auth: AuthSettings,
+    /// Whether chat UIs of the conversations surface show tool results
+    /// (`GET /api/settings`).
+    pub show_func_result: bool,
     /// Where a worker process serves `/metrics` and `/health`; the API
     /// serves them on its own port.
     pub metrics_listen: Option<SocketAddr>,
@@ -241,6 +244,17 @@ impl Config {
             shutdown_grace: Duration::from_secs(number("SWITCHYARD_SHUTDOWN_GRACE_SECS", 30)?),
             sweeper_leader,
             auth: AuthSettings::from_lookup(&lookup, defaults.auth)?,
+            show_func_result: match lookup("SWITCHYARD_SHOW_FUNC_RESULT").as_deref() {
+                None | Some("" | "true" | "1") => true,
+                Some("false" | "0") => false,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "SWITCHYARD_SHOW_FUNC_RESULT",
+                        value: other.to_owned(),
+                        problem: "must be true or false".into(),
+                    });
+                }
+            },
             metrics_listen: match lookup("SWITCHYARD_METRICS_LISTEN").filter(|v| !v.is_empty()) {
                 None => None,
                 Some(raw) => Some(raw.parse().map_err(|e: std::net::AddrParseError| {

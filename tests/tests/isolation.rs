@@ -15,7 +15,10 @@ fn body_for(method: &str, path: &str, thread_id: &str) -> Option<Value> {
         ("post", "/api/agents/{agent_id}/chat") => {
             Some(json!({"message": "mine now", "thread_id": thread_id, "stream": false}))
         }
-        ("patch", "/v1/threads/{thread_id}") => Some(json!({"title": "taken over"})),
+        ("patch", "/v1/threads/{thread_id}") | ("put", "/api/conversations/{id}") => {
+            Some(json!({"title": "taken over"}))
+        }
+        ("post", "/api/conversations/{id}/messages") => Some(json!({"message": "mine now"})),
         ("post", "/v1/runs/{run_id}/cancel") => None,
         ("post" | "put" | "patch", _) => Some(json!({})),
         _ => None,
@@ -98,7 +101,15 @@ async fn another_users_resources_are_not_found_on_every_route() {
                 ("{thread_id}", thread_id.as_str()),
                 ("{run_id}", run_id.as_str()),
                 ("{agent_id}", "assistant"),
-                ("{id}", "alices-chat"),
+                // A conversation is a thread; an AI SDK chat id is Alice's own name.
+                (
+                    "{id}",
+                    if template.starts_with("/api/conversations") {
+                        thread_id.as_str()
+                    } else {
+                        "alices-chat"
+                    },
+                ),
             ] {
                 path = path.replace(param, value);
             }

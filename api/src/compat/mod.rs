@@ -23,6 +23,7 @@ use crate::state::AppState;
 
 pub mod agent_chat;
 pub mod ai_sdk;
+pub mod conversations;
 pub mod openai;
 pub mod simple_chat;
 
@@ -33,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(agent_chat::router())
         .merge(simple_chat::router())
         .merge(ai_sdk::router())
+        .merge(conversations::router())
 }
 
 /// A new thread of the caller's with `agent_id`, holding `history` (a
@@ -62,6 +64,17 @@ pub async fn new_thread(
         app.cache.fill_messages(thread.id, 0, &[]).await;
     }
     Ok(thread)
+}
+
+/// The agent of a surface's new threads when the client names none: the
+/// catalog's first.
+pub fn default_agent(app: &AppState) -> ApiResult<String> {
+    app.config
+        .catalog
+        .agents
+        .first()
+        .map(|agent| agent.id.clone())
+        .ok_or_else(|| ApiError::Validation("no agent is configured".into()))
 }
 
 /// Start a run on a thread that this request may have just made

@@ -204,7 +204,7 @@ async fn begin(
     };
     let agent_id = match &existing {
         Some(thread) => thread.agent_id.clone(),
-        None => default_agent(app)?,
+        None => super::default_agent(app)?,
     };
     if request.message.trim() == "/clear" {
         let thread = super::new_thread(app, user, &agent_id, json!({}), &[]).await?;
@@ -229,16 +229,6 @@ async fn begin(
     };
     let started = super::start_or_discard(app, user, request_run, created).await?;
     Ok(Begun::Run(Box::new(started)))
-}
-
-/// The agent of new conversations: the catalog's first.
-fn default_agent(app: &AppState) -> ApiResult<String> {
-    app.config
-        .catalog
-        .agents
-        .first()
-        .map(|agent| agent.id.clone())
-        .ok_or_else(|| ApiError::Validation("no agent is configured".into()))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

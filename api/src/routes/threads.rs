@@ -199,21 +199,34 @@ pub async fn update(
     Path(id): Path<ThreadId>,
     Json(body): Json<UpdateThread>,
 ) -> ApiResult<JsonBody<Thread>> {
-    check_title(&body.title)?;
-    check_metadata(&body.metadata)?;
-    let row = db::threads::update(
-        &app.pool,
-        user.id,
-        id,
-        db::threads::ThreadPatch {
-            title: body.title,
-            metadata: body.metadata,
-        },
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("thread", id))?;
+    let patch = db::threads::ThreadPatch {
+        title: body.title,
+        metadata: body.metadata,
+        agent_id: None,
+    };
+    Ok(JsonBody(
+        patch_thread(&app, &user, id, patch).await?.to_resource(),
+    ))
+}
+
+/// Change a thread of the caller's after checking the change; written
+/// through to the cache.
+pub async fn patch_thread(
+    app: &AppState,
+    user: &CurrentUser,
+    id: ThreadId,
+    patch: db::threads::ThreadPatch,
+) -> ApiResult<ThreadRow> {
+    check_title(&patch.title)?;
+    check_metadata(&patch.metadata)?;
+    if let Some(agent_id) = &patch.agent_id {
+        check_agent(app, agent_id).await?;
+    }
+    let row = db::threads::update(&app.pool, user.id, id, patch)
+        .await?
+        .ok_or_else(|| ApiError::not_found("thread", id))?;
     app.cache.put_thread(&row).await;
-    Ok(JsonBody(row.to_resource()))
+    Ok(row)
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -202,6 +202,8 @@ fn escape_like(text: &str) -> String {
 pub struct ThreadPatch {
     pub title: Option<String>,
     pub metadata: Option<Value>,
+    /// The agent that answers the thread's next runs.
+    pub agent_id: Option<String>,
 }
 
 pub async fn update(
@@ -214,6 +216,7 @@ pub async fn update(
         "update threads set
              title = coalesce($3, title),
              metadata = coalesce($4, metadata),
+             agent_id = coalesce($5, agent_id),
              version = version + 1,
              updated_at = now()
          where id = $1 and owner_id = $2 and deleted_at is null
@@ -224,6 +227,7 @@ pub async fn update(
     .bind(owner)
     .bind(patch.title)
     .bind(patch.metadata)
+    .bind(patch.agent_id)
     .fetch_optional(pool)
     .await
 }

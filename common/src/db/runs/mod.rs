@@ -580,6 +580,37 @@ pub async fn active_in_thread(
     .await
 }
 
+/// The newest run of a thread, whatever its status.
+pub async fn latest_in_thread(
+    pool: &PgPool,
+    thread_id: ThreadId,
+) -> Result<Option<RunId>, sqlx::Error> {
+    sqlx::query_scalar("select id from runs where thread_id = $1 order by id desc limit 1")
+        .bind(thread_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The thread's oldest active run, or else its first run created after
+/// `after` (whatever its status; with no `after`, its first run at all):
+/// the run a client waiting on the thread wants to watch.
+pub async fn active_or_after(
+    pool: &PgPool,
+    thread_id: ThreadId,
+    after: Option<RunId>,
+) -> Result<Option<RunId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select id from runs
+         where thread_id = $1
+           and (status in ('queued', 'in_progress') or $2::uuid is null or id > $2)
+         order by id limit 1",
+    )
+    .bind(thread_id)
+    .bind(after)
+    .fetch_optional(pool)
+    .await
+}
+
 /// The thread's next queued run, if it is now first in line.
 pub async fn next_in_line(
     pool: &PgPool,
