@@ -314,6 +314,7 @@ async fn a_run_stored_but_not_enqueued_is_enqueued_by_the_sweeper() {
             content: "stored while Redis was away",
             idempotency: None,
             limits: Default::default(),
+            priority_aging: app.config.priority_aging,
         },
     )
     .await

@@ -1,7 +1,7 @@
 //! A run, from job to terminal status.
 //!
-//! The runner claims the run (the conditional update that makes it this
-//! worker's alone), loads its agent and the thread's history, hands them
+//! The runner spends a ticket of the queue on the best-ranked ready run
+//! (the conditional update that makes it this worker's alone), loads its agent and the thread's history, hands them
 //! to the agent's workflow ([`crate::workflow`]) while events stream, and
 //! ends the run in one transaction: assistant message, usage, cost, status
 //! and terminal events together.
@@ -76,13 +76,15 @@ struct Position {
 }
 
 impl Runner {
-    /// Execute the run of a job. Errors are infrastructure failures (the
-    /// database is unreachable); a run's own failures end the run instead.
-    #[tracing::instrument(skip_all, fields(run.id = %run_id))]
-    pub async fn execute(&self, run_id: RunId) -> anyhow::Result<()> {
-        let claim = db::runs::claim(&self.pool, run_id, &self.worker_id, active::LEASE)
+    /// Spend a ticket: claim the best-ranked ready run (not necessarily
+    /// `ticket`, the run the ticket was pushed for) and execute it. Errors
+    /// are infrastructure failures (the database is unreachable); a run's
+    /// own failures end the run instead.
+    #[tracing::instrument(skip_all, fields(ticket = %ticket, run.id = tracing::field::Empty))]
+    pub async fn execute(&self, ticket: RunId) -> anyhow::Result<()> {
+        let claim = db::runs::claim(&self.pool, &self.worker_id, active::LEASE)
             .await
-            .context("claiming the run")?;
+            .context("claiming a run")?;
         let (run, mut last_seq, position, agent, cancel) = match claim {
             db::runs::Claim::Owned {
                 run,
@@ -101,15 +103,12 @@ impl Runner {
                 agent,
                 cancel,
             ),
-            db::runs::Claim::Waiting => {
-                tracing::debug!("an earlier run of the thread is active; waiting for it");
-                return Ok(());
-            }
-            db::runs::Claim::Gone => {
-                tracing::debug!("run is not queued any more");
+            db::runs::Claim::Empty => {
+                tracing::debug!("no ready run for this ticket");
                 return Ok(());
             }
         };
+        tracing::Span::current().record("run.id", tracing::field::display(run.id));
         if run.attempt > 1 {
             // An earlier attempt's worker was lost: keep what it published.
             let mut redis = self.redis.clone();

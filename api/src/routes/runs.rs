@@ -235,6 +235,7 @@ pub async fn start(
                 active_runs: user.limits.active_runs,
                 tokens_per_day: user.limits.tokens_per_day,
             },
+            priority_aging: app.config.priority_aging,
         },
     )
     .await;
@@ -248,6 +249,7 @@ pub async fn start(
             thread,
             queued,
             interrupted,
+            enqueue,
         } => {
             app.cache.put_thread(&thread).await;
             app.cache.append_message(&message).await;
@@ -259,7 +261,9 @@ pub async fn start(
                     .announce_cancel(requested, CancelReason::Interrupted)
                     .await;
             }
-            app.queue.enqueue(&app.pool, run.id).await;
+            if enqueue {
+                app.queue.enqueue(&app.pool, run.id).await;
+            }
             switchyard_common::metrics::METRICS.runs_created.inc();
             let queued = SequencedEvent {
                 seq: 1,
