@@ -17,6 +17,7 @@
 //! | `SWITCHYARD_DB_POOL` | PostgreSQL connections per process | `16` |
 //! | `SWITCHYARD_RUN_TIMEOUT_SECS` | longest a run may take once started | `600` |
 //! | `SWITCHYARD_MAX_ATTEMPTS` | attempts of a run whose worker is lost, before `worker_lost` | `3` |
+//! | `SWITCHYARD_PRIORITY_AGING_SECS` | how much later a queued run ranks for each step of `priority` above 1 | `60` |
 //! | `SWITCHYARD_SHUTDOWN_GRACE_SECS` | on SIGTERM, how long a worker lets its runs finish before releasing them | `30` |
 //! | `SWITCHYARD_METRICS_LISTEN` | a worker process's `/metrics` and `/health` address | none (the API serves them on its port) |
 //! | `SWITCHYARD_AUTH` and `SWITCHYARD_OIDC_*` | who may call the API: see [`auth`] | none (`switchyard dev`: `dev`) |
@@ -69,10 +70,12 @@ use toml::Spanned;
 
 mod auth;
 mod limits;
+mod priority;
 mod sweeper;
 
 pub use auth::{AuthMethod, AuthSettings, OidcSettings};
 pub use limits::{LimitPolicy, Limits};
+pub use priority::DEFAULT_PRIORITY_AGING;
 pub use sweeper::{LeaseSettings, SweeperLeader};
 
 use crate::domain::{
@@ -100,6 +103,9 @@ pub struct Config {
     /// On SIGTERM: how long a worker lets its runs finish before handing
     /// the rest to other workers.
     pub shutdown_grace: Duration,
+    /// How much sooner a run is taken per step of urgency: a queued run
+    /// ranks as if created `(priority − 1) × priority_aging` later.
+    pub priority_aging: Duration,
     /// How the one worker that takes back lost runs is chosen.
     pub sweeper_leader: SweeperLeader,
     /// Who may call the API (see [`auth`]).
@@ -242,6 +248,7 @@ impl Config {
             max_attempts: i32::try_from(positive("SWITCHYARD_MAX_ATTEMPTS", 3)?)
                 .unwrap_or(i32::MAX),
             shutdown_grace: Duration::from_secs(number("SWITCHYARD_SHUTDOWN_GRACE_SECS", 30)?),
+            priority_aging: priority::priority_aging(&lookup)?,
             sweeper_leader,
             auth: AuthSettings::from_lookup(&lookup, defaults.auth)?,
             show_func_result: match lookup("SWITCHYARD_SHOW_FUNC_RESULT").as_deref() {

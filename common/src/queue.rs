@@ -1,12 +1,42 @@
-//! The run queue: an apalis queue in Redis carrying [`RunJob`]s.
+//! The run queue: an apalis queue in Redis carrying [`RunJob`] tickets.
 //!
-//! PostgreSQL decides; the queue only carries. A run is stored `queued` with
-//! `enqueued_at` set, then pushed here; a failed push clears the mark. The
-//! workers' [`sweep_unenqueued`] pushes queued runs without the mark once
-//! Redis is back, and re-pushes those whose push is older than
-//! [`STALE_PUSH`] (a push lost with its process), so none is lost. A job
-//! that arrives twice is harmless: only the conditional claim in
-//! [`crate::db::runs::claim`] gives a worker a run.
+//! PostgreSQL decides; the queue only carries. A ticket says "take one
+//! run": the worker that receives it claims the best-ranked *ready* run
+//! (queued, and not behind an active run of its own thread) in
+//! [`crate::db::runs::claim`], whichever run the ticket was pushed for.
+//! So priorities are honoured however the tickets are ordered, and a run
+//! that arrives later but is more urgent is taken before older tickets'
+//! runs (see [`crate::db::runs`]'s `queueing` for the ranking).
+//!
+//! # The invariant
+//!
+//! There are at least as many tickets in Redis as ready runs, so nothing
+//! accepted is left unclaimed:
+//!
+//! - a run gets a ticket when it becomes ready: at creation if its thread
+//!   is idle, otherwise by [`hand_off`] when its thread's previous run
+//!   ends; a run taken back from a lost or stopping worker gets one too;
+//! - a ticket is spent claiming at most one run; one that finds no ready
+//!   run is acknowledged and dropped (there was nothing for it to take);
+//! - a cancelled queued run leaves its ticket behind: a spare one;
+//! - a claim skips rows locked by others (`skip locked`), so a queued run's
+//!   row is never kept locked across a push, only by a statement or a short
+//!   transaction that claims, cancels or re-tickets it: a ticket that
+//!   skipped the only ready run would otherwise be dropped. (Should such a
+//!   transaction fail and roll back, the stale sweep below covers it.)
+//!
+//! Spare tickets cost one empty claim each. `enqueued_at` records that a
+//! ticket was pushed when the run became ready; a failed push clears it.
+//! The workers' [`sweep_unenqueued`] pushes tickets for ready runs without
+//! the mark once Redis is back, and for those whose mark is older than
+//! [`STALE_PUSH`] (a push lost with its process, or tickets lost with a
+//! Redis that lost its data): a run waiting that long behind busier
+//! workers gets a spare ticket, which is harmless.
+//!
+//! A worker that ends a run does not claim the next one itself: every ready
+//! run has its ticket already, so a direct claim would only leave one spare,
+//! and the wake-up below brings a ticket to an idle worker within
+//! milliseconds.
 //!
 //! apalis-redis's own wake-up does not fire for immediate jobs, so after
 //! every push a message on [`Keys::run_queue_wake`] wakes idle workers; a
@@ -26,15 +56,17 @@ use crate::domain::{RunId, ThreadId};
 use crate::redis_conn::Keys;
 use crate::telemetry::TraceContext;
 
-/// The queue's payload: which run to execute, and the W3C trace context of
-/// the request that created it. Everything else is read from PostgreSQL, so
-/// a job can never carry stale data.
+/// The queue's payload: a ticket to take one run. `run_id` is the run it
+/// was pushed for; the worker takes the best-ranked ready run, which may be
+/// another. `trace` is the W3C trace context of the request that created
+/// `run_id`. Everything else is read from PostgreSQL, so a job can never
+/// carry stale data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunJob {
     pub run_id: RunId,
-    /// `traceparent` (and `tracestate`) when traces are exported. Jobs pushed
-    /// again later (recoveries, hand-offs) carry none: the worker then takes
-    /// the context stored on the run.
+    /// `traceparent` (and `tracestate`) when traces are exported. Tickets
+    /// pushed later (recoveries, hand-offs) carry none: the worker then takes
+    /// the context stored on the run it claims.
     #[serde(default, skip_serializing_if = "TraceContext::is_empty")]
     pub trace: TraceContext,
 }
@@ -79,7 +111,7 @@ impl RunQueue {
         }
     }
 
-    /// Push a run and wake the workers.
+    /// Push a ticket and wake the workers.
     pub async fn push(&self, job: RunJob) -> Result<(), EnqueueError> {
         let run_id = job.run_id;
         let task = TaskBuilder::new(job).max_attempts(1).build();
@@ -119,9 +151,9 @@ impl RunQueue {
         }
     }
 
-    /// Push a stored run, whose `enqueued_at` the caller has set. If the push
-    /// fails the mark is cleared, and the sweeper pushes the run once Redis
-    /// is back.
+    /// Push a ticket for a stored ready run, whose `enqueued_at` the caller
+    /// has set. If the push fails the mark is cleared, and the sweeper
+    /// pushes one once Redis is back.
     pub async fn enqueue(&self, pool: &PgPool, job: RunJob) -> bool {
         let run_id = job.run_id;
         let Err(error) = self.push(job).await else {
@@ -147,33 +179,22 @@ pub fn apalis_config(keys: &Keys) -> ApalisConfig {
 /// A queued run whose push is this old is pushed again.
 pub const STALE_PUSH: Duration = Duration::from_secs(30);
 
-/// Push queued runs that are first in line but not in the queue. Returns how
-/// many were pushed.
+/// Push tickets for ready runs without one (see the module's invariant).
+/// Returns how many were pushed.
 pub async fn sweep_unenqueued(pool: &PgPool, queue: &RunQueue) -> Result<usize, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let runs = db::runs::lock_unenqueued(&mut tx, STALE_PUSH.as_secs_f64(), 100).await?;
-    let mut pushed = Vec::with_capacity(runs.len());
-    for run_id in runs {
-        match queue.push(RunJob::new(run_id)).await {
-            Ok(()) => pushed.push(run_id.0),
-            Err(error) => {
-                tracing::debug!(%error, "Redis still unreachable; runs stay stored");
-                break;
-            }
+    let runs = db::runs::take_unenqueued(pool, STALE_PUSH.as_secs_f64(), 100).await?;
+    for (pushed, run_id) in runs.iter().enumerate() {
+        if let Err(error) = queue.push(RunJob::new(*run_id)).await {
+            tracing::debug!(%error, "Redis still unreachable; runs stay stored");
+            db::runs::clear_enqueued(pool, &runs[pushed..]).await?;
+            return Ok(pushed);
         }
     }
-    if !pushed.is_empty() {
-        sqlx::query("update runs set enqueued_at = now() where id = any($1) and status = 'queued'")
-            .bind(&pushed)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(pushed.len())
+    Ok(runs.len())
 }
 
-/// A thread's active run ended: push its next queued run, if it is now
-/// first in line and out of the queue (it waited for its turn).
+/// A thread's active run ended: push a ticket for its next queued run, if
+/// that is now ready and has none (it waited for its turn).
 pub async fn hand_off(
     pool: &PgPool,
     queue: &RunQueue,

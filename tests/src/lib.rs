@@ -203,6 +203,19 @@ impl TestApp {
         }
     }
 
+    /// Start a worker on this app's configuration, for an app spawned
+    /// without one (runs created before wait in the queue until then).
+    pub async fn start_worker(&self) {
+        let worker = switchyard_worker::Worker::start(
+            self.config.clone(),
+            self.pool.clone(),
+            self.shutdown.clone(),
+        )
+        .await
+        .expect("starting the worker");
+        tokio::spawn(worker.wait());
+    }
+
     /// An HTTP client that sends `Authorization: Bearer <token>`.
     pub fn client_with_token(&self, token: &str) -> reqwest::Client {
         self.client_with_headers(&[("authorization", &format!("Bearer {token}"))])

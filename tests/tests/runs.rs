@@ -315,6 +315,7 @@ async fn a_run_stored_but_not_enqueued_is_enqueued_by_the_sweeper() {
             idempotency: None,
             limits: Default::default(),
             trace: &Default::default(),
+            priority_aging: app.config.priority_aging,
         },
     )
     .await

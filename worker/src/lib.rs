@@ -157,22 +157,24 @@ impl Worker {
     }
 }
 
+/// Spend one ticket of the queue: take the best-ranked ready run, if any,
+/// and execute it.
 async fn handle(job: RunJob, runner: Data<Arc<Runner>>) -> Result<(), BoxDynError> {
     if runner.draining.is_cancelled() {
-        // Not claimed: the queue hands the job to another worker.
+        // Not spent: the queue hands the ticket to another worker.
         return Err("the worker is shutting down".into());
     }
     // The run lives on the worker's own tracker, so that shutting the
     // queue consumer down does not cut it short; the drain decides.
     let runner = Arc::clone(&runner);
-    let run_id = job.run_id;
+    let ticket = job.run_id;
     let run = runner
         .runs
         .clone()
         .spawn(async move { runner.execute(job).await });
     match run.await {
         Ok(result) => result.map_err(|error| {
-            tracing::error!(run.id = %run_id, error = format!("{error:#}"), "run could not be executed");
+            tracing::error!(%ticket, error = format!("{error:#}"), "run could not be executed");
             error.into()
         }),
         Err(error) => Err(error.into()),

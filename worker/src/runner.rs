@@ -1,7 +1,7 @@
 //! A run, from job to terminal status.
 //!
-//! The runner claims the run (the conditional update that makes it this
-//! worker's alone), loads its agent and the thread's history, hands them
+//! The runner spends a ticket of the queue on the best-ranked ready run
+//! (the conditional update that makes it this worker's alone), loads its agent and the thread's history, hands them
 //! to the agent's workflow ([`crate::workflow`]) while events stream, and
 //! ends the run in one transaction: assistant message, usage, cost, status
 //! and terminal events together.
@@ -89,13 +89,14 @@ struct Position {
 }
 
 impl Runner {
-    /// Execute the run of a job. Errors are infrastructure failures (the
-    /// database is unreachable); a run's own failures end the run instead.
+    /// Spend a job's ticket: claim the best-ranked ready run (not
+    /// necessarily the one the ticket was pushed for) and execute it. Errors
+    /// are infrastructure failures (the database is unreachable); a run's
+    /// own failures end the run instead.
     pub async fn execute(&self, job: RunJob) -> anyhow::Result<()> {
-        let run_id = job.run_id;
-        let claim = db::runs::claim(&self.pool, run_id, &self.worker_id, active::LEASE)
+        let claim = db::runs::claim(&self.pool, &self.worker_id, active::LEASE)
             .await
-            .context("claiming the run")?;
+            .context("claiming a run")?;
         let (claimed, stored_trace) = match claim {
             db::runs::Claim::Owned {
                 run,
@@ -118,23 +119,22 @@ impl Runner {
                 },
                 trace,
             ),
-            db::runs::Claim::Waiting => {
-                tracing::debug!(run.id = %run_id, "an earlier run of the thread is active; waiting for it");
-                return Ok(());
-            }
-            db::runs::Claim::Gone => {
-                tracing::debug!(run.id = %run_id, "run is not queued any more");
+            db::runs::Claim::Empty => {
+                tracing::debug!(ticket = %job.run_id, "no ready run for this ticket");
                 return Ok(());
             }
         };
-        // The job's context when it has one, else the one stored with the
-        // run (a job pushed again by a recovery or a hand-off): either way
-        // the run joins the trace of the request that created it.
-        let span = tracing::info_span!("run", run.id = %run_id, trace_id = tracing::field::Empty);
-        let trace = if job.trace.is_empty() {
-            &stored_trace
-        } else {
+        // The job's trace context when the ticket was pushed for this run,
+        // else the one stored with the run (a ticket of another run, or one
+        // pushed by a recovery or a hand-off): either way the run joins the
+        // trace of the request that created it.
+        let run_id = claimed.run.id;
+        let span = tracing::info_span!("run", run.id = %run_id, ticket = %job.run_id,
+            trace_id = tracing::field::Empty);
+        let trace = if job.run_id == run_id && !job.trace.is_empty() {
             &job.trace
+        } else {
+            &stored_trace
         };
         telemetry::adopt(&span, trace);
         self.run(claimed).instrument(span).await

@@ -238,6 +238,7 @@ pub async fn start(
                 tokens_per_day: user.limits.tokens_per_day,
             },
             trace: &trace,
+            priority_aging: app.config.priority_aging,
         },
     )
     .await;
@@ -251,6 +252,7 @@ pub async fn start(
             thread,
             queued,
             interrupted,
+            enqueue,
         } => {
             app.cache.put_thread(&thread).await;
             app.cache.append_message(&message).await;
@@ -262,9 +264,11 @@ pub async fn start(
                     .announce_cancel(requested, CancelReason::Interrupted)
                     .await;
             }
-            app.queue
-                .enqueue(&app.pool, RunJob::traced(run.id, trace))
-                .await;
+            if enqueue {
+                app.queue
+                    .enqueue(&app.pool, RunJob::traced(run.id, trace))
+                    .await;
+            }
             switchyard_common::metrics::METRICS.runs_created.inc();
             let queued = SequencedEvent {
                 seq: 1,

@@ -73,9 +73,14 @@ pub struct Run {
     pub thread_id: ThreadId,
     pub agent_id: String,
     pub model: String,
+    /// 1 (most urgent) to 10: workers take more urgent runs first, equal
+    /// priorities in order; each step of urgency counts as
+    /// `SWITCHYARD_PRIORITY_AGING_SECS` of waiting, so none waits forever.
     pub priority: i16,
     pub status: RunStatus,
-    /// Active runs ahead of this one on its thread; `null` once it started.
+    /// While queued, how many runs stand before this one: its thread's
+    /// active runs before it, and the ready runs of other threads that
+    /// workers take first. Computed when read; `null` once it started.
     pub queue_position: Option<i64>,
     pub attempt: i32,
     pub usage: Usage,

@@ -1,27 +1,30 @@
-//! Runs: creation with their user message, the conditional claim that gives
-//! one worker ownership, and the terminal transition.
+//! Runs: creation with their user message, the claim that gives one worker
+//! ownership ([`queueing`]: priorities and queue positions), and the
+//! terminal transition.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
-
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
 
 mod cancelling;
 mod leases;
+mod queueing;
 
 pub use cancelling::{CancelReason, Cancelled, cancel, cancel_requests, queued_retries};
 use cancelling::{request_cancel, stop_queued};
 pub use leases::{release, renew_leases, requeue_expired};
+pub use queueing::{
+    Claim, claim, clear_enqueued, mark_unenqueued, next_in_line, take_for_enqueue, take_unenqueued,
+};
+use queueing::{queue_position, ready};
 
 use super::Page;
-use super::agents::AgentRow;
 use super::messages::{self, MessageRow, NewMessage};
 use super::threads::{ThreadRow, thread_columns};
 use crate::domain::{
-    Agent, MessageId, MessageRole, Multitask, Run, RunError, RunId, RunStatus, ThreadId, Usage,
-    UserId,
+    MessageId, MessageRole, Multitask, Run, RunError, RunId, RunStatus, ThreadId, Usage, UserId,
 };
 use crate::events::{RunEvent, SequencedEvent};
 use crate::telemetry::TraceContext;
@@ -47,7 +50,8 @@ pub struct RunRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// Active runs ahead of this one on its thread, while it is queued.
+    /// How many runs stand before this one while it is queued (see
+    /// [`queueing`]).
     pub queue_position: Option<i64>,
 }
 
@@ -90,11 +94,9 @@ macro_rules! select_runs {
                     r.attempt, r.input_message_id, r.output_message_id, r.input_tokens,
                     r.output_tokens, r.cached_input_tokens, r.cost_usd, r.error_code, r.error_message, r.created_at,
                     r.started_at, r.finished_at,
-                    case when r.status = 'queued' then
-                        (select count(*) from runs a
-                         where a.thread_id = r.thread_id and a.id < r.id
-                           and a.status in ('queued', 'in_progress'))
-                    end as queue_position
+                    case when r.status = 'queued' then ",
+            queue_position!(),
+            " end as queue_position
              from runs r ",
             $rest
         )
@@ -116,6 +118,9 @@ pub struct NewRun<'a> {
     /// The W3C trace context of the creating request (empty when traces are
     /// not exported); every attempt of the run joins that trace.
     pub trace: &'a TraceContext,
+    /// `SWITCHYARD_PRIORITY_AGING_SECS`: the run ranks as if created
+    /// `(priority − 1) ×` this later.
+    pub priority_aging: Duration,
 }
 
 /// Per-user limits on runs, checked in the transaction that creates one.
@@ -154,6 +159,10 @@ pub enum Created {
         queued: RunEvent,
         /// What `multitask: interrupt` cancelled.
         interrupted: Interrupted,
+        /// The run is ready: the caller pushes its ticket (see
+        /// [`crate::queue::RunQueue::enqueue`]). Otherwise it waits for its
+        /// thread's earlier runs and gets its ticket when they end.
+        enqueue: bool,
     },
     /// The same idempotency key and request were seen before: that run.
     Replayed(RunRow),
@@ -235,13 +244,13 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
     let Some((message, mut thread)) = appended.filter(|(_, t)| t.owner_id == new.owner) else {
         return Ok(Created::ThreadNotFound);
     };
-    // Active runs ahead of this one: all of them, as they all came before.
-    let mut queue_position = i64::from(thread.active_runs - 1);
-    if new.multitask == Multitask::Reject && queue_position > 0 {
+    // Its thread's active runs before it: all of them, as they came before.
+    let mut thread_ahead = i64::from(thread.active_runs - 1);
+    if new.multitask == Multitask::Reject && thread_ahead > 0 {
         return Ok(Created::ThreadBusy);
     }
     let mut interrupted = Interrupted::default();
-    if new.multitask == Multitask::Interrupt && queue_position > 0 {
+    if new.multitask == Multitask::Interrupt && thread_ahead > 0 {
         let active: Vec<(RunId, RunStatus)> = sqlx::query_as(
             "select id, status from runs
              where thread_id = $1 and status in ('queued', 'in_progress') order by id",
@@ -260,14 +269,21 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
             }
         }
         // Only the in-progress runs, now stopping, are still ahead.
-        queue_position = interrupted.requested.len() as i64;
+        thread_ahead = interrupted.requested.len() as i64;
     }
-    let created_at: DateTime<Utc> = sqlx::query_scalar(
-        "insert into runs (id, thread_id, owner_id, agent_id, model, priority, multitask,
-                           input_message_id, trace_context, enqueued_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
-         returning created_at",
-    )
+    // A ready run gets its ticket at once (marked pushed here); one behind
+    // its thread's active runs gets it when the last of them ends
+    // (`queue::hand_off`), so that no ticket is spent on a run that cannot
+    // start.
+    let enqueue = thread_ahead == 0;
+    let (created_at, queue_position): (DateTime<Utc>, i64) = sqlx::query_as(concat!(
+        "insert into runs as r (id, thread_id, owner_id, agent_id, model, priority, multitask,
+                                input_message_id, enqueued_at, queue_rank, trace_context)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then now() end,
+                 now() + ($6 - 1) * $10 * interval '1 second', $11)
+         returning r.created_at, ",
+        queue_position!()
+    ))
     .bind(run_id)
     .bind(new.thread_id)
     .bind(new.owner)
@@ -276,6 +292,8 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
     .bind(new.priority)
     .bind(new.multitask)
     .bind(message_id)
+    .bind(enqueue)
+    .bind(new.priority_aging.as_secs_f64())
     .bind((!new.trace.is_empty()).then_some(Json(new.trace)))
     .fetch_one(&mut *tx)
     .await?;
@@ -322,6 +340,7 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
         thread,
         queued,
         interrupted,
+        enqueue,
     })
 }
 
@@ -413,137 +432,6 @@ pub async fn list_for_thread(
     Ok(Page::from_overfetch(items, limit, |r| r.id.to_string()))
 }
 
-/// Record that pushing the run's job failed: the sweeper will push it.
-pub async fn mark_unenqueued(pool: &PgPool, id: RunId) -> Result<(), sqlx::Error> {
-    sqlx::query("update runs set enqueued_at = null where id = $1 and status = 'queued'")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Take a queued run that is out of the queue (waiting for its turn) for
-/// pushing: whether this caller should push it.
-pub async fn take_for_enqueue(pool: &PgPool, id: RunId) -> Result<bool, sqlx::Error> {
-    let taken = sqlx::query(
-        "update runs set enqueued_at = now()
-         where id = $1 and status = 'queued' and enqueued_at is null",
-    )
-    .bind(id)
-    .execute(pool)
-    .await?;
-    Ok(taken.rows_affected() == 1)
-}
-
-/// What a worker's attempt to take a run found.
-#[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "returned once per claim, never stored"
-)]
-pub enum Claim {
-    /// This worker owns the run now; `last_event_seq` is where its events
-    /// continue, `input_seq` the position of its user message and
-    /// `message_count` the thread's messages at the claim.
-    Owned {
-        run: RunRow,
-        last_event_seq: i64,
-        input_seq: i64,
-        message_count: i64,
-        /// The run's agent as stored now; `None` if it was deleted.
-        agent: Option<Agent>,
-        /// A cancel was requested before this attempt (its earlier worker
-        /// was lost before it could stop the run).
-        cancel: Option<CancelReason>,
-        /// The trace context of the request that created the run.
-        trace: TraceContext,
-    },
-    /// An earlier run of the same thread is still active: wait for it.
-    Waiting,
-    /// Not queued (already taken, finished, or deleted).
-    Gone,
-}
-
-/// Move a run `queued → in_progress` if, and only if, it is queued and the
-/// first active run of its thread. The conditional update is what makes two
-/// workers unable to both own it.
-pub async fn claim(
-    pool: &PgPool,
-    id: RunId,
-    worker: &str,
-    lease: Duration,
-) -> Result<Claim, sqlx::Error> {
-    // One statement: the claim, the run, where its events continue and where
-    // its user message stands.
-    let claimed: Option<Claimed> = sqlx::query_as(
-        "with claimed as (
-             update runs r set status = 'in_progress', attempt = attempt + 1, started_at = now(),
-                 worker_id = $2, lease_expires_at = now() + $3 * interval '1 millisecond'
-             where r.id = $1 and r.status = 'queued'
-               and not exists (select 1 from runs a
-                               where a.thread_id = r.thread_id and a.id < r.id
-                                 and a.status in ('queued', 'in_progress'))
-             returning r.*
-         )
-         select c.id, c.thread_id, c.owner_id, c.agent_id, c.model, c.priority, c.status,
-                c.attempt, c.input_message_id, c.output_message_id, c.input_tokens,
-                c.output_tokens, c.cached_input_tokens, c.cost_usd, c.error_code, c.error_message, c.created_at,
-                c.started_at, c.finished_at, null::int8 as queue_position,
-                (select coalesce(max(seq), 0) from run_events e where e.run_id = c.id)
-                    as last_event_seq,
-                (select m.seq from messages m where m.id = c.input_message_id) as input_seq,
-                (select t.message_count from threads t where t.id = c.thread_id) as message_count,
-                (select to_jsonb(a) from agents a where a.id = c.agent_id and a.deleted_at is null)
-                    as agent,
-                case when c.cancel_requested_at is not null
-                     then coalesce(c.cancel_reason, 'cancelled') end as cancel_requested,
-                c.trace_context
-         from claimed c",
-    )
-    .bind(id)
-    .bind(worker)
-    .bind(lease.as_millis() as f64)
-    .fetch_optional(pool)
-    .await?;
-    if let Some(claimed) = claimed {
-        return Ok(Claim::Owned {
-            run: claimed.run,
-            last_event_seq: claimed.last_event_seq,
-            input_seq: claimed.input_seq,
-            message_count: claimed.message_count,
-            agent: claimed.agent.map(|row| Agent::from(row.0)),
-            cancel: claimed
-                .cancel_requested
-                .map(|reason| CancelReason::parse(&reason)),
-            trace: claimed.trace_context.map(|t| t.0).unwrap_or_default(),
-        });
-    }
-    // Tell a run that waits its turn from one that is gone; a waiting run
-    // leaves the queue and is re-enqueued when its predecessor finishes.
-    let waiting =
-        sqlx::query("update runs set enqueued_at = null where id = $1 and status = 'queued'")
-            .bind(id)
-            .execute(pool)
-            .await?;
-    Ok(if waiting.rows_affected() == 1 {
-        Claim::Waiting
-    } else {
-        Claim::Gone
-    })
-}
-
-#[derive(sqlx::FromRow)]
-struct Claimed {
-    #[sqlx(flatten)]
-    run: RunRow,
-    last_event_seq: i64,
-    input_seq: i64,
-    message_count: i64,
-    agent: Option<Json<AgentRow>>,
-    cancel_requested: Option<String>,
-    trace_context: Option<Json<TraceContext>>,
-}
-
 /// Queued and in-progress runs of every user, by status name.
 pub async fn active_counts(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
     sqlx::query_as(
@@ -608,48 +496,6 @@ pub async fn active_or_after(
     .bind(thread_id)
     .bind(after)
     .fetch_optional(pool)
-    .await
-}
-
-/// The thread's next queued run, if it is now first in line.
-pub async fn next_in_line(
-    pool: &PgPool,
-    thread_id: ThreadId,
-) -> Result<Option<RunId>, sqlx::Error> {
-    sqlx::query_scalar(
-        "select r.id from runs r
-         where r.thread_id = $1 and r.status in ('queued', 'in_progress')
-         order by r.id limit 1",
-    )
-    .bind(thread_id)
-    .fetch_optional(pool)
-    .await
-}
-
-/// Queued runs that are first in line on their thread and not in the queue:
-/// never pushed (Redis was down), waiting for a predecessor that has
-/// finished, or pushed longer than `stale_secs` ago (the push was lost with
-/// its API process, or the job with a Redis that lost its data). Locked until
-/// the caller's transaction ends, so that several sweepers do not push the
-/// same run at the same moment.
-pub async fn lock_unenqueued(
-    tx: &mut PgConnection,
-    stale_secs: f64,
-    limit: i64,
-) -> Result<Vec<RunId>, sqlx::Error> {
-    sqlx::query_scalar(
-        "select r.id from runs r
-         where r.status = 'queued'
-           and (r.enqueued_at is null or r.enqueued_at < now() - make_interval(secs => $1))
-           and not exists (select 1 from runs a
-                           where a.thread_id = r.thread_id and a.id < r.id
-                             and a.status in ('queued', 'in_progress'))
-         order by r.id limit $2
-         for update of r skip locked",
-    )
-    .bind(stale_secs)
-    .bind(limit)
-    .fetch_all(&mut *tx)
     .await
 }
 
