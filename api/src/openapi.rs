@@ -11,7 +11,7 @@ use utoipa::OpenApi;
             with `limit` (1–100) and the `next_cursor` of the previous page. Threads and runs \
             are listed newest first; messages oldest first within a page, pages walking back \
             from the newest (`before`).\n\n\
-            Every `/v1` route needs credentials unless development mode is on: \
+            Every `/v1` and `/api` route needs credentials unless development mode is on: \
             `Authorization: Bearer <API key or OIDC token>`, or Azure App Service Easy Auth \
             headers where enabled; `401 unauthorized` without them, and `429 rate_limited` \
             with `Retry-After` and the limit's name past a per-user limit."
@@ -25,6 +25,16 @@ use utoipa::OpenApi;
         (name = "threads", description = "Conversations and their messages"),
         (name = "runs", description = "Executions of an agent on a thread, and their events"),
         (name = "service", description = "Health and readiness"),
+        (name = "openai-compatible", description = "OpenAI's chat-completions API over the agents: \
+            `model` names an agent; every call is a run on a new thread"),
+        (name = "agent-chat", description = "Chat with one agent: `data:` JSON token, trace, \
+            heartbeat, error and done events; the agent's threads by offset"),
+        (name = "simple-chat", description = "One conversation at a time over the request queue; \
+            `POST /api/chat` also takes the Vercel AI SDK's body"),
+        (name = "ai-sdk", description = "The Vercel AI SDK's UI message stream protocol (`useChat`): \
+            `POST /api/chat` with `{id, messages}` and resuming a chat's stream"),
+        (name = "conversations", description = "Conversations of OpsAgent-style UIs: messages, \
+            the thinking stream of tool calls and agents, user, models and settings"),
     )
 )]
 pub struct ApiDoc;
