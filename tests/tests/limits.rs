@@ -290,3 +290,54 @@ async fn oversized_requests_get_clear_errors() {
     // Nothing was stored by any of it.
     assert_eq!(count(&app, "select count(*) from runs").await, 0);
 }
+
+#[tokio::test]
+async fn the_compatible_surfaces_count_against_the_same_limits() {
+    let app = app_with_limits("[limits]\nmessages_per_day = 1\n", true).await;
+    let user = app.client_with_token(&app.api_key("everywhere", false).await);
+    let (status, body) = app
+        .call(user.post(app.url("/v1/chat/completions")).json(&json!({
+            "model": "assistant",
+            "messages": [{"role": "user", "content": "Hi"}],
+        })))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, conversation) = app
+        .call(user.post(app.url("/api/conversations")).json(&json!({})))
+        .await;
+    assert_eq!(status, 201);
+    let conversation = conversation["id"].as_str().unwrap();
+
+    let hi = json!({"id": "u1", "role": "user", "parts": [{"type": "text", "text": "Hi"}]});
+    let refused = [
+        (
+            "/v1/chat/completions".to_owned(),
+            json!({"model": "assistant", "messages": [{"role": "user", "content": "Hi"}]}),
+        ),
+        (
+            "/api/agents/assistant/chat".to_owned(),
+            json!({"message": "Hi", "stream": false}),
+        ),
+        ("/api/chat".to_owned(), json!({"message": "Hi"})),
+        ("/api/chat/stream".to_owned(), json!({"message": "Hi"})),
+        (
+            "/api/chat".to_owned(),
+            json!({"id": "c1", "messages": [hi]}),
+        ),
+        (
+            format!("/api/conversations/{conversation}/messages"),
+            json!({"message": "Hi"}),
+        ),
+    ];
+    for (path, body) in refused {
+        let response = send(user.post(app.url(&path)).json(&body)).await;
+        assert_limited(&response, "messages_per_day", 86_000..=86_400);
+    }
+    // Refused calls leave no thread behind: the first call's and the
+    // conversation's only.
+    assert_eq!(count(&app, "select count(*) from threads").await, 2);
+    assert_eq!(
+        count(&app, "select count(*) from messages where role = 'user'").await,
+        1
+    );
+}
