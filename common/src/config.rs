@@ -72,11 +72,13 @@ mod auth;
 mod limits;
 mod priority;
 mod sweeper;
+mod upstream;
 
 pub use auth::{AuthMethod, AuthSettings, OidcSettings};
 pub use limits::{LimitPolicy, Limits};
 pub use priority::DEFAULT_PRIORITY_AGING;
 pub use sweeper::{LeaseSettings, SweeperLeader};
+pub use upstream::{DEFAULT_UPSTREAM_TIMEOUT_SECS, Upstream, UpstreamProtocol};
 
 use crate::domain::{
     AgentSpec, DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_ITERATIONS, Usage, Workflow, WorkflowKind,
@@ -347,6 +349,21 @@ pub fn check_agent(
             ));
         }
     }
+    if spec.workflow.kind == WorkflowKind::Http {
+        return check_http_agent(spec);
+    }
+    if spec.workflow.upstream.is_some() {
+        return Err(AgentProblem::new(
+            "workflow.upstream",
+            "an upstream needs the http workflow".into(),
+        ));
+    }
+    if spec.provider.is_empty() {
+        return Err(AgentProblem::new(
+            "provider",
+            "provider is required (except for an http workflow)".into(),
+        ));
+    }
     if !providers.iter().any(|p| p.name == spec.provider) {
         let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
         return Err(AgentProblem::new(
@@ -436,6 +453,39 @@ pub fn check_agent(
                 format!("hand-off to agent {target:?}, which does not exist"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The rest of [`check_agent`] for an `http` agent: an upstream with valid
+/// settings, and nothing that Switchyard would run itself (a provider,
+/// tools, hand-offs).
+fn check_http_agent(spec: &AgentSpec) -> Result<(), AgentProblem> {
+    let Some(upstream) = &spec.workflow.upstream else {
+        return Err(AgentProblem::new(
+            "workflow.upstream",
+            "an http workflow needs an upstream ({url, protocol})".into(),
+        ));
+    };
+    if let Some(problem) = upstream.problem() {
+        return Err(AgentProblem::new("workflow.upstream", problem));
+    }
+    let refused = [
+        ("provider", !spec.provider.is_empty()),
+        ("tools", !spec.tools.is_empty()),
+        ("workflow.handoffs", !spec.workflow.handoffs.is_empty()),
+    ];
+    if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
+        return Err(AgentProblem::new(
+            field,
+            format!("an http agent's answer comes from its upstream: leave {field} out"),
+        ));
+    }
+    if spec.context_tokens == 0 {
+        return Err(AgentProblem::new(
+            "context_tokens",
+            "context_tokens must be at least 1".into(),
+        ));
     }
     Ok(())
 }
@@ -724,6 +774,7 @@ struct AgentFile {
     name: String,
     #[serde(default)]
     description: String,
+    #[serde(default)]
     provider: String,
     model: String,
     #[serde(default)]
@@ -732,6 +783,8 @@ struct AgentFile {
     tools: Vec<String>,
     #[serde(default = "default_workflow_kind")]
     workflow: WorkflowKind,
+    #[serde(default)]
+    upstream: Option<Upstream>,
     #[serde(default)]
     handoffs: Vec<String>,
     #[serde(default = "default_max_iterations")]
@@ -768,6 +821,7 @@ impl From<AgentFile> for AgentSpec {
                 kind: file.workflow,
                 handoffs: file.handoffs,
                 max_iterations: file.max_iterations,
+                upstream: file.upstream,
             },
             tool_settings: file.tool_settings,
             context_tokens: file.context_tokens,

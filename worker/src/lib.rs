@@ -102,6 +102,7 @@ impl Worker {
             queue: run_queue.clone(),
             config: config.clone(),
             providers,
+            http,
             toolbox: tools::Toolbox::new().context("building the tools' HTTP clients")?,
             active: active_runs.clone(),
             worker_id: worker_id.clone(),

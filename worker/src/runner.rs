@@ -39,6 +39,8 @@ pub struct Runner {
     pub queue: RunQueue,
     pub config: Arc<Config>,
     pub providers: HashMap<String, Arc<dyn Provider>>,
+    /// The HTTP client of the providers, for `http` agents' upstreams.
+    pub http: reqwest::Client,
     pub toolbox: Toolbox,
     pub active: ActiveRuns,
     /// This process's name on the runs it holds (`runs.worker_id`).
@@ -271,6 +273,9 @@ impl Runner {
             WorkflowKind::Triage => workflow::triage::run(scope, entry, model, &conversation).await,
             WorkflowKind::Planner => {
                 workflow::planner::run(scope, entry, model, &conversation).await
+            }
+            WorkflowKind::Http => {
+                workflow::http::run(scope, &entry, run.model.clone(), &conversation).await
             }
         }
     }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::config::ToolSettings;
+use crate::config::{ToolSettings, Upstream};
 
 /// Model turns one agent may take in a run unless its workflow says otherwise.
 pub const DEFAULT_MAX_ITERATIONS: u32 = 8;
@@ -25,8 +25,12 @@ pub struct AgentSpec {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// The name of a provider declared in the configuration.
+    /// The name of a provider declared in the configuration; left out
+    /// (empty) by an `http` agent, whose answers come from its upstream.
+    #[serde(default)]
     pub provider: String,
+    /// The model called; an `http` agent's name for its upstream (sent as
+    /// `model` to an `openai` upstream).
     pub model: String,
     #[serde(default)]
     pub instructions: String,
@@ -62,6 +66,9 @@ pub struct Workflow {
     /// Model turns (LLM calls) of one agent before it gives up.
     #[serde(default = "default_max_iterations")]
     pub max_iterations: u32,
+    /// An `http` workflow's upstream endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Upstream>,
 }
 
 fn default_max_iterations() -> u32 {
@@ -74,6 +81,7 @@ impl Default for Workflow {
             kind: WorkflowKind::Single,
             handoffs: Vec::new(),
             max_iterations: DEFAULT_MAX_ITERATIONS,
+            upstream: None,
         }
     }
 }
@@ -89,6 +97,9 @@ pub enum WorkflowKind {
     /// The agent writes a plan of tasks for specialists, the tasks run
     /// (independent ones at once), and the agent answers from their results.
     Planner,
+    /// The answer comes from an upstream streaming endpoint (an AI SDK
+    /// route or an OpenAI-compatible server), relayed and stored.
+    Http,
 }
 
 impl WorkflowKind {
@@ -97,6 +108,7 @@ impl WorkflowKind {
             Self::Single => "single",
             Self::Triage => "triage",
             Self::Planner => "planner",
+            Self::Http => "http",
         }
     }
 }

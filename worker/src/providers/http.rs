@@ -26,14 +26,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::ProviderError;
 use super::streaming::{self, Deadlines, Format, Framing};
-use super::{ProviderError, ProviderStream};
 
 /// The most of an error body read to find the provider's message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -76,7 +76,7 @@ impl Endpoint {
             http,
             url,
             headers: HeaderMap::new(),
-            scrubber: Scrubber(None),
+            scrubber: Scrubber(Vec::new()),
             start_timeout: Duration::from_secs(timeout_secs),
             timeout: Duration::from_secs(timeout_secs),
         })
@@ -119,7 +119,26 @@ impl Endpoint {
             .map_err(|_| anyhow!("the API key has characters not allowed in an HTTP header"))?;
         value.set_sensitive(true);
         self.headers.insert(header, value);
-        self.scrubber = Scrubber(Some(Arc::from(key)));
+        self.scrubber.0.push(Arc::from(key));
+        Ok(self)
+    }
+
+    /// Headers whose values are credentials (read from the environment by
+    /// the caller): sent as sensitive and scrubbed from every error text.
+    pub(super) fn with_secret_headers(
+        mut self,
+        headers: &[(HeaderName, String)],
+    ) -> anyhow::Result<Self> {
+        for (name, secret) in headers {
+            let mut value = HeaderValue::from_str(secret).map_err(|_| {
+                anyhow!("the value of HTTP header {name} has characters not allowed in a header")
+            })?;
+            value.set_sensitive(true);
+            self.headers.insert(name.clone(), value);
+            if !secret.is_empty() {
+                self.scrubber.0.push(Arc::from(secret.as_str()));
+            }
+        }
         Ok(self)
     }
 
@@ -152,7 +171,11 @@ impl Endpoint {
     /// Post `body` as JSON and decode the streamed answer with `format`.
     /// Errors before the first event (HTTP status, connection) come out of
     /// the stream as its first item.
-    pub(super) fn stream<F: Format>(&self, body: &impl Serialize, format: F) -> ProviderStream {
+    pub(super) fn stream<F: Format>(
+        &self,
+        body: &impl Serialize,
+        format: F,
+    ) -> BoxStream<'static, Result<F::Event, ProviderError>> {
         let scrubber = self.scrubber.clone();
         let body = match serde_json::to_vec(body) {
             Ok(body) => body,
@@ -209,23 +232,27 @@ impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("url", &self.url.as_str())
-            .field("has_api_key", &self.scrubber.0.is_some())
+            .field("has_api_key", &!self.scrubber.0.is_empty())
             .field("start_timeout", &self.start_timeout)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
-/// Removes the API key from error texts.
+/// Removes the API key and other secrets from error texts.
 #[derive(Clone)]
-struct Scrubber(Option<Arc<str>>);
+struct Scrubber(Vec<Arc<str>>);
 
 impl Scrubber {
     fn scrub(&self, error: ProviderError) -> ProviderError {
-        let Some(key) = self.0.as_deref() else {
+        if self.0.is_empty() {
             return error;
+        }
+        let clean = |text: String| {
+            self.0
+                .iter()
+                .fold(text, |text, secret| text.replace(&**secret, "[redacted]"))
         };
-        let clean = |text: String| text.replace(key, "[redacted]");
         match error {
             ProviderError::Server { status, message } => ProviderError::Server {
                 status,

@@ -13,6 +13,7 @@ pub mod openai;
 pub mod scripted;
 mod sse;
 mod streaming;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -76,10 +76,15 @@ impl OpenAi {
     }
 }
 
+/// One streamed chat-completions call to `endpoint`, in OpenAI's format
+/// (also how an `http` agent calls an `openai` upstream).
+pub(super) fn stream_at(endpoint: &Endpoint, request: &ChatRequest) -> ProviderStream {
+    endpoint.stream(&WireRequest::new(request), Chunks::default())
+}
+
 impl Provider for OpenAi {
     fn stream(&self, request: ChatRequest) -> ProviderStream {
-        self.endpoint
-            .stream(&WireRequest::new(&request), Chunks::default())
+        stream_at(&self.endpoint, &request)
     }
 
     fn max_attempts(&self) -> u32 {

@@ -1,5 +1,5 @@
 //! The read loop of every streamed answer: the messages of a response body
-//! in, [`ProviderEvent`]s out.
+//! in, events ([`ProviderEvent`](super::ProviderEvent)s for a model) out.
 //!
 //! A [`Framing`] cuts the body into messages (server-sent events, JSON
 //! lines); a wire [`Format`] turns each message into provider events and
@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures::stream::{self, BoxStream, Stream, StreamExt};
 use tokio::time::Instant;
 
-use super::{ProviderError, ProviderEvent};
+use super::ProviderError;
 
 /// The messages of one response body, read errors already classified.
 pub(super) type Messages<M> = BoxStream<'static, Result<M, ProviderError>>;
@@ -46,11 +46,15 @@ pub(super) trait Format: Send + 'static {
     /// What the answer's body is made of.
     type Message: Framing;
 
+    /// What the answer is decoded into: [`ProviderEvent`](super::ProviderEvent)s
+    /// for a model.
+    type Event: Send + 'static;
+
     /// Decode one message, pushing what it yields onto `out`.
     fn message(
         &mut self,
         message: &Self::Message,
-        out: &mut VecDeque<ProviderEvent>,
+        out: &mut VecDeque<Self::Event>,
     ) -> Result<Flow, ProviderError>;
 
     /// Whether the model has finished its answer, so that the stream may
@@ -58,7 +62,7 @@ pub(super) trait Format: Send + 'static {
     fn finished(&self) -> bool;
 
     /// The answer is over: push what is still held (tool calls, usage).
-    fn end(&mut self, out: &mut VecDeque<ProviderEvent>) -> Result<(), ProviderError>;
+    fn end(&mut self, out: &mut VecDeque<Self::Event>) -> Result<(), ProviderError>;
 }
 
 /// When the messages of an answer must arrive.
@@ -75,7 +79,7 @@ pub(super) fn decode<F: Format>(
     messages: Messages<F::Message>,
     deadlines: Deadlines,
     format: F,
-) -> impl Stream<Item = Result<ProviderEvent, ProviderError>> + Send + 'static {
+) -> impl Stream<Item = Result<F::Event, ProviderError>> + Send + 'static {
     let decoder = Decoder {
         messages,
         next_due: deadlines.first,
@@ -97,13 +101,13 @@ struct Decoder<F: Format> {
     idle: Duration,
     format: F,
     /// Decoded but not yet handed out.
-    pending: VecDeque<ProviderEvent>,
+    pending: VecDeque<F::Event>,
     /// Nothing more to read (terminal message, end of body or an error).
     ended: bool,
 }
 
 impl<F: Format> Decoder<F> {
-    async fn next(&mut self) -> Option<Result<ProviderEvent, ProviderError>> {
+    async fn next(&mut self) -> Option<Result<F::Event, ProviderError>> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Some(Ok(event));

@@ -12,12 +12,15 @@
 //!   its specialists; the tasks run (independent ones at once) and their
 //!   results come back to the agent as the tool's result, from which it
 //!   writes the answer.
+//! - `http` ([`http`]): the answer comes from the agent's upstream (an AI
+//!   SDK route or an OpenAI-compatible server), relayed as it streams.
 //!
 //! A run's [`Scope`] holds what its agents share: the event stream, the
 //! answer being streamed, the usage and cost so far, and the tool exchanges
 //! behind the answer (stored with it, shown to later runs' models).
 
 mod converse;
+pub mod http;
 pub mod planner;
 mod scope;
 mod steps;

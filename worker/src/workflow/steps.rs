@@ -111,7 +111,22 @@ impl ToolStep {
         tool: &str,
         arguments: Value,
     ) -> Result<Self, Failure> {
-        let id = start(scope, parent, kind, name, &arguments).await?;
+        let recorded = arguments.clone();
+        Self::start_recorded(scope, parent, kind, name, tool, &recorded, arguments).await
+    }
+
+    /// [`ToolStep::start`] recording `input` as the step's input, which
+    /// says more than the `arguments` announced (e.g. where the tool ran).
+    pub async fn start_recorded(
+        scope: &Scope<'_>,
+        parent: Option<StepId>,
+        kind: StepKind,
+        name: &str,
+        tool: &str,
+        input: &Value,
+        arguments: Value,
+    ) -> Result<Self, Failure> {
+        let id = start(scope, parent, kind, name, input).await?;
         scope.emit(RunEvent::ToolStarted {
             step_id: id,
             tool: tool.to_owned(),

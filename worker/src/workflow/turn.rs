@@ -170,7 +170,8 @@ async fn stream(
     Ok(turn)
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+/// Sleep until `deadline`, or forever without one.
+pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -53,6 +53,7 @@ struct Counts {
 
 impl Format for Messages {
     type Message = Event;
+    type Event = ProviderEvent;
 
     fn message(
         &mut self,

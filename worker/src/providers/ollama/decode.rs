@@ -28,6 +28,7 @@ pub(super) struct Answer {
 
 impl Format for Answer {
     type Message = Line;
+    type Event = ProviderEvent;
 
     fn message(
         &mut self,

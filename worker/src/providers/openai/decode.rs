@@ -33,6 +33,7 @@ struct PartialToolCall {
 
 impl Format for Chunks {
     type Message = Event;
+    type Event = ProviderEvent;
 
     fn message(
         &mut self,
