@@ -247,3 +247,34 @@ async fn bad_requests_are_refused_and_chats_are_the_callers_own() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_chat_whose_thread_was_deleted_starts_over_and_a_refused_first_message_leaves_nothing() {
+    let mut app = app(CATALOG).await;
+    app.http = app.client_with_token(&app.api_key("ui-user", false).await);
+    let say = |text: &str| {
+        json!({"id": "again", "message": {"id": "u", "role": "user",
+            "parts": [{"type": "text", "text": text}]}})
+    };
+    // Too long for a message: refused after the chat's thread was made.
+    let (status, _) = app.post("/api/chat", say(&"x".repeat(40_000))).await;
+    assert_eq!(status, 422);
+    let (_, threads) = app.get("/v1/threads").await;
+    assert_eq!(
+        threads["threads"],
+        json!([]),
+        "the refused first message left a thread"
+    );
+
+    let (status, _) = app.post("/api/chat", say("Hello")).await;
+    assert_eq!(status, 200);
+    let (first, _) = chat_thread(&app, "again").await;
+    let (status, _) = app.delete(&format!("/v1/threads/{first}")).await;
+    assert_eq!(status, 204);
+    // The chat id goes on, on a new thread.
+    let (status, _) = app.post("/api/chat", say("Hello again")).await;
+    assert_eq!(status, 200);
+    let (second, turns) = chat_thread(&app, "again").await;
+    assert_ne!(second, first);
+    assert_eq!(turns[0], ("user".into(), "Hello again".into()));
+}

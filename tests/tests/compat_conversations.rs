@@ -93,10 +93,19 @@ async fn conversations_are_created_listed_renamed_and_deleted() {
             .await;
         assert_eq!(got, status, "{body}: {answer}");
     }
-    let (status, _) = app
-        .post("/api/conversations", json!({"model": "nobody"}))
-        .await;
-    assert_eq!(status, 422);
+    for body in [
+        json!({"model": "nobody"}),
+        json!({"title": "x".repeat(1000)}),
+    ] {
+        let (status, _) = app.post("/api/conversations", body.clone()).await;
+        assert_eq!(status, 422, "{body}");
+    }
+    let (_, list) = app.get("/api/conversations").await;
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        2,
+        "refusals made no conversation"
+    );
 
     let (status, _) = app.delete(&format!("/api/conversations/{id}")).await;
     assert_eq!(status, 204);

@@ -222,6 +222,16 @@ async fn bad_requests_are_refused_and_leave_nothing() {
     let cases = [
         ("/api/chat", json!({"message": ""}), 422),
         ("/api/chat", json!({"message": "Hi", "priority": 11}), 422),
+        (
+            "/api/chat",
+            json!({"message": "/clear", "priority": 99}),
+            422,
+        ),
+        (
+            "/api/chat/stream",
+            json!({"message": "/clear", "priority": 0}),
+            422,
+        ),
         ("/api/chat", json!({"message": "Hi", "colour": "red"}), 422),
         ("/api/chat", json!({}), 422),
         (

@@ -9,8 +9,9 @@ use switchyard_tests::{Options, TestApp};
 
 /// A body that passes validation, so that only ownership decides; where a
 /// body can name a thread, it names Alice's.
-fn body_for(method: &str, path: &str, thread_id: &str) -> Option<Value> {
+fn body_for(method: &str, path: &str, thread_id: &str, run_id: &str) -> Option<Value> {
     match (method, path) {
+        ("post", "/api/queue/status" | "/api/queue/cancel") => Some(json!({"request_id": run_id})),
         ("post", "/v1/threads/{thread_id}/runs") => Some(json!({"input": {"content": "mine now"}})),
         ("post", "/api/agents/{agent_id}/chat") => {
             Some(json!({"message": "mine now", "thread_id": thread_id, "stream": false}))
@@ -118,14 +119,17 @@ async fn another_users_resources_are_not_found_on_every_route() {
                 "{template} has a path parameter this test does not know: give it another user's id"
             );
             let mut request = bob.request(method.to_uppercase().parse().unwrap(), app.url(&path));
-            let sent = body_for(method, template, &thread_id);
+            let sent = body_for(method, template, &thread_id, &run_id);
             if let Some(body) = &sent {
                 request = request.json(body);
             }
             let names_alices = template.contains("{thread_id}")
                 || template.contains("{run_id}")
                 || template.contains("{id}")
-                || sent.is_some_and(|b| b.to_string().contains(&thread_id));
+                || sent.is_some_and(|b| {
+                    let text = b.to_string();
+                    text.contains(&thread_id) || text.contains(&run_id)
+                });
             let (status, body) = app.call(request).await;
             walked += 1;
             if template.starts_with("/v1/agents/{agent_id}") {

@@ -174,7 +174,11 @@ fn sse(
                     relay.ended = event.event.is_terminal();
                     data
                 }
-                None => return None,
+                None => {
+                    relay.ended = true;
+                    Some(json!({"type": "error", "run_id": relay.run_id, "code": "unavailable",
+                                "error": super::CUT_SHORT}))
+                }
             },
             _ = relay.heartbeat.tick() => Some(json!({"type": "heartbeat"})),
         };

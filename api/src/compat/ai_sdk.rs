@@ -28,7 +28,6 @@ use switchyard_common::db;
 use switchyard_common::domain::{MessageId, MessageRole, Multitask, RunId, ThreadId};
 use switchyard_common::events::{RunEvent, SequencedEvent};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -92,33 +91,38 @@ pub async fn chat(app: &AppState, user: &CurrentUser, body: Value) -> ApiResult<
             "messages: a message is longer than {max} characters"
         )));
     }
-    let (thread_id, created) =
-        match db::ui_chats::thread_of(&app.pool, user.id, &request.id).await? {
-            Some(thread_id) => (threads::load(app, user.id, thread_id).await?.id, false),
-            None => {
-                let agent_id = app
-                    .config
-                    .catalog
-                    .agents
-                    .first()
-                    .map(|agent| agent.id.clone())
-                    .ok_or_else(|| ApiError::Validation("no agent is configured".into()))?;
-                let history: Vec<(MessageRole, &str)> = history
-                    .iter()
-                    .map(|(role, text)| (*role, text.as_str()))
-                    .collect();
-                let metadata = json!({"source": "ai-sdk", "chat_id": request.id});
-                let thread = super::new_thread(app, user, &agent_id, metadata, &history).await?;
-                let linked = db::ui_chats::link(&app.pool, user.id, &request.id, thread.id).await?;
-                if linked != thread.id {
-                    // A concurrent first message made the chat: use its thread.
-                    threads::delete(app, user, thread.id, true).await?;
-                    (linked, false)
-                } else {
-                    (thread.id, true)
-                }
+    // The chat's thread, unless it was deleted since: then the chat starts
+    // over on a new one.
+    let linked = db::ui_chats::thread_of(&app.pool, user.id, &request.id).await?;
+    let live = match linked {
+        Some(thread_id) => match threads::load(app, user.id, thread_id).await {
+            Ok(thread) => Some(thread.id),
+            Err(ApiError::NotFound(_)) => None,
+            Err(error) => return Err(error),
+        },
+        None => None,
+    };
+    let (thread_id, created) = match live {
+        Some(thread_id) => (thread_id, false),
+        None => {
+            let agent_id = super::default_agent(app)?;
+            let history: Vec<(MessageRole, &str)> = history
+                .iter()
+                .map(|(role, text)| (*role, text.as_str()))
+                .collect();
+            let metadata = json!({"source": "ai-sdk", "chat_id": request.id});
+            let thread = super::new_thread(app, user, &agent_id, metadata, &history).await?;
+            let chat_thread =
+                db::ui_chats::link(&app.pool, user.id, &request.id, thread.id, linked).await?;
+            if chat_thread == thread.id {
+                (thread.id, true)
+            } else {
+                // A concurrent first message made the chat: use its thread.
+                threads::delete(app, user, thread.id, true).await?;
+                (chat_thread, false)
             }
-        };
+        }
+    };
     let request_run = StartRun {
         thread_id,
         content: &last,
@@ -219,10 +223,13 @@ pub async fn resume(
 fn ui_stream(events: mpsc::Receiver<SequencedEvent>, run_id: RunId) -> Response {
     let mut parts = Parts::default();
     let start = json!({"type": "start", "messageId": run_id.to_string()});
-    let body = ReceiverStream::new(events)
+    let body = super::to_the_end(events)
         .map(move |event| {
-            let mut out = parts.of(&event.event);
-            if event.event.is_terminal() {
+            let mut out = match &event {
+                Some(event) => parts.of(event),
+                None => vec![json!({"type": "error", "errorText": super::CUT_SHORT})],
+            };
+            if event.as_ref().is_none_or(RunEvent::is_terminal) {
                 out.push(Value::String("[DONE]".into()));
             }
             stream::iter(out.into_iter().map(|data| {

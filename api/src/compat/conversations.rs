@@ -166,6 +166,7 @@ pub async fn create(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
     };
+    threads::check_title(&body.title)?;
     let agent_id = match body.model {
         Some(model) => {
             threads::check_agent(&app, &model).await?;
@@ -337,7 +338,14 @@ pub async fn thinking(
             tokio::time::sleep(THINKING_POLL).await;
         };
         let mut events = events::follow(app, run_id, events::Start::After(0), slot);
-        while let Some(event) = events.recv().await {
+        loop {
+            // A client that left gives its stream slot back at once, even
+            // while the run says nothing this stream shows.
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = tx.closed() => return,
+            };
+            let Some(event) = event else { return };
             if let Some(data) = translate(&event.event)
                 && tx.send(data).await.is_err()
             {

@@ -12,13 +12,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use switchyard_common::db::{self, threads::NewThread, threads::ThreadRow};
 use switchyard_common::domain::{MessageId, MessageRole, RunError, Usage};
-use switchyard_common::events::RunEvent;
+use switchyard_common::events::{RunEvent, SequencedEvent};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::runs::{self, StartRun, Started};
-use crate::routes::threads;
 use crate::state::AppState;
 
 pub mod agent_chat;
@@ -90,13 +89,38 @@ pub async fn start_or_discard(
     match runs::start(app, user, request).await {
         Ok(started) => Ok(started),
         Err(error) => {
-            if new_thread {
-                threads::delete(app, user, thread_id, true).await?;
+            // Unless a concurrent request (a second first message of one AI
+            // SDK chat) has started a run on it meanwhile.
+            if new_thread && db::threads::delete_if_unused(&app.pool, user.id, thread_id).await? {
+                app.cache.forget_thread(thread_id).await;
             }
             Err(error)
         }
     }
 }
+
+/// A run's events up to its terminal one; then, if they stopped before it
+/// (the server is shutting down, or the relay failed), one `None`, so that
+/// each surface tells its client in its protocol's words rather than end
+/// as if the answer were whole.
+pub fn to_the_end(
+    events: tokio::sync::mpsc::Receiver<SequencedEvent>,
+) -> impl futures::Stream<Item = Option<RunEvent>> {
+    futures::stream::unfold(Some(events), |events| async move {
+        let mut events = events?;
+        match events.recv().await {
+            Some(event) => {
+                let terminal = event.event.is_terminal();
+                Some((Some(event.event), (!terminal).then_some(events)))
+            }
+            None => Some((None, None)),
+        }
+    })
+}
+
+/// What a surface tells its client when a run's events stop short.
+pub const CUT_SHORT: &str = "the answer was cut short: the server is shutting down or lost the \
+    run's events; the run goes on, read it again";
 
 /// The assistant's answer to a run a surface waited for.
 #[derive(Debug)]

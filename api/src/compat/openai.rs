@@ -26,7 +26,6 @@ use serde_json::{Value, json};
 use switchyard_common::db;
 use switchyard_common::domain::{MessageRole, Multitask, RunError, Usage};
 use switchyard_common::events::RunEvent;
-use tokio_stream::wrappers::ReceiverStream;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -347,32 +346,28 @@ impl Chunks {
         started: Started,
     ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
         let first = self.chunk(json!({"role": "assistant", "content": ""}), None);
-        let events = ReceiverStream::new(started.follow(app));
-        let mut ended = false;
-        let body = events
+        let body = super::to_the_end(started.follow(app))
             .map(move |event| {
-                let data: Vec<Value> = match event.event {
-                    RunEvent::MessageDelta { delta, .. } => {
+                let ended = event.as_ref().is_none_or(RunEvent::is_terminal);
+                let data: Vec<Value> = match event {
+                    Some(RunEvent::MessageDelta { delta, .. }) => {
                         vec![self.chunk(json!({"content": delta}), None)]
                     }
-                    RunEvent::RunCompleted { usage, .. } => {
-                        ended = true;
+                    Some(RunEvent::RunCompleted { usage, .. }) => {
                         let mut out = vec![self.chunk(json!({}), Some("stop"))];
                         if self.include_usage {
                             out.push(self.usage(usage));
                         }
                         out
                     }
-                    RunEvent::RunFailed { error, .. } => {
-                        ended = true;
-                        vec![error_body(&error)]
-                    }
-                    RunEvent::RunCancelled { reason, .. } => {
-                        ended = true;
+                    Some(RunEvent::RunFailed { error, .. }) => vec![error_body(&error)],
+                    Some(RunEvent::RunCancelled { reason, .. }) => {
                         vec![json!({"error": {"code": "cancelled",
                             "message": format!("the run was cancelled ({reason})")}})]
                     }
-                    _ => Vec::new(),
+                    Some(_) => Vec::new(),
+                    None => vec![json!({"error": {"code": "unavailable",
+                        "message": super::CUT_SHORT}})],
                 };
                 let mut out: Vec<Event> = data
                     .into_iter()

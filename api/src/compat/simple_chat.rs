@@ -27,7 +27,6 @@ use serde_json::{Value, json};
 use switchyard_common::db::{self, threads::ThreadRow};
 use switchyard_common::domain::{Multitask, RunId, RunStatus, ThreadId};
 use switchyard_common::events::RunEvent;
-use tokio_stream::wrappers::ReceiverStream;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -160,21 +159,26 @@ fn relay(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let conversation_id = started.run.thread_id;
     let request_id = started.run.id;
-    let events = ReceiverStream::new(started.follow(app)).filter_map(move |event| async move {
-        let data = match event.event {
-            RunEvent::MessageDelta { delta, .. } => json!({"token": delta, "type": "content"}),
-            RunEvent::RunCompleted {
+    let events = super::to_the_end(started.follow(app)).filter_map(move |event| async move {
+        let data = match event {
+            Some(RunEvent::MessageDelta { delta, .. }) => {
+                json!({"token": delta, "type": "content"})
+            }
+            Some(RunEvent::RunCompleted {
                 message_id,
                 usage,
                 cost_usd,
                 ..
-            } => json!({"done": true, "metadata": {
+            }) => json!({"done": true, "metadata": {
                 "conversation_id": conversation_id, "request_id": request_id,
                 "message_id": message_id, "usage": usage, "cost_usd": cost_usd}}),
-            RunEvent::RunFailed { error, .. } => json!({"token": error.message, "type": "error"}),
-            RunEvent::RunCancelled { reason, .. } => json!({
+            Some(RunEvent::RunFailed { error, .. }) => {
+                json!({"token": error.message, "type": "error"})
+            }
+            Some(RunEvent::RunCancelled { reason, .. }) => json!({
                 "token": format!("the request was cancelled ({reason})"), "type": "error"}),
-            _ => return None,
+            Some(_) => return None,
+            None => json!({"token": super::CUT_SHORT, "type": "error"}),
         };
         Some(Ok(Event::default().data(data.to_string())))
     });
@@ -206,6 +210,7 @@ async fn begin(
         Some(thread) => thread.agent_id.clone(),
         None => super::default_agent(app)?,
     };
+    runs::check_priority(request.priority)?;
     if request.message.trim() == "/clear" {
         let thread = super::new_thread(app, user, &agent_id, json!({}), &[]).await?;
         return Ok(Begun::Cleared(thread));

@@ -157,6 +157,16 @@ impl Started {
     }
 }
 
+/// A run's priority: 1 (most urgent) to 10, 5 when not given.
+pub fn check_priority(priority: Option<i16>) -> ApiResult<i16> {
+    match priority.unwrap_or(5) {
+        n @ 1..=10 => Ok(n),
+        n => Err(ApiError::Validation(format!(
+            "priority: must be 1 to 10, not {n}"
+        ))),
+    }
+}
+
 /// Start a run: check the request and the caller's limits, store the user
 /// message and the `queued` run together, then enqueue it. Every surface
 /// starts runs through this.
@@ -172,12 +182,7 @@ pub async fn start(
             "input.content: must be 1 to {max} characters, not {chars}"
         )));
     }
-    let priority = request.priority.unwrap_or(5);
-    if !(1..=10).contains(&priority) {
-        return Err(ApiError::Validation(format!(
-            "priority: must be 1 to 10, not {priority}"
-        )));
-    }
+    let priority = check_priority(request.priority)?;
     if let Some(model) = &request.model
         && (model.trim().is_empty() || model.len() > 200)
     {

@@ -54,7 +54,7 @@ pub struct CreateThread {
     pub metadata: Option<Value>,
 }
 
-fn check_title(title: &Option<String>) -> ApiResult<()> {
+pub fn check_title(title: &Option<String>) -> ApiResult<()> {
     match title {
         Some(t) if t.chars().count() > MAX_TITLE_CHARS => Err(ApiError::Validation(format!(
             "title: at most {MAX_TITLE_CHARS} characters"

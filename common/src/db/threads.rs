@@ -245,6 +245,25 @@ pub async fn soft_delete(pool: &PgPool, owner: UserId, id: ThreadId) -> Result<b
     Ok(done.rows_affected() == 1)
 }
 
+/// Remove a thread of `owner`'s that no run was ever started on (one a
+/// refused request made): returns whether it was removed. A thread that a
+/// concurrent request has started a run on stays.
+pub async fn delete_if_unused(
+    pool: &PgPool,
+    owner: UserId,
+    id: ThreadId,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "delete from threads t where t.id = $1 and t.owner_id = $2
+           and not exists (select 1 from runs r where r.thread_id = t.id)",
+    )
+    .bind(id)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Remove a thread with its messages, runs, steps and events. A soft-deleted
 /// thread can still be removed for good.
 pub async fn hard_delete(pool: &PgPool, owner: UserId, id: ThreadId) -> Result<bool, sqlx::Error> {

@@ -19,24 +19,28 @@ pub async fn thread_of(
 }
 
 /// Make `thread_id` the thread of `owner`'s chat `chat_id`, unless the chat
-/// already has one (a concurrent first message won): returns the chat's
-/// thread either way.
+/// already has one (a concurrent first message won), or has `replacing`, a
+/// thread that was deleted since: returns the chat's thread either way.
 pub async fn link(
     pool: &PgPool,
     owner: UserId,
     chat_id: &str,
     thread_id: ThreadId,
+    replacing: Option<ThreadId>,
 ) -> Result<ThreadId, sqlx::Error> {
-    let inserted: Option<ThreadId> = sqlx::query_scalar(
+    let linked: Option<ThreadId> = sqlx::query_scalar(
         "insert into ui_chats (owner_id, chat_id, thread_id) values ($1, $2, $3)
-         on conflict (owner_id, chat_id) do nothing returning thread_id",
+         on conflict (owner_id, chat_id) do update set thread_id = excluded.thread_id
+             where ui_chats.thread_id = $4
+         returning thread_id",
     )
     .bind(owner)
     .bind(chat_id)
     .bind(thread_id)
+    .bind(replacing)
     .fetch_optional(pool)
     .await?;
-    match inserted {
+    match linked {
         Some(thread_id) => Ok(thread_id),
         None => Ok(thread_of(pool, owner, chat_id).await?.unwrap_or(thread_id)),
     }
