@@ -50,7 +50,9 @@ const idle = await transport.reconnectToStream({ chatId });
 const slowChat = `slow-${Date.now()}`;
 const original = await transport.sendMessages({
   chatId: slowChat,
-  messages: [user("s1", "Tell me a long story about lighthouses")],
+  // The scripted model echoes it word by word: several seconds of stream,
+  // so that the resume comes while it runs, however busy the machine.
+  messages: [user("s1", `Tell me a long story about ${"lighthouses and the sea ".repeat(10)}`)],
   trigger: "submit-message",
   messageId: undefined,
   abortSignal: undefined,
