@@ -265,7 +265,7 @@ fn request(question: &str) -> ChatRequest {
 #[tokio::test]
 async fn the_provider_streams_text_then_real_usage_and_frees_its_slot_on_cancel() {
     let mut settings = local_settings(local_model().await);
-    settings.max_tokens = 1000;
+    settings.max_tokens = 1500;
     let provider = Local::new(settings).unwrap();
 
     // A long answer abandoned after its first piece...
@@ -276,7 +276,18 @@ async fn the_provider_streams_text_then_real_usage_and_frees_its_slot_on_cancel(
     assert!(matches!(first, Some(Ok(ProviderEvent::TextDelta(_)))));
     drop(abandoned);
 
-    // ...frees the only slot for the next answer, which runs to its end.
+    // ...frees the only slot long before the answer could have ended.
+    let freed = async {
+        while provider.idle_slots() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), freed)
+        .await
+        .expect("the abandoned generation stops");
+
+    // A short answer: text, then its real usage.
+    let provider = Local::new(local_settings(local_model().await)).unwrap();
     let mut text = String::new();
     let mut usage = None;
     let mut next = provider.stream(request("Say hello."));
@@ -300,7 +311,7 @@ async fn the_provider_streams_text_then_real_usage_and_frees_its_slot_on_cancel(
         let turns = template::turns(&request("Say hello.").messages);
         let prompt = template::prompt_ids(&model, &turns).unwrap();
         let mut text = String::new();
-        let generated = generate(&model, &prompt, &greedy(1000), |piece| {
+        let generated = generate(&model, &prompt, &greedy(12), |piece| {
             text.push_str(piece);
             true
         })

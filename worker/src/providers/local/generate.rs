@@ -143,7 +143,10 @@ impl<'a> TextOut<'a> {
         }
         self.pending.clear();
         self.pending.push_str(decoded);
-        let search_from = self.sent.saturating_sub(self.longest_stop());
+        let mut search_from = self.sent.saturating_sub(self.longest_stop());
+        while !self.pending.is_char_boundary(search_from) {
+            search_from -= 1;
+        }
         let found = self
             .stop
             .iter()
@@ -235,6 +238,11 @@ mod tests {
     fn a_possible_stop_start_is_released_when_it_is_not_one() {
         assert_eq!(run(&["User:"], &["Us", "ually"]), ("Usually".into(), false));
         assert_eq!(run(&["User:"], &["Hi Us"]), ("Hi Us".into(), false));
+    }
+
+    #[test]
+    fn stops_are_found_after_multibyte_text() {
+        assert_eq!(run(&["ab"], &["ééé", "é a", "b"]), ("éééé ".into(), true));
     }
 
     #[test]

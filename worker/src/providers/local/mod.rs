@@ -75,6 +75,11 @@ impl Local {
         load_once(&self.model, &self.path, self.settings.requantize)
     }
 
+    /// Generations that could start now without waiting.
+    pub fn idle_slots(&self) -> usize {
+        self.permits.available_permits()
+    }
+
     fn sampler(&self) -> Sampler {
         Sampler {
             temperature: self.settings.temperature,
