@@ -61,7 +61,7 @@ pub enum Requantize {
 pub const MAX_CONTEXT_TOKENS: usize = 4096;
 
 fn default_max_concurrent() -> usize {
-    2
+    1
 }
 
 fn default_temperature() -> f64 {
