@@ -1,10 +1,11 @@
 //! `switchyard`: the pod entrypoints (`api`, `worker`, `migrate`), a
 //! one-process server for a laptop (`dev`), and a terminal chat client
-//! (`chat`), and API key management (`keys`). Configuration comes from the environment; see
+//! (`chat`), API key management (`keys`) and the local model (`model`). Configuration comes from the environment; see
 //! `switchyard_common::config`.
 
 mod chat;
 mod keys;
+mod model;
 
 use std::sync::Arc;
 
@@ -38,6 +39,9 @@ enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Fetch, locate or check the local model.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
 }
 
 #[tokio::main]
@@ -46,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Chat(args) => return chat::run(args).await,
         Command::Keys(command) => return keys::run(command).await,
+        Command::Model(command) => return model::run(command).await,
         command => command,
     };
     let telemetry = telemetry::init(command.role());
@@ -71,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Dev => {
+            model::ensure_for_dev().await;
             serve(
                 Defaults::LAPTOP,
                 Roles {
@@ -81,7 +87,9 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Migrate => migrate().await,
-        Command::Chat(_) | Command::Keys(_) => unreachable!("handled above"),
+        Command::Chat(_) | Command::Keys(_) | Command::Model(_) => {
+            unreachable!("handled above")
+        }
     };
     if let Err(error) = &result {
         tracing::error!("{error:#}");
@@ -100,6 +108,7 @@ impl Command {
             Self::Dev => "dev",
             Self::Chat(_) => "chat",
             Self::Keys(_) => "keys",
+            Self::Model(_) => "model",
         }
     }
 }

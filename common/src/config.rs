@@ -70,12 +70,17 @@ use toml::Spanned;
 
 mod auth;
 mod limits;
+mod local;
 mod priority;
 mod sweeper;
 mod upstream;
 
 pub use auth::{AuthMethod, AuthSettings, OidcSettings};
 pub use limits::{LimitPolicy, Limits};
+pub use local::{
+    DEFAULT_MODEL_FILE, LocalSettings, MAX_CONTEXT_TOKENS, MODEL_DIR_ENV, Requantize,
+    default_model_path, model_dir,
+};
 pub use priority::DEFAULT_PRIORITY_AGING;
 pub use sweeper::{LeaseSettings, SweeperLeader};
 pub use upstream::{DEFAULT_UPSTREAM_TIMEOUT_SECS, Upstream, UpstreamProtocol};
@@ -222,7 +227,18 @@ impl Config {
         )?;
         let catalog = match lookup("SWITCHYARD_CONFIG").filter(|v| !v.is_empty()) {
             Some(path) => Catalog::load(Path::new(&path))?,
-            None => Catalog::builtin(),
+            None => {
+                let model = default_model_path(&lookup);
+                if model.is_file() {
+                    Catalog::builtin_with_local(&model)
+                } else {
+                    tracing::info!(
+                        "no local model at {} (`switchyard model fetch` gets it): the built-in assistant uses the scripted model",
+                        model.display()
+                    );
+                    Catalog::builtin()
+                }
+            }
         };
         let positive = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             match number(name, default)? {
@@ -510,6 +526,9 @@ pub enum ProviderKind {
     /// Switchyard's own deterministic offline model (see the worker's
     /// `providers::scripted`).
     Scripted(ScriptedSettings),
+    /// A GGUF model run in the worker process (see the worker's
+    /// `providers::local`).
+    Local(LocalSettings),
 }
 
 /// A `[[providers]]` table as written: `kind` selects the variant.
@@ -536,6 +555,11 @@ enum ProviderFile {
         #[serde(flatten)]
         settings: ScriptedSettings,
     },
+    Local {
+        name: String,
+        #[serde(flatten)]
+        settings: LocalSettings,
+    },
 }
 
 impl From<ProviderFile> for ProviderConfig {
@@ -556,6 +580,10 @@ impl From<ProviderFile> for ProviderConfig {
             ProviderFile::Scripted { name, settings } => Self {
                 name,
                 kind: ProviderKind::Scripted(settings),
+            },
+            ProviderFile::Local { name, settings } => Self {
+                name,
+                kind: ProviderKind::Local(settings),
             },
         }
     }
@@ -713,6 +741,7 @@ impl ProviderKind {
                 }),
             Self::Ollama(ollama) => http(&ollama.base_url, ollama.max_attempts),
             Self::Scripted(_) => None,
+            Self::Local(local) => local.problem(),
         }
     }
 }
@@ -1158,7 +1187,47 @@ model = "writer-1"
 instructions = "You write clearly."
 "#;
 
+/// The built-in `assistant` agent on the scripted model, as the built-in
+/// catalog declares it.
+const BUILTIN_ASSISTANT_SCRIPTED: &str = r#"[[agents]]
+id = "assistant"
+name = "Assistant"
+description = "A general assistant on the offline scripted model."
+provider = "scripted"
+model = "scripted-1"
+instructions = "You are a helpful assistant."
+tools = ["current_time"]
+"#;
+
+/// The built-in `assistant` agent on the local model (`{path}`: the model
+/// file as a TOML string).
+const BUILTIN_ASSISTANT_LOCAL: &str = r#"[[providers]]
+name = "local"
+kind = "local"
+model_path = {path}
+
+[[agents]]
+id = "assistant"
+name = "Assistant"
+description = "A general assistant on SmolLM2-135M-Instruct, run in the worker."
+provider = "local"
+model = "smollm2-135m-instruct"
+instructions = "You are a helpful assistant."
+"#;
+
 impl Catalog {
+    /// The built-in catalog with its `assistant` agent on the local model
+    /// at `model` (the other agents stay scripted: they need tool calls).
+    pub fn builtin_with_local(model: &Path) -> Self {
+        let path = toml::Value::String(model.to_string_lossy().into_owned()).to_string();
+        let text = BUILTIN_CATALOG.replace(
+            BUILTIN_ASSISTANT_SCRIPTED,
+            &BUILTIN_ASSISTANT_LOCAL.replace("{path}", &path),
+        );
+        Self::parse(&text, Path::new("<built-in catalog>"))
+            .expect("the built-in catalog with the local model is valid")
+    }
+
     /// The catalog used when `SWITCHYARD_CONFIG` is not set: works offline.
     pub fn builtin() -> Self {
         // The built-in text is a constant checked by the `builtin_catalog_is_valid` test.
@@ -1296,6 +1365,56 @@ mod tests {
     fn builtin_catalog_is_valid() {
         let catalog = Catalog::builtin();
         assert_eq!(catalog.agents[0].id, "assistant");
+        assert!(BUILTIN_CATALOG.contains(BUILTIN_ASSISTANT_SCRIPTED));
+    }
+
+    #[test]
+    fn the_builtin_assistant_moves_to_the_local_model() {
+        let catalog = Catalog::builtin_with_local(Path::new("/models/a \"b\".gguf"));
+        let assistant = catalog.agent("assistant").unwrap();
+        assert_eq!(assistant.provider, "local");
+        let Some(ProviderKind::Local(local)) = catalog.provider("local").map(|p| &p.kind) else {
+            panic!("expected the local provider");
+        };
+        assert_eq!(local.model_file(), Path::new("/models/a \"b\".gguf"));
+        assert_eq!(catalog.agent("billing").unwrap().provider, "scripted");
+        assert_eq!(catalog.agents.len(), Catalog::builtin().agents.len());
+    }
+
+    #[test]
+    fn local_providers_parse_and_bad_settings_are_refused() {
+        let catalog = parse(
+            r#"
+[[providers]]
+name = "small"
+kind = "local"
+model_path = "m.gguf"
+temperature = 0
+seed = 7
+max_tokens = 64
+stop = ["User:"]
+
+[[agents]]
+id = "a"
+name = "A"
+provider = "small"
+model = "smollm2"
+instructions = "Hi."
+"#,
+        )
+        .unwrap();
+        let ProviderKind::Local(local) = &catalog.providers[0].kind else {
+            panic!("expected a local provider");
+        };
+        assert_eq!(local.seed, Some(7));
+        assert_eq!(local.max_tokens, 64);
+        assert_eq!(local.requantize, Requantize::Q8_0);
+        let error = parse(
+            "[[providers]]\nname = \"small\"\nkind = \"local\"\ntop_p = 2\n\n[[agents]]\nid = \"a\"\nname = \"A\"\nprovider = \"small\"\nmodel = \"m\"\ninstructions = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("top_p"), "{error}");
     }
 
     #[test]

