@@ -386,6 +386,23 @@ impl TestApp {
     }
 }
 
+/// The `data:` payloads of an SSE body, in order: the whole of what the
+/// `data:`-only streams of the compatible surfaces say.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|data| data.trim_start().to_owned())
+        .collect()
+}
+
+/// As [`sse_data`], each payload parsed as JSON.
+pub fn sse_json(body: &str) -> Vec<Value> {
+    sse_data(body)
+        .iter()
+        .map(|data| serde_json::from_str(data).expect("each event is JSON"))
+        .collect()
+}
+
 /// The text of a stream's `message.delta` events, concatenated.
 pub fn deltas_of(events: &[SseEvent]) -> String {
     events

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard_fake_llm::{FakeLlm, Reply};
-use switchyard_tests::{Options, TestApp};
+use switchyard_tests::{Options, TestApp, sse_json};
 
 /// Two scripted agents, so that one agent's threads stay out of the other's.
 const CATALOG: &str = r#"
@@ -54,10 +54,7 @@ async fn chat_stream(app: &TestApp, agent: &str, body: Value) -> Vec<Value> {
             .starts_with("text/event-stream")
     );
     let text = response.text().await.unwrap();
-    text.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(|data| serde_json::from_str(data.trim()).expect("each event is JSON"))
-        .collect()
+    sse_json(&text)
 }
 
 fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use switchyard_fake_llm::{FakeLlm, Reply};
-use switchyard_tests::{Options, TestApp};
+use switchyard_tests::{Options, TestApp, sse_data};
 
 /// Scripted agents slow enough that a stream can be resumed mid-way.
 const CATALOG: &str = r#"
@@ -148,14 +148,6 @@ async fn the_ai_packages_own_client_chats_resumes_and_finds_nothing_to_resume() 
     assert_eq!(turns[1].1, resumed);
 }
 
-/// The `data:` payloads of an SSE body.
-fn data_lines(body: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(|data| data.trim_start().to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn the_stream_is_framed_as_the_protocol_says_and_errors_are_parts() {
     let fake = FakeLlm::start().await;
@@ -178,7 +170,7 @@ async fn the_stream_is_framed_as_the_protocol_says_and_errors_are_parts() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-vercel-ai-ui-message-stream"], "v1");
-    let data = data_lines(&response.text().await.unwrap());
+    let data = sse_data(&response.text().await.unwrap());
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
     let parts: Vec<Value> = data[..data.len() - 1]
         .iter()

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 use switchyard_common::config::BUILTIN_CATALOG;
-use switchyard_tests::{Options, TestApp};
+use switchyard_tests::{Options, TestApp, sse_json};
 
 async fn app() -> TestApp {
     TestApp::spawn_with(Options {
@@ -175,10 +175,7 @@ fn think(app: &TestApp, id: &str) -> tokio::task::JoinHandle<Vec<Value>> {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200);
         let text = response.text().await.unwrap();
-        text.lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .map(|data| serde_json::from_str(data.trim()).expect("each event is JSON"))
-            .collect()
+        sse_json(&text)
     })
 }
 

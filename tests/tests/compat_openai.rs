@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 use switchyard_fake_llm::{FakeLlm, Reply};
-use switchyard_tests::{Options, TestApp};
+use switchyard_tests::{Options, TestApp, sse_data};
 
 async fn app_with(fake: &FakeLlm) -> TestApp {
     app_with_env(fake, Vec::new()).await
@@ -150,14 +150,6 @@ async fn a_completion_is_a_recorded_run_on_a_thread_holding_the_conversation() {
     );
 }
 
-/// The `data:` payloads of an SSE body, in order.
-fn data_lines(body: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(|data| data.trim_start().to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_streamed_completion_sends_chunks_usage_and_done() {
     let fake = FakeLlm::start().await;
@@ -188,7 +180,7 @@ async fn a_streamed_completion_sends_chunks_usage_and_done() {
         .unwrap()
         .to_owned();
     let body = response.text().await.unwrap();
-    let data = data_lines(&body);
+    let data = sse_data(&body);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{body}");
     let chunks: Vec<Value> = data[..data.len() - 1]
         .iter()

@@ -4,15 +4,12 @@
 //! API.
 
 use serde_json::{Value, json};
-use switchyard_tests::{Options, TestApp, WAIT};
+use switchyard_tests::{Options, TestApp, WAIT, sse_json};
 
 async fn data_events(response: reqwest::Response) -> Vec<Value> {
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    text.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(|data| serde_json::from_str(data.trim()).expect("each event is JSON"))
-        .collect()
+    sse_json(&text)
 }
 
 #[tokio::test]

@@ -105,7 +105,7 @@ pub async fn chat(app: &AppState, user: &CurrentUser, body: Value) -> ApiResult<
     let (thread_id, created) = match live {
         Some(thread_id) => (thread_id, false),
         None => {
-            let agent_id = super::default_agent(app)?;
+            let agent_id = threads::default_agent(app)?;
             let history: Vec<(MessageRole, &str)> = history
                 .iter()
                 .map(|(role, text)| (*role, text.as_str()))

@@ -172,7 +172,7 @@ pub async fn create(
             threads::check_agent(&app, &model).await?;
             model
         }
-        None => super::default_agent(&app)?,
+        None => threads::default_agent(&app)?,
     };
     let mut thread = super::new_thread(&app, &user, &agent_id, json!({}), &[]).await?;
     if body.title.is_some() {

@@ -65,17 +65,6 @@ pub async fn new_thread(
     Ok(thread)
 }
 
-/// The agent of a surface's new threads when the client names none: the
-/// catalog's first.
-pub fn default_agent(app: &AppState) -> ApiResult<String> {
-    app.config
-        .catalog
-        .agents
-        .first()
-        .map(|agent| agent.id.clone())
-        .ok_or_else(|| ApiError::Validation("no agent is configured".into()))
-}
-
 /// Start a run on a thread that this request may have just made
 /// (`new_thread`): if the run is refused, that thread goes too, so that a
 /// refused request leaves nothing behind.
@@ -169,9 +158,12 @@ pub async fn answer(app: &AppState, started: Started) -> Result<Answer, Response
     Err(ApiError::Unavailable.into_response())
 }
 
-/// A failed run's response: `502`, in the contract's error shape with the
-/// run's own error code.
+/// A failed run's response: `502`, with [`run_error_body`].
 fn failed(error: &RunError) -> Response {
-    let body = serde_json::json!({"error": {"code": error.code, "message": error.message}});
-    (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
+    (StatusCode::BAD_GATEWAY, axum::Json(run_error_body(error))).into_response()
+}
+
+/// A run's error in the contract's error shape, with the run's own code.
+pub fn run_error_body(error: &RunError) -> serde_json::Value {
+    serde_json::json!({"error": {"code": error.code, "message": error.message}})
 }

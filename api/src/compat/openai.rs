@@ -24,7 +24,7 @@ use futures::{Stream, StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_common::db;
-use switchyard_common::domain::{MessageRole, Multitask, RunError, Usage};
+use switchyard_common::domain::{MessageRole, Multitask, Usage};
 use switchyard_common::events::RunEvent;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -326,11 +326,6 @@ fn ids_headers(started: &Started) -> HeaderMap {
     headers
 }
 
-/// The contract's error shape for a run's error; the code is the run's.
-fn error_body(error: &RunError) -> Value {
-    json!({"error": {"code": error.code, "message": error.message}})
-}
-
 /// The `chat.completion.chunk`s of one run.
 struct Chunks {
     id: String,
@@ -360,7 +355,7 @@ impl Chunks {
                         }
                         out
                     }
-                    Some(RunEvent::RunFailed { error, .. }) => vec![error_body(&error)],
+                    Some(RunEvent::RunFailed { error, .. }) => vec![super::run_error_body(&error)],
                     Some(RunEvent::RunCancelled { reason, .. }) => {
                         vec![json!({"error": {"code": "cancelled",
                             "message": format!("the run was cancelled ({reason})")}})]

@@ -208,7 +208,7 @@ async fn begin(
     };
     let agent_id = match &existing {
         Some(thread) => thread.agent_id.clone(),
-        None => super::default_agent(app)?,
+        None => threads::default_agent(app)?,
     };
     runs::check_priority(request.priority)?;
     if request.message.trim() == "/clear" {

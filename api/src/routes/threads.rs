@@ -72,6 +72,16 @@ fn check_metadata(metadata: &Option<Value>) -> ApiResult<()> {
     }
 }
 
+/// The agent of a new thread whose creator names none: the catalog's first.
+pub fn default_agent(app: &AppState) -> ApiResult<String> {
+    app.config
+        .catalog
+        .agents
+        .first()
+        .map(|agent| agent.id.clone())
+        .ok_or_else(|| ApiError::Validation("no agent is configured".into()))
+}
+
 /// Whether an agent exists (and is not deleted); the `validation_failed`
 /// error if not.
 pub async fn check_agent(app: &AppState, agent_id: &str) -> ApiResult<()> {
@@ -97,7 +107,7 @@ pub async fn create(
     check_metadata(&body.metadata)?;
     let agent_id = match body.agent_id {
         Some(id) => id,
-        None => app.config.catalog.agents[0].id.clone(),
+        None => default_agent(&app)?,
     };
     check_agent(&app, &agent_id).await?;
     let row = db::threads::create(
