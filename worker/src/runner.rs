@@ -386,10 +386,6 @@ impl Runner {
                 }
             }
         };
-        // Steps cut short by a cancel, a timeout or a failure end with the run.
-        db::steps::close_running(&mut tx, run.id)
-            .await
-            .context("closing the run's steps")?;
         let numbered: Vec<(i64, RunEvent)> = terminal
             .into_iter()
             .map(|event| (events.reserve(), event))
@@ -441,9 +437,13 @@ impl Runner {
             "run finished"
         );
 
-        queue::hand_off(&self.pool, &self.queue, run.thread_id)
-            .await
-            .context("handing the thread to its next run")?;
+        // The thread's queued runs are counted in `active_runs` (kept under
+        // its row lock): with none left, there is nothing to hand over.
+        if thread.active_runs > 0 {
+            queue::hand_off(&self.pool, &self.queue, run.thread_id)
+                .await
+                .context("handing the thread to its next run")?;
+        }
         Ok(())
     }
 }

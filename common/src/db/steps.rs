@@ -112,19 +112,25 @@ pub async fn finish(pool: &PgPool, id: StepId, end: StepEnd<'_>) -> Result<(), s
     Ok(())
 }
 
-/// End the steps of a run that are still running (the run was stopped or
-/// failed around them), as failed.
-pub async fn close_running(tx: &mut PgConnection, run_id: RunId) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// SQL: end the steps of run `$1` that are still running, as failed.
+macro_rules! close_running_steps {
+    () => {
         "update steps set status = 'failed',
              output = coalesce(output, '{\"error\": \"the run ended before this step did\"}'),
              finished_at = now(),
              latency_ms = (extract(epoch from (now() - started_at)) * 1000)::bigint
-         where run_id = $1 and status = 'running'",
-    )
-    .bind(run_id)
-    .execute(&mut *tx)
-    .await?;
+         where run_id = $1 and status = 'running'"
+    };
+}
+pub(crate) use close_running_steps;
+
+/// End the steps of a run that are still running (the run was stopped or
+/// failed around them), as failed.
+pub async fn close_running(tx: &mut PgConnection, run_id: RunId) -> Result<(), sqlx::Error> {
+    sqlx::query(close_running_steps!())
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

@@ -17,10 +17,10 @@ pub use activity::{active_counts, active_in_thread, active_of, active_or_after, 
 pub use cancelling::{CancelReason, Cancelled, cancel, cancel_requests, queued_retries};
 use cancelling::{request_cancel, stop_queued};
 pub use leases::{release, renew_leases, requeue_expired};
+use queueing::queue_position;
 pub use queueing::{
     Claim, claim, clear_enqueued, mark_unenqueued, next_in_line, take_for_enqueue, take_unenqueued,
 };
-use queueing::{queue_position, ready};
 
 use super::Page;
 use super::messages::{self, MessageRow, NewMessage};
@@ -456,9 +456,11 @@ pub struct Finish {
     pub cost_usd: Option<f64>,
 }
 
-/// Move an in-progress run to its terminal status and free its thread, in
-/// one statement inside the caller's transaction. Returns the thread as it
-/// is now, or `None` if the run was not in progress any more.
+/// Move an in-progress run to its terminal status, end its steps that are
+/// still running (cut short by a cancel, a timeout or a failure) and free
+/// its thread, in one statement inside the caller's transaction. Returns the
+/// thread as it is now, or `None` if the run was not in progress any more
+/// (the caller rolls back).
 pub async fn finish(
     tx: &mut PgConnection,
     finish: Finish,
@@ -475,6 +477,9 @@ pub async fn finish(
                  cached_input_tokens = $9, finished_at = now()
              where id = $1 and status = 'in_progress' and attempt = $10
              returning thread_id
+         ), closed as (",
+        crate::db::steps::close_running_steps!(),
+        "
          )
          update threads set active_runs = active_runs - 1, version = version + 1, updated_at = now()
          where id = (select thread_id from done) returning ",

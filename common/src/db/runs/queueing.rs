@@ -19,7 +19,8 @@ use crate::domain::{Agent, RunId, ThreadId};
 use crate::telemetry::TraceContext;
 
 /// SQL: whether the run `$alias` is ready: no earlier run of its thread is
-/// queued or in progress. Served by `runs_active_thread_idx`.
+/// queued or in progress. Served by `runs_active_thread_idx`. The functions
+/// `claim_next_run` and `run_queue_position` (migrations) test the same.
 macro_rules! ready {
     ($alias:literal) => {
         concat!(
@@ -33,28 +34,17 @@ macro_rules! ready {
 }
 
 /// SQL: the queue position of the run `r` (a queued one): how many runs
-/// stand before it. Its thread's active runs before it (each must end
-/// before it can start), and the ready runs of other threads that rank
-/// ahead of it (workers take those first). Computed when read, so it
-/// follows the queue as runs are taken, cancelled or overtake it; a run
-/// created later with a better rank can still overtake it. Served by
-/// `runs_active_thread_idx` and `runs_queue_rank_idx`: the cost grows with
-/// the number of queued runs ranked ahead.
+/// stand before it (migration `20261125000001_queue_functions`, which says
+/// why it is a function; its readiness test is `ready!`'s). Computed when
+/// read, so it follows the queue as runs are taken, cancelled or overtake
+/// it; a run created later with a better rank can still overtake it. The
+/// cost grows with the number of queued runs ranked ahead.
 macro_rules! queue_position {
     () => {
-        concat!(
-            "(select count(*) from runs a
-              where a.thread_id = r.thread_id and a.id < r.id
-                and a.status in ('queued', 'in_progress'))
-             + (select count(*) from runs q
-                where q.status = 'queued' and (q.queue_rank, q.id) < (r.queue_rank, r.id)
-                  and q.thread_id <> r.thread_id and ",
-            ready!("q"),
-            ")"
-        )
+        "run_queue_position(r.thread_id, r.id, r.queue_rank)"
     };
 }
-pub(super) use {queue_position, ready};
+pub(super) use queue_position;
 
 /// What a worker's ticket found.
 #[derive(Debug)]
@@ -84,27 +74,17 @@ pub enum Claim {
 }
 
 /// Take the best-ranked ready run: move it `queued → in_progress` for
-/// `worker`, with a lease. Rows locked by a concurrent claim are skipped
-/// (`skip locked`), so workers claiming at once take different runs and
-/// never wait for each other; the conditional update is what makes two
-/// workers unable to both own a run.
+/// `worker`, with a lease (`claim_next_run`, migration
+/// `20261125000001_queue_functions`, which says why it is a function). Rows
+/// locked by a concurrent claim are skipped (`skip locked`), so workers
+/// claiming at once take different runs and never wait for each other; the
+/// conditional update is what makes two workers unable to both own a run.
 pub async fn claim(pool: &PgPool, worker: &str, lease: Duration) -> Result<Claim, sqlx::Error> {
     // One statement: the choice, the claim, the run, where its events
     // continue and where its user message stands.
-    let claimed: Option<Claimed> = sqlx::query_as(concat!(
-        "with next as (
-             select r.id from runs r
-             where r.status = 'queued' and ",
-        ready!("r"),
-        "
-             order by r.queue_rank, r.id
-             limit 1
-             for update of r skip locked
-         ), claimed as (
-             update runs r set status = 'in_progress', attempt = attempt + 1, started_at = now(),
-                 worker_id = $1, lease_expires_at = now() + $2 * interval '1 millisecond'
-             from next where r.id = next.id and r.status = 'queued'
-             returning r.*
+    let claimed: Option<Claimed> = sqlx::query_as(
+        "with claimed as (
+             select * from claim_next_run($1, $2 * interval '1 millisecond')
          )
          select c.id, c.thread_id, c.owner_id, c.agent_id, c.model, c.priority, c.status,
                 c.attempt, c.input_message_id, c.output_message_id, c.input_tokens,
@@ -119,8 +99,8 @@ pub async fn claim(pool: &PgPool, worker: &str, lease: Duration) -> Result<Claim
                 case when c.cancel_requested_at is not null
                      then coalesce(c.cancel_reason, 'cancelled') end as cancel_requested,
                 c.trace_context
-         from claimed c"
-    ))
+         from claimed c",
+    )
     .bind(worker)
     .bind(lease.as_millis() as f64)
     .fetch_optional(pool)
