@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{Deployment, free_port};
-use switchyard_tests::{SseEvent, read_sse};
+use switchyard_tests::{SseEvent, one_agent_catalog, read_sse};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_whose_worker_is_killed_completes_on_another_worker() {
@@ -111,25 +111,15 @@ async fn a_tool_call_of_a_lost_attempt_is_not_made_again() {
     // The second attempt: the model asks for the same call, then answers.
     fake.push(Reply::tool_call("call_1", "http_request", &[&call], None));
     fake.push(Reply::text(&["Done."], Some((10, 2))));
-    let catalog = format!(
-        r#"
-[[providers]]
-name = "llm"
-kind = "openai"
-base_url = "{}"
-
-[[agents]]
-id = "assistant"
-name = "Assistant"
-provider = "llm"
-model = "m"
+    let catalog = one_agent_catalog(
+        &fake.base_url(),
+        r#"model = "m"
 tools = ["http_request"]
 
 [agents.tool_settings.http_request]
 allow_hosts = ["127.0.0.1"]
 allow_private = true
 "#,
-        fake.base_url()
     );
     let mut deployment = Deployment::with_catalog(&catalog).await;
     let doomed = deployment.start_worker();

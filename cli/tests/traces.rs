@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::Deployment;
 use switchyard_fake_llm::{FakeLlm, Reply};
+use switchyard_tests::one_agent_catalog;
 
 /// A span as exported: its service, name, ids and parent.
 #[derive(Debug, Clone)]
@@ -99,21 +100,11 @@ async fn a_run_is_one_trace_from_the_request_to_the_provider() {
         None,
     ));
     fake.push(Reply::text(&["It is ", "42."], Some((20, 4))));
-    let catalog = format!(
-        r#"
-[[providers]]
-name = "llm"
-kind = "openai"
-base_url = "{}"
-
-[[agents]]
-id = "assistant"
-name = "Assistant"
-provider = "llm"
-model = "m"
+    let catalog = one_agent_catalog(
+        &fake.base_url(),
+        r#"model = "m"
 tools = ["calculator"]
 "#,
-        fake.base_url()
     );
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),

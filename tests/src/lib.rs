@@ -386,6 +386,25 @@ impl TestApp {
     }
 }
 
+/// A catalog of one `openai` provider, `llm`, at `base_url`, and one agent,
+/// `assistant`, on it. `agent` holds the agent's other keys (`model`,
+/// `tools`, …) and may go on with its sub-tables.
+pub fn one_agent_catalog(base_url: &str, agent: &str) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "llm"
+kind = "openai"
+base_url = "{base_url}"
+
+[[agents]]
+id = "assistant"
+name = "Assistant"
+provider = "llm"
+{agent}"#
+    )
+}
+
 /// The `data:` payloads of an SSE body, in order: the whole of what the
 /// `data:`-only streams of the compatible surfaces say.
 pub fn sse_data(body: &str) -> Vec<String> {

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::routing::get;
 use serde_json::{Value, json};
 use switchyard_fake_llm::{FakeLlm, Reply};
-use switchyard_tests::{Options, SseEvent, TestApp, deltas_of};
+use switchyard_tests::{Options, SseEvent, TestApp, deltas_of, one_agent_catalog};
 
 async fn cancel(app: &TestApp, run_id: &str) -> (u16, Value) {
     app.post(&format!("/v1/runs/{run_id}/cancel"), json!({}))
@@ -119,18 +119,9 @@ async fn a_run_waiting_on_a_tool_is_stopped() {
         &[&arguments],
         None,
     ));
-    let catalog = format!(
-        r#"
-[[providers]]
-name = "llm"
-kind = "openai"
-base_url = "{}"
-
-[[agents]]
-id = "assistant"
-name = "Assistant"
-provider = "llm"
-model = "m"
+    let catalog = one_agent_catalog(
+        &fake.base_url(),
+        r#"model = "m"
 tools = ["http_request"]
 
 [agents.tool_settings.http_request]
@@ -138,7 +129,6 @@ allow_hosts = ["127.0.0.1"]
 allow_private = true
 timeout_secs = 90
 "#,
-        fake.base_url()
     );
     let app = TestApp::spawn_with(Options {
         catalog,

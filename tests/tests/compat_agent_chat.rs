@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard_fake_llm::{FakeLlm, Reply};
-use switchyard_tests::{Options, TestApp, sse_json};
+use switchyard_tests::{Options, TestApp, one_agent_catalog, sse_json};
 
 /// Two scripted agents, so that one agent's threads stay out of the other's.
 const CATALOG: &str = r#"
@@ -335,21 +335,7 @@ async fn a_slow_answer_gets_heartbeats() {
         Duration::from_secs(16),
         Reply::text(&["Sorry, ", "slow model."], Some((5, 3))),
     ));
-    let catalog = format!(
-        r#"
-[[providers]]
-name = "llm"
-kind = "openai"
-base_url = "{}"
-
-[[agents]]
-id = "assistant"
-name = "Assistant"
-provider = "llm"
-model = "m"
-"#,
-        fake.base_url()
-    );
+    let catalog = one_agent_catalog(&fake.base_url(), r#"model = "m""#);
     let app = TestApp::spawn_with(Options {
         catalog,
         ..Default::default()

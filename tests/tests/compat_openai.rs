@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 use switchyard_fake_llm::{FakeLlm, Reply};
-use switchyard_tests::{Options, TestApp, sse_data};
+use switchyard_tests::{Options, TestApp, one_agent_catalog, sse_data};
 
 async fn app_with(fake: &FakeLlm) -> TestApp {
     app_with_env(fake, Vec::new()).await
@@ -17,21 +17,11 @@ async fn app_with_auth(fake: &FakeLlm) -> TestApp {
 }
 
 async fn app_with_env(fake: &FakeLlm, env: Vec<(&'static str, String)>) -> TestApp {
-    let catalog = format!(
-        r#"
-[[providers]]
-name = "llm"
-kind = "openai"
-base_url = "{}"
-
-[[agents]]
-id = "assistant"
-name = "Assistant"
-provider = "llm"
-model = "upstream-model"
+    let catalog = one_agent_catalog(
+        &fake.base_url(),
+        r#"model = "upstream-model"
 instructions = "You are a helpful assistant."
 "#,
-        fake.base_url()
     );
     TestApp::spawn_with(Options {
         catalog,

@@ -24,7 +24,7 @@ use futures::{Stream, StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_common::db::{self, threads::ThreadRow};
-use switchyard_common::domain::{Message, Multitask, Thread, ThreadId, ThreadStatus};
+use switchyard_common::domain::{Message, Thread, ThreadId, ThreadStatus};
 use switchyard_common::events::{RunEvent, SequencedEvent};
 use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
@@ -96,16 +96,7 @@ pub async fn chat(
         }
     };
     let stream = request.stream.unwrap_or(true);
-    let request_run = StartRun {
-        thread_id: thread.id,
-        content: &request.message,
-        agent_id: None,
-        model: None,
-        priority: None,
-        multitask: Multitask::Enqueue,
-        idempotency: None,
-        stream,
-    };
+    let request_run = StartRun::message(thread.id, &request.message, stream);
     let started = super::start_or_discard(&app, &user, request_run, created).await?;
     let run_id = started.run.id.to_string();
     let thread_id = thread.id.to_string();

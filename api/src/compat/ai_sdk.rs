@@ -25,7 +25,7 @@ use futures::{StreamExt as _, stream};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_common::db;
-use switchyard_common::domain::{MessageId, MessageRole, Multitask, RunId, ThreadId};
+use switchyard_common::domain::{MessageId, MessageRole, RunId, ThreadId};
 use switchyard_common::events::{RunEvent, SequencedEvent};
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
@@ -123,16 +123,7 @@ pub async fn chat(app: &AppState, user: &CurrentUser, body: Value) -> ApiResult<
             }
         }
     };
-    let request_run = StartRun {
-        thread_id,
-        content: &last,
-        agent_id: None,
-        model: None,
-        priority: None,
-        multitask: Multitask::Enqueue,
-        idempotency: None,
-        stream: true,
-    };
+    let request_run = StartRun::message(thread_id, &last, true);
     let started = super::start_or_discard(app, user, request_run, created).await?;
     let run_id = started.run.id;
     Ok(ui_stream(started.follow(app), run_id))

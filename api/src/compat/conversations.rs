@@ -29,7 +29,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_common::db::{self, threads::ThreadPatch, threads::ThreadRow};
-use switchyard_common::domain::{Message, MessageRole, Multitask, ThreadId};
+use switchyard_common::domain::{Message, MessageRole, ThreadId};
 use switchyard_common::events::RunEvent;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -272,16 +272,7 @@ pub async fn post_message(
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse as _;
     threads::load(&app, user.id, id).await?;
-    let request = StartRun {
-        thread_id: id,
-        content: &body.message,
-        agent_id: None,
-        model: None,
-        priority: None,
-        multitask: Multitask::Enqueue,
-        idempotency: None,
-        stream: false,
-    };
+    let request = StartRun::message(id, &body.message, false);
     let started = super::start_or_discard(&app, &user, request, false).await?;
     let asked_at = started.run.created_at;
     let answer = match super::answer(&app, started).await {

@@ -24,7 +24,7 @@ use futures::{Stream, StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_common::db;
-use switchyard_common::domain::{MessageRole, Multitask, Usage};
+use switchyard_common::domain::{MessageRole, Usage};
 use switchyard_common::events::RunEvent;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -202,16 +202,7 @@ pub async fn completions(
         .collect();
     let metadata = json!({"source": "openai-compatible"});
     let thread = super::new_thread(&app, &user, &agent.spec.id, metadata, &history).await?;
-    let request_run = StartRun {
-        thread_id: thread.id,
-        content: &last,
-        agent_id: None,
-        model: None,
-        priority: None,
-        multitask: Multitask::Enqueue,
-        idempotency: None,
-        stream: request.stream,
-    };
+    let request_run = StartRun::message(thread.id, &last, request.stream);
     let started = super::start_or_discard(&app, &user, request_run, true).await?;
     let ids = ids_headers(&started);
     let id = format!("chatcmpl-{}", started.run.id);

@@ -25,7 +25,7 @@ use futures::{Stream, StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_common::db::{self, threads::ThreadRow};
-use switchyard_common::domain::{Multitask, RunId, RunStatus, ThreadId};
+use switchyard_common::domain::{RunId, RunStatus, ThreadId};
 use switchyard_common::events::RunEvent;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -223,14 +223,8 @@ async fn begin(
         ),
     };
     let request_run = StartRun {
-        thread_id: thread.id,
-        content: &request.message,
-        agent_id: None,
-        model: None,
         priority: request.priority,
-        multitask: Multitask::Enqueue,
-        idempotency: None,
-        stream,
+        ..StartRun::message(thread.id, &request.message, stream)
     };
     let started = super::start_or_discard(app, user, request_run, created).await?;
     Ok(Begun::Run(Box::new(started)))

@@ -137,6 +137,24 @@ pub struct StartRun<'a> {
     pub stream: bool,
 }
 
+impl<'a> StartRun<'a> {
+    /// A message on a thread, run by the thread's agent and model at the
+    /// default priority, queued behind the thread's active runs: what the
+    /// compatible surfaces send.
+    pub fn message(thread_id: ThreadId, content: &'a str, stream: bool) -> Self {
+        Self {
+            thread_id,
+            content,
+            agent_id: None,
+            model: None,
+            priority: None,
+            multitask: Multitask::Enqueue,
+            idempotency: None,
+            stream,
+        }
+    }
+}
+
 /// A started run (or the one an idempotent retry names).
 pub struct Started {
     pub run: RunRow,

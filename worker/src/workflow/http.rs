@@ -21,7 +21,6 @@
 
 use std::collections::HashMap;
 
-use futures::StreamExt;
 use serde_json::{Value, json};
 use switchyard_common::db::{
     self,
@@ -31,7 +30,6 @@ use switchyard_common::domain::{AgentSpec, StepId, StepKind, StepStatus, Usage};
 
 use super::scope::{Failure, Scope, internal};
 use super::steps::{self, ToolStep};
-use super::turn::sleep_until;
 use crate::providers::upstream::{UpstreamClient, UpstreamEvent, UpstreamStream};
 use crate::providers::{ChatMessage, ChatRequest, ProviderError};
 
@@ -139,15 +137,7 @@ impl Relay {
         mut stream: UpstreamStream,
     ) -> Result<(), Failure> {
         let outcome = loop {
-            let deadline = scope.flush_deadline();
-            let item = tokio::select! {
-                item = stream.next() => item,
-                () = sleep_until(deadline) => {
-                    scope.flush();
-                    continue;
-                }
-            };
-            match item {
+            match scope.next_flushing(&mut stream, true).await {
                 None => break Ok(()),
                 Some(Ok(event)) => self.apply(scope, event).await?,
                 Some(Err(error)) => break Err(failure(&error)),

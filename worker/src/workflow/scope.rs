@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use switchyard_common::bus::RunEvents;
@@ -129,13 +130,28 @@ impl<'a> Scope<'a> {
         self.state().content.len()
     }
 
-    /// When coalesced deltas are due out.
-    pub fn flush_deadline(&self) -> Option<tokio::time::Instant> {
-        self.events().deadline()
-    }
-
     pub fn flush(&self) {
         self.events().flush();
+    }
+
+    /// The stream's next item. While waiting, with `flushing`, coalesced
+    /// deltas go out when they are due.
+    pub async fn next_flushing<S: Stream + Unpin>(
+        &self,
+        stream: &mut S,
+        flushing: bool,
+    ) -> Option<S::Item> {
+        loop {
+            let deadline = if flushing {
+                self.events().deadline()
+            } else {
+                None
+            };
+            tokio::select! {
+                item = stream.next() => return item,
+                () = sleep_until(deadline) => self.flush(),
+            }
+        }
     }
 
     /// Count an LLM call's usage; returns its cost when its model is priced.
@@ -225,5 +241,13 @@ impl<'a> Scope<'a> {
                     format!("agent {:?}: {}", agent.id, error.0),
                 )
             })
+    }
+}
+
+/// Sleep until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

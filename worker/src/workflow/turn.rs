@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use rand::Rng;
 use serde_json::json;
 use switchyard_common::db;
@@ -116,15 +115,7 @@ async fn stream(
     let called = std::time::Instant::now();
     let mut first_token: Option<std::time::Instant> = None;
     loop {
-        let deadline = if speaks { scope.flush_deadline() } else { None };
-        let item = tokio::select! {
-            item = stream.next() => item,
-            () = sleep_until(deadline) => {
-                scope.flush();
-                continue;
-            }
-        };
-        match item {
+        match scope.next_flushing(&mut stream, speaks).await {
             None => break,
             Some(Ok(ProviderEvent::TextDelta(text))) => {
                 if first_token.is_none() {
@@ -168,14 +159,6 @@ async fn stream(
         }
     }
     Ok(turn)
-}
-
-/// Sleep until `deadline`, or forever without one.
-pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Exponential backoff with full jitter, at least what the provider asked for.
