@@ -413,3 +413,38 @@ async fn spoofed_easy_auth_headers_log_no_one_in_while_disabled() {
         .unwrap();
     assert_eq!(users, 0);
 }
+
+#[tokio::test]
+async fn development_mode_alone_takes_any_token_as_the_development_user() {
+    let app = TestApp::spawn().await;
+    let tokens = ["unused", "sk-not-a-key", "a.b.c"];
+    for token in tokens {
+        let client = app.client_with_token(token);
+        let (status, body) = app.call(client.get(app.url("/v1/me"))).await;
+        assert_eq!(status, 200, "{token}: {body}");
+        assert_eq!(body["name"], "local");
+        assert_eq!(body["auth_method"], "dev");
+    }
+    let basic = app.client_with_headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
+    let (status, body) = app.call(basic.get(app.url("/v1/me"))).await;
+    assert_eq!((status, &body["name"]), (200, &json!("local")), "{body}");
+    let users: i64 = sqlx::query_scalar("select count(*) from users")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 1, "only the development user exists");
+
+    // With another authenticator on, a token is checked again.
+    let app = TestApp::spawn_with(Options {
+        env: vec![("SWITCHYARD_AUTH", "dev,api_key".into())],
+        ..Options::default()
+    })
+    .await;
+    let client = app.client_with_token("unused");
+    assert_unauthorized(
+        app.call(client.get(app.url("/v1/me"))).await,
+        "unknown or revoked",
+    );
+    let (status, body) = app.get("/v1/me").await;
+    assert_eq!((status, &body["name"]), (200, &json!("local")), "{body}");
+}

@@ -303,18 +303,11 @@ fn python_with_openai() -> std::path::PathBuf {
     python
 }
 
-#[tokio::test]
-async fn openais_python_sdk_chats_with_an_agent() {
-    let fake = FakeLlm::start().await;
-    fake.push(Reply::text(&["It is ", "4."], Some((12, 3))));
-    fake.push(Reply::text(&["Four", "."], Some((12, 2))));
-    let mut app = app_with_auth(&fake).await;
-    let key = app.api_key("sdk-user", false).await;
-    app.http = app.client_with_token(&key);
+/// Run `clients/openai_sdk.py` against `app` with `key`: what it printed.
+async fn run_openai_sdk(app: &TestApp, key: &str) -> Value {
     let python = python_with_openai();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/openai_sdk.py");
-    let address = app.address.clone();
-    let key = key.clone();
+    let (address, key) = (app.address.clone(), key.to_owned());
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)
             .arg(script)
@@ -329,7 +322,18 @@ async fn openais_python_sdk_chats_with_an_agent() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let seen: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+}
+
+#[tokio::test]
+async fn openais_python_sdk_chats_with_an_agent() {
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::text(&["It is ", "4."], Some((12, 3))));
+    fake.push(Reply::text(&["Four", "."], Some((12, 2))));
+    let mut app = app_with_auth(&fake).await;
+    let key = app.api_key("sdk-user", false).await;
+    app.http = app.client_with_token(&key);
+    let seen = run_openai_sdk(&app, &key).await;
     assert!(
         seen["models"]
             .as_array()
@@ -348,4 +352,29 @@ async fn openais_python_sdk_chats_with_an_agent() {
     let (status, run) = app.get(&format!("/v1/runs/{run_id}")).await;
     assert_eq!((status, run["status"].as_str()), (200, Some("completed")));
     assert_eq!(thread_count(&app).await, 2);
+}
+
+#[tokio::test]
+async fn openais_python_sdk_works_in_development_mode_with_any_key() {
+    // `dev` alone, as `switchyard dev` runs: the SDK's placeholder key is
+    // the development user, as it is for local model servers.
+    let fake = FakeLlm::start().await;
+    fake.push(Reply::text(&["It is ", "4."], Some((12, 3))));
+    fake.push(Reply::text(&["Four", "."], Some((12, 2))));
+    let app = app_with(&fake).await;
+    let seen = run_openai_sdk(&app, "unused").await;
+    assert_eq!(seen["content"], "It is 4.");
+    assert_eq!(seen["streamed"], "Four.");
+    let run_id = seen["run_id"].as_str().unwrap();
+    let (status, run) = app.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!((status, run["status"].as_str()), (200, Some("completed")));
+    let owner: (String, String) = sqlx::query_as(
+        "select u.auth_method, u.subject from runs r join users u on u.id = r.owner_id \
+         where r.id = $1::uuid",
+    )
+    .bind(run_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(owner, ("dev".to_owned(), "local".to_owned()));
 }

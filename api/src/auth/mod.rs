@@ -7,6 +7,12 @@
 //! 2. Easy Auth headers, read only when `easy_auth` is on.
 //! 3. No credentials: the user `local` when `dev` is on, else `401`.
 //!
+//! When `dev` is the only authenticator on, every request is the user
+//! `local`, whatever credentials it carries: official SDKs always send an
+//! API key (people pass `"unused"`, as for Ollama or vLLM), and a local
+//! server that refused it would be unusable with them. With any other
+//! authenticator on, a bearer token is checked as in 1.
+//!
 //! [`authenticate`] runs as a middleware before every `/v1` route: it also
 //! counts the request against the user's per-minute limit, and leaves the
 //! [`CurrentUser`] in the request for the handlers.
@@ -125,6 +131,8 @@ pub struct Authenticator {
     oidc: Option<oidc::Verifier>,
     /// The development user, when `dev` is on.
     local_user: Option<UserId>,
+    /// `dev` is the only authenticator: credentials are not looked at.
+    dev_only: bool,
     users: Mutex<HashMap<(AuthMethod, String), (UserId, String)>>,
 }
 
@@ -141,7 +149,12 @@ impl Authenticator {
             "no authenticator is on: set SWITCHYARD_AUTH to a comma list of api_key, oidc, \
              easy_auth and dev (dev lets anyone in as the user `local`: for a laptop only)"
         );
-        if settings.enabled(AuthMethod::Dev) {
+        let dev_only = settings.methods == [AuthMethod::Dev];
+        if dev_only {
+            tracing::warn!(
+                "development mode is on: every request acts as the user `local`, an administrator, whatever token it sends"
+            );
+        } else if settings.enabled(AuthMethod::Dev) {
             tracing::warn!(
                 "development mode is on: requests without credentials act as the user `local`, an administrator"
             );
@@ -164,12 +177,18 @@ impl Authenticator {
             policy,
             oidc,
             local_user,
+            dev_only,
             users: Mutex::new(HashMap::new()),
         })
     }
 
     /// Who sent these headers.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<CurrentUser, ApiError> {
+        if self.dev_only
+            && let Some(id) = self.local_user
+        {
+            return Ok(self.local(id));
+        }
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let token = value
                 .to_str()
@@ -201,17 +220,22 @@ impl Authenticator {
             return Ok(self.user(id, caller.name, caller.roles, AuthMethod::EasyAuth, None));
         }
         match self.local_user {
-            Some(id) => Ok(self.user(
-                id,
-                "local".into(),
-                vec![self.settings.admin_role.clone()],
-                AuthMethod::Dev,
-                Some(true),
-            )),
+            Some(id) => Ok(self.local(id)),
             None => Err(ApiError::Unauthorized(
                 "credentials are required: send `Authorization: Bearer <token>`".into(),
             )),
         }
+    }
+
+    /// The development user `local` (whose id is `id`), an administrator.
+    fn local(&self, id: UserId) -> CurrentUser {
+        self.user(
+            id,
+            "local".into(),
+            vec![self.settings.admin_role.clone()],
+            AuthMethod::Dev,
+            Some(true),
+        )
     }
 
     async fn key_user(&self, key: &str) -> Result<CurrentUser, ApiError> {
