@@ -765,6 +765,11 @@ pub struct ScriptedReply {
     /// when empty).
     #[serde(default)]
     pub contains: String,
+    /// Applies when the last user message contains any of these, ignoring
+    /// case (any message when empty): word stems such as `charge` or
+    /// `fail`, so that a rule meets everyday wording, not one phrase.
+    #[serde(default)]
+    pub keywords: Vec<String>,
     /// Applies only to requests for this model, so that agents sharing the
     /// scripted provider can behave differently.
     pub model: Option<String>,
@@ -781,7 +786,24 @@ pub struct ScriptedReply {
 }
 
 impl ScriptedReply {
+    /// Whether this rule's `contains` and `keywords` match `message`.
+    pub fn matches(&self, message: &str) -> bool {
+        if !message.contains(&self.contains) {
+            return false;
+        }
+        if self.keywords.is_empty() {
+            return true;
+        }
+        let message = message.to_lowercase();
+        self.keywords
+            .iter()
+            .any(|keyword| message.contains(&keyword.to_lowercase()))
+    }
+
     fn problem(&self) -> Option<&'static str> {
+        if self.keywords.iter().any(|k| k.trim().is_empty()) {
+            return Some("`keywords` must not be empty strings");
+        }
         match (&self.reply, &self.tool) {
             (Some(_), Some(_)) => Some("a reply rule has both `reply` and `tool`"),
             (None, None) => Some("a reply rule needs `reply` or `tool`"),
@@ -1062,130 +1084,7 @@ fn is_host_pattern(pattern: &str) -> bool {
 }
 
 /// The text of the built-in catalog (see [`Catalog::builtin`]).
-pub const BUILTIN_CATALOG: &str = r#"
-# One offline model (the scripted provider) playing every agent: each agent
-# uses its own model name, and the rules below say how each one behaves.
-[[providers]]
-name = "scripted"
-kind = "scripted"
-chunk_delay_ms = 15
-
-# support-triage: billing questions go to `billing`, technical ones to
-# `tech-support`; anything else it answers itself.
-[[providers.replies]]
-model = "triage-1"
-contains = "invoice"
-tool = "transfer_to_billing"
-arguments = { reason = "The customer asks about an invoice." }
-
-[[providers.replies]]
-model = "triage-1"
-contains = "refund"
-tool = "transfer_to_billing"
-arguments = { reason = "The customer asks for a refund." }
-
-[[providers.replies]]
-model = "triage-1"
-contains = "error"
-tool = "transfer_to_tech_support"
-arguments = { reason = "The customer reports an error." }
-
-[[providers.replies]]
-model = "triage-1"
-reply = "I route questions to billing (invoices, refunds) and technical support (errors). What do you need?"
-
-[[providers.replies]]
-model = "billing-1"
-reply = "Billing here. I can see your account: your last invoice was paid, and refunds take 5 to 7 business days."
-
-[[providers.replies]]
-model = "tech-1"
-reply = "Technical support here. Please restart the app and send me the exact error text if it happens again."
-
-# trip-planner: every request becomes a two-step plan for `researcher`
-# and `writer`; the answer reports the plan's results.
-[[providers.replies]]
-model = "planner-1"
-tool = "create_plan"
-arguments = { steps = [
-    { id = "research", agent = "researcher", task = "Collect the facts the traveller needs." },
-    { id = "itinerary", agent = "writer", task = "Write a day-by-day itinerary.", depends_on = ["research"] },
-] }
-
-[[providers.replies]]
-model = "planner-1"
-after_tool = "create_plan"
-reply = "Your plan is ready. Results of each step: {result}"
-
-[[providers.replies]]
-model = "researcher-1"
-reply = "Facts: the best season is spring, trains connect the main cities, book museums ahead."
-
-[[providers.replies]]
-model = "writer-1"
-reply = "Day 1: arrive and walk the old town. Day 2: museums. Day 3: a day trip by train."
-
-[[agents]]
-id = "assistant"
-name = "Assistant"
-description = "A general assistant on the offline scripted model."
-provider = "scripted"
-model = "scripted-1"
-instructions = "You are a helpful assistant."
-tools = ["current_time"]
-
-[[agents]]
-id = "support-triage"
-name = "Support triage"
-description = "Answers or hands the customer to billing or technical support."
-provider = "scripted"
-model = "triage-1"
-instructions = "You route support questions to the right specialist."
-workflow = "triage"
-handoffs = ["billing", "tech-support"]
-
-[[agents]]
-id = "billing"
-name = "Billing"
-description = "Invoices, payments and refunds."
-provider = "scripted"
-model = "billing-1"
-instructions = "You answer billing questions."
-
-[[agents]]
-id = "tech-support"
-name = "Technical support"
-description = "Errors, crashes and installation problems."
-provider = "scripted"
-model = "tech-1"
-instructions = "You solve technical problems."
-
-[[agents]]
-id = "trip-planner"
-name = "Trip planner"
-description = "Plans a trip with a researcher and a writer."
-provider = "scripted"
-model = "planner-1"
-instructions = "You plan trips: break the request into tasks for your specialists."
-workflow = "planner"
-handoffs = ["researcher", "writer"]
-
-[[agents]]
-id = "researcher"
-name = "Researcher"
-description = "Finds the facts a task needs."
-provider = "scripted"
-model = "researcher-1"
-instructions = "You research facts."
-
-[[agents]]
-id = "writer"
-name = "Writer"
-description = "Writes itineraries and summaries."
-provider = "scripted"
-model = "writer-1"
-instructions = "You write clearly."
-"#;
+pub const BUILTIN_CATALOG: &str = include_str!("config/builtin.toml");
 
 /// The built-in `assistant` agent on the scripted model, as the built-in
 /// catalog declares it.

@@ -115,7 +115,7 @@ async fn triage_hands_a_billing_question_to_billing_who_answers() {
     );
     assert_eq!(
         steps[2]["input"],
-        json!({"handed_off_by": "support-triage", "reason": "The customer asks about an invoice."})
+        json!({"handed_off_by": "support-triage", "reason": "The customer asks about billing."})
     );
     // The run's usage is the sum of its model calls.
     assert_eq!(
@@ -127,6 +127,54 @@ async fn triage_hands_a_billing_question_to_billing_who_answers() {
         sum_usage(&steps, "output_tokens")
     );
     assert_eq!(events.last().unwrap().data["usage"], run["usage"]);
+}
+
+#[tokio::test]
+async fn triage_reaches_each_specialist_on_everyday_wording() {
+    let app = builtin_app().await;
+    let questions = [
+        (
+            "I was charged twice this month",
+            "billing",
+            "I see two identical charges",
+        ),
+        (
+            "Can I get my money back for last month?",
+            "billing",
+            "Billing here.",
+        ),
+        (
+            "Why did my subscription price go up?",
+            "billing",
+            "Billing here.",
+        ),
+        (
+            "My storage account deployment failed, what should I check?",
+            "tech-support",
+            "Open the deployment's activity log",
+        ),
+        (
+            "The app crashes when I open settings",
+            "tech-support",
+            "Technical support here.",
+        ),
+        (
+            "I can’t log in since yesterday",
+            "tech-support",
+            "Technical support here.",
+        ),
+    ];
+    for (question, specialist, answer_starts) in questions {
+        let (run, events, _) = run_on(&app, "support-triage", question).await;
+        assert_eq!(run["status"], "completed", "{question}: {run}");
+        let agents: Vec<String> = outline(&events)
+            .into_iter()
+            .filter_map(|e| e.strip_prefix("agent.started:").map(str::to_owned))
+            .collect();
+        assert_eq!(agents, ["support-triage", specialist], "{question}");
+        let answer = deltas_of(&events);
+        assert!(answer.contains(answer_starts), "{question}: {answer}");
+    }
 }
 
 #[tokio::test]

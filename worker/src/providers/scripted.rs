@@ -10,7 +10,8 @@
 //! 2. A user message starting with `/tool NAME {json}` makes it call the
 //!    tool `NAME` with those arguments (`{}` when omitted), if the agent has it.
 //! 3. The first `replies` rule (for this model, if the rule names one) whose
-//!    `contains` occurs in the user message answers with its `reply`, or
+//!    `contains` occurs in the user message, and one of whose `keywords` (if
+//!    it has any) does too, ignoring case, answers with its `reply`, or
 //!    calls its `tool` with its `arguments`.
 //! 4. Otherwise it echoes: `You said: "…". …`.
 //!
@@ -47,8 +48,7 @@ impl Scripted {
             .unwrap_or_default();
         let rules = || {
             self.settings.replies.iter().filter(|rule| {
-                rule.model.as_ref().is_none_or(|m| *m == request.model)
-                    && last_user.contains(&rule.contains)
+                rule.model.as_ref().is_none_or(|m| *m == request.model) && rule.matches(last_user)
             })
         };
 
