@@ -42,7 +42,11 @@
 //! every push a message on [`Keys::run_queue_wake`] wakes idle workers; a
 //! slow poll remains as a backstop.
 
+mod scoped_conn;
+
 use std::time::Duration;
+
+pub use scoped_conn::ScopedConn;
 
 use apalis::prelude::{TaskBuilder, TaskSink};
 use apalis_redis::{Config as ApalisConfig, RedisStorage};
@@ -95,7 +99,7 @@ pub enum EnqueueError {
 /// Producer side of the run queue.
 #[derive(Clone)]
 pub struct RunQueue {
-    storage: RedisStorage<RunJob>,
+    storage: RedisStorage<RunJob, ScopedConn>,
     conn: ConnectionManager,
     wake_channel: String,
     cancel_channel: String,
@@ -104,7 +108,8 @@ pub struct RunQueue {
 impl RunQueue {
     pub fn new(conn: ConnectionManager, keys: &Keys) -> Self {
         Self {
-            storage: RedisStorage::new(conn.clone()).with_config(apalis_config(keys)),
+            storage: RedisStorage::new(keys.apalis_conn(conn.clone()))
+                .with_config(apalis_config(keys)),
             conn,
             wake_channel: keys.run_queue_wake(),
             cancel_channel: keys.cancel_channel(),

@@ -70,6 +70,12 @@ impl Keys {
         format!("{}:queue:runs", self.prefix)
     }
 
+    /// The connection apalis runs on: it keeps apalis's one global key,
+    /// its registry of queues, under the prefix too.
+    pub fn apalis_conn(&self, conn: ConnectionManager) -> crate::queue::ScopedConn {
+        crate::queue::ScopedConn::new(conn, &self.prefix)
+    }
+
     /// Published after a run is enqueued, to wake idle workers at once.
     pub fn run_queue_wake(&self) -> String {
         format!("{}:queue:runs:wake", self.prefix)

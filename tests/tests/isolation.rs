@@ -3,6 +3,9 @@
 //! of them in lists, on the native API and every compatible surface. The routes come from the router's own OpenAPI document
 //! (the router and the document are built from one registration), so a new
 //! route is walked as soon as it exists.
+//!
+//! Deployments are isolated too: every Redis key one writes carries its
+//! `SWITCHYARD_REDIS_PREFIX`, so that two can share a Redis.
 
 use serde_json::{Value, json};
 use switchyard_tests::{Options, TestApp};
@@ -159,4 +162,97 @@ async fn another_users_resources_are_not_found_on_every_route() {
         .call(bob.get(app.url("/v1/threads/0193a5a0-0000-7000-8000-000000000000")))
         .await;
     assert_eq!(missing.0, 404);
+}
+
+/// A Redis of this test's own on a free port, so that every key in it is
+/// the app's; stopped when dropped.
+struct PrivateRedis {
+    process: std::process::Child,
+    address: std::net::SocketAddr,
+}
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let process = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("this test runs redis-server, which must be on PATH");
+        let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = std::time::Instant::now() + switchyard_tests::WAIT;
+        while tokio::net::TcpStream::connect(address).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Self { process, address }
+    }
+
+    async fn all_keys(&self) -> Vec<String> {
+        let client = redis::Client::open(format!("redis://{}", self.address)).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.process.kill().ok();
+        self.process.wait().ok();
+    }
+}
+
+#[tokio::test]
+async fn every_redis_key_a_run_leaves_carries_the_prefix() {
+    let redis = PrivateRedis::start().await;
+    let app = TestApp::spawn_with(Options {
+        redis_via: Some(redis.address),
+        ..Options::default()
+    })
+    .await;
+    // A run with a tool call, its events streamed, its thread cached.
+    let (run, events) = app.run_to_end("/tool current_time").await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert!(
+        events.iter().any(|e| e.event == "tool.finished"),
+        "{events:?}"
+    );
+    let (status, _) = app
+        .get(&format!(
+            "/v1/threads/{}/messages",
+            run["thread_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200);
+
+    let prefix = format!("{}:", app.config.redis_prefix);
+    let keys = redis.all_keys().await;
+    let outside: Vec<&String> = keys.iter().filter(|k| !k.starts_with(&prefix)).collect();
+    assert!(
+        outside.is_empty(),
+        "keys outside {prefix}: {outside:?} (all: {keys:?})"
+    );
+    // What a run leaves: its queue (with apalis's registry of it), its
+    // events, the thread's cache.
+    for expected in [
+        format!("{prefix}apalis:queues:list"),
+        format!("{prefix}queue:runs:workers"),
+        format!("{prefix}run:{}:events", run["id"].as_str().unwrap()),
+        format!("{prefix}thread:{}", run["thread_id"].as_str().unwrap()),
+    ] {
+        assert!(keys.contains(&expected), "no {expected} in {keys:?}");
+    }
 }

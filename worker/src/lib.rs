@@ -232,7 +232,7 @@ async fn consume(
         *wake.lock().unwrap_or_else(|e| e.into_inner()) = wake_tx;
         let wakeups = ReceiverStream::new(wake_rx);
         let strategy = Strategy::new().stream(wakeups).interval(POLL_BACKSTOP);
-        let backend = RedisStorage::<RunJob>::new(conn.clone())
+        let backend = RedisStorage::<RunJob, _>::new(keys.apalis_conn(conn.clone()))
             .with_config(queue::apalis_config(&keys).batch_size(concurrency.min(32)))
             .poll_with_strategy(strategy);
         let worker = WorkerBuilder::new(name.clone())
