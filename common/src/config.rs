@@ -1114,17 +1114,25 @@ model = "smollm2-135m-instruct"
 instructions = "You are a helpful assistant."
 "#;
 
+/// The text of the built-in catalog with its `assistant` agent on the
+/// local model at `model`.
+pub fn builtin_text_with_local(model: &Path) -> String {
+    let path = toml::Value::String(model.to_string_lossy().into_owned()).to_string();
+    BUILTIN_CATALOG.replace(
+        BUILTIN_ASSISTANT_SCRIPTED,
+        &BUILTIN_ASSISTANT_LOCAL.replace("{path}", &path),
+    )
+}
+
 impl Catalog {
     /// The built-in catalog with its `assistant` agent on the local model
     /// at `model` (the other agents stay scripted: they need tool calls).
     pub fn builtin_with_local(model: &Path) -> Self {
-        let path = toml::Value::String(model.to_string_lossy().into_owned()).to_string();
-        let text = BUILTIN_CATALOG.replace(
-            BUILTIN_ASSISTANT_SCRIPTED,
-            &BUILTIN_ASSISTANT_LOCAL.replace("{path}", &path),
-        );
-        Self::parse(&text, Path::new("<built-in catalog>"))
-            .expect("the built-in catalog with the local model is valid")
+        Self::parse(
+            &builtin_text_with_local(model),
+            Path::new("<built-in catalog>"),
+        )
+        .expect("the built-in catalog with the local model is valid")
     }
 
     /// The catalog used when `SWITCHYARD_CONFIG` is not set: works offline.

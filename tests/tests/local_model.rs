@@ -34,6 +34,8 @@ fn greedy(max_tokens: usize) -> Sampler {
         seed: 1,
         max_tokens,
         stop: Vec::new(),
+        repeat_penalty: 1.0,
+        repeat_last_n: 64,
     }
 }
 
@@ -199,6 +201,8 @@ async fn greedy_generation_is_deterministic_and_seeded_sampling_repeats() {
         seed,
         max_tokens: 16,
         stop: Vec::new(),
+        repeat_penalty: 1.0,
+        repeat_last_n: 64,
     };
     let (a, _) = answer(&model, "Tell me a story.", sampled(7)).await;
     let (b, _) = answer(&model, "Tell me a story.", sampled(7)).await;
@@ -311,7 +315,14 @@ async fn the_provider_streams_text_then_real_usage_and_frees_its_slot_on_cancel(
         let turns = template::turns(&request("Say hello.").messages);
         let prompt = template::prompt_ids(&model, &turns).unwrap();
         let mut text = String::new();
-        let generated = generate(&model, &prompt, &greedy(12), |piece| {
+        // The provider's sampler: greedy, with the default repetition penalty.
+        let defaults = LocalSettings::default();
+        let sampler = Sampler {
+            repeat_penalty: defaults.repeat_penalty,
+            repeat_last_n: defaults.repeat_last_n,
+            ..greedy(12)
+        };
+        let generated = generate(&model, &prompt, &sampler, |piece| {
             text.push_str(piece);
             true
         })
@@ -372,6 +383,61 @@ instructions = "You are a helpful assistant."
     // The same question in a new thread gets the same answer (temperature 0).
     let (_, again) = app.run_to_end("What is the capital of France?").await;
     assert_eq!(deltas_of(&again), text);
+}
+
+/// The sentences of `text`, normalised, leaving out fragments of fewer
+/// than three words (list numbers, "Yes.").
+fn sentences(text: &str) -> Vec<String> {
+    text.split(['.', '!', '?', '\n'])
+        .map(|s| {
+            s.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase()
+        })
+        .filter(|s| s.split(' ').count() >= 3)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_builtin_assistant_answers_everyday_questions_without_repeating_itself() {
+    let path = local_model().await;
+    let app = TestApp::spawn_with(Options {
+        catalog: switchyard_common::config::builtin_text_with_local(&path),
+        ..Options::default()
+    })
+    .await;
+    let max_tokens = LocalSettings::default().max_tokens as i64;
+    for question in [
+        "My storage account deployment failed, what should I check?",
+        "How do I reset my password?",
+        "What should I pack for a weekend hiking trip?",
+        "Can you explain what an API is?",
+        "How can I make my laptop battery last longer?",
+    ] {
+        let thread = app.create_thread(json!({"agent_id": "assistant"})).await;
+        let run = app
+            .start_run(thread["id"].as_str().unwrap(), question)
+            .await;
+        let run_id = run["id"].as_str().unwrap();
+        let events = app.stream_events(run_id, None, None).await;
+        let run = app.wait_for_run(run_id).await;
+        assert_eq!(run["status"], "completed", "{question}: {run}");
+        let answer = deltas_of(&events);
+        println!(
+            "{question}\n{answer}\n({} tokens)\n",
+            run["usage"]["output_tokens"]
+        );
+        assert!(!answer.trim().is_empty(), "{question}");
+        assert!(run["usage"]["output_tokens"].as_i64().unwrap() <= max_tokens);
+        let said = sentences(&answer);
+        for (i, sentence) in said.iter().enumerate() {
+            assert!(
+                !said[..i].contains(sentence),
+                "{question}: the answer repeats {sentence:?}:\n{answer}"
+            );
+        }
+    }
 }
 
 fn toml_string(s: &str) -> String {

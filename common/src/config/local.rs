@@ -38,6 +38,16 @@ pub struct LocalSettings {
     /// Texts that end the answer where they appear (not included).
     #[serde(default)]
     pub stop: Vec<String>,
+    /// Divides the scores of the tokens used in the answer's last
+    /// `repeat_last_n` tokens (`1`: no penalty). A small model without it
+    /// falls into repeating a sentence until `max_tokens`.
+    #[serde(default = "default_repeat_penalty")]
+    pub repeat_penalty: f32,
+    /// How many of the answer's latest tokens `repeat_penalty` looks at
+    /// (the whole of a default-length answer: the loops of a small model
+    /// are often longer than a 64-token window).
+    #[serde(default = "default_repeat_last_n")]
+    pub repeat_last_n: usize,
     /// Prompt and answer together, in tokens: the oldest turns are left out
     /// of a longer conversation.
     #[serde(default = "default_context_tokens")]
@@ -72,8 +82,17 @@ fn default_top_p() -> f64 {
     0.9
 }
 
+/// A chat answer, not an essay: about 200 words.
 fn default_max_tokens() -> usize {
-    512
+    256
+}
+
+fn default_repeat_penalty() -> f32 {
+    1.1
+}
+
+fn default_repeat_last_n() -> usize {
+    256
 }
 
 fn default_context_tokens() -> usize {
@@ -94,6 +113,8 @@ impl Default for LocalSettings {
             seed: None,
             max_tokens: default_max_tokens(),
             stop: Vec::new(),
+            repeat_penalty: default_repeat_penalty(),
+            repeat_last_n: default_repeat_last_n(),
             context_tokens: default_context_tokens(),
             requantize: default_requantize(),
         }
@@ -118,6 +139,8 @@ impl LocalSettings {
             Some("top_p must be above 0 and at most 1".into())
         } else if self.max_tokens == 0 {
             Some("max_tokens must be at least 1".into())
+        } else if !(self.repeat_penalty.is_finite() && (1.0..=2.0).contains(&self.repeat_penalty)) {
+            Some("repeat_penalty must be from 1 (none) to 2".into())
         } else if self.stop.iter().any(String::is_empty) {
             Some("stop sequences must not be empty".into())
         } else if self.context_tokens <= self.max_tokens || self.context_tokens > MAX_CONTEXT_TOKENS
@@ -196,6 +219,7 @@ mod tests {
         assert!(bad(|s| s.temperature = -1.0).contains("temperature"));
         assert!(bad(|s| s.top_p = 0.0).contains("top_p"));
         assert!(bad(|s| s.max_tokens = 0).contains("max_tokens"));
+        assert!(bad(|s| s.repeat_penalty = 0.5).contains("repeat_penalty"));
         assert!(bad(|s| s.stop = vec![String::new()]).contains("stop"));
         assert!(bad(|s| s.context_tokens = 100_000).contains("context_tokens"));
         assert_eq!(LocalSettings::default().problem(), None);

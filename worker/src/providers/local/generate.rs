@@ -2,6 +2,7 @@
 
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::utils::apply_repeat_penalty;
 
 use super::model::Model;
 
@@ -15,6 +16,11 @@ pub struct Sampler {
     pub max_tokens: usize,
     /// Texts that end the answer (not included in it).
     pub stop: Vec<String>,
+    /// Divides the scores of tokens the answer already used (`1`: off), so
+    /// that a small model does not fall into repeating itself.
+    pub repeat_penalty: f32,
+    /// How many of the answer's latest tokens the penalty looks at.
+    pub repeat_last_n: usize,
 }
 
 /// Why an answer ended.
@@ -73,11 +79,16 @@ pub fn generate(
         if generated.len() >= sampler.max_tokens {
             break Finish::Length;
         }
-        let logits = weights
+        let mut logits = weights
             .forward(&input, position)
             .and_then(|l| l.squeeze(0))
             .map_err(failed)?;
         position += input.dim(1).map_err(failed)?;
+        if sampler.repeat_penalty != 1.0 {
+            let recent = &generated[generated.len().saturating_sub(sampler.repeat_last_n)..];
+            logits =
+                apply_repeat_penalty(&logits, sampler.repeat_penalty, recent).map_err(failed)?;
+        }
         let token = logits_processor.sample(&logits).map_err(failed)?;
         generated.push(token);
         if model.stop_tokens.contains(&token) {

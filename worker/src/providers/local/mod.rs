@@ -87,6 +87,8 @@ impl Local {
             seed: self.settings.seed.unwrap_or_else(rand::random),
             max_tokens: self.settings.max_tokens,
             stop: self.settings.stop.clone(),
+            repeat_penalty: self.settings.repeat_penalty,
+            repeat_last_n: self.settings.repeat_last_n,
         }
     }
 }
