@@ -70,7 +70,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         .json(&body)
         .send()
         .await
-        .with_context(|| format!("cannot reach {base}; is `switchyard dev` running?"))?;
+        .map_err(unreachable)?;
     if !response.status().is_success() {
         bail!("{}", error_text(response).await);
     }
@@ -122,14 +122,29 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
 }
 
 async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-    let response = request
-        .send()
-        .await
-        .context("cannot reach the server; is `switchyard dev` running?")?;
+    let response = request.send().await.map_err(unreachable)?;
     if !response.status().is_success() {
         bail!("{}", error_text(response).await);
     }
     Ok(response.json().await?)
+}
+
+/// A request that found no server, in one line saying what to do.
+fn unreachable(error: reqwest::Error) -> anyhow::Error {
+    let url = error
+        .url()
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|| "the server".into());
+    let why = if error.is_connect() {
+        "cannot connect".to_owned()
+    } else if error.is_timeout() {
+        "no answer in time".to_owned()
+    } else {
+        error.without_url().to_string()
+    };
+    anyhow::anyhow!(
+        "cannot reach {url} ({why}): is `switchyard dev` running? (--url names another server)"
+    )
 }
 
 async fn error_text(response: reqwest::Response) -> String {

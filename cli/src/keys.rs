@@ -29,6 +29,7 @@ pub enum KeysCommand {
 
 pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
     let url = std::env::var("DATABASE_URL").context("DATABASE_URL is not set")?;
+    crate::services::probe::check(crate::services::probe::Service::Postgres, &url).await?;
     let pool = db::connect(&url, 2)
         .await
         .context("connecting to PostgreSQL")?;

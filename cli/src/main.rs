@@ -6,7 +6,9 @@
 mod chat;
 mod keys;
 mod model;
+mod services;
 
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -15,6 +17,8 @@ use switchyard_common::config::{Config, Defaults};
 use switchyard_common::{db, telemetry};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use services::probe::{self, Service};
 
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "A backend for AI agent chat")]
@@ -44,58 +48,60 @@ enum Command {
     Model(model::ModelCommand),
 }
 
+/// Every failure ends the process with one line saying what went wrong,
+/// its causes joined by `: `, and exit code 1; never a backtrace.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
-        Command::Chat(args) => return chat::run(args).await,
-        Command::Keys(command) => return keys::run(command).await,
-        Command::Model(command) => return model::run(command).await,
+        Command::Chat(args) => return exit(chat::run(args).await),
+        Command::Keys(command) => return exit(keys::run(command).await),
+        Command::Model(command) => return exit(model::run(command).await),
         command => command,
     };
     let telemetry = telemetry::init(command.role());
     let result = match command {
         Command::Api => {
-            serve(
-                Defaults::default(),
-                Roles {
-                    api: true,
-                    worker: false,
-                },
-            )
-            .await
+            let roles = Roles {
+                api: true,
+                worker: false,
+            };
+            serve_from_env(roles).await
         }
         Command::Worker => {
-            serve(
-                Defaults::default(),
-                Roles {
-                    api: false,
-                    worker: true,
-                },
-            )
-            .await
+            let roles = Roles {
+                api: false,
+                worker: true,
+            };
+            serve_from_env(roles).await
         }
-        Command::Dev => {
-            model::ensure_for_dev().await;
-            serve(
-                Defaults::LAPTOP,
-                Roles {
-                    api: true,
-                    worker: true,
-                },
-            )
-            .await
-        }
+        Command::Dev => dev().await,
         Command::Migrate => migrate().await,
         Command::Chat(_) | Command::Keys(_) | Command::Model(_) => {
             unreachable!("handled above")
         }
     };
-    if let Err(error) = &result {
-        tracing::error!("{error:#}");
-    }
+    let code = match &result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    };
     telemetry.shutdown();
-    result
+    code
+}
+
+/// The exit code of a command without logs of its own, its error told in
+/// one line.
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 impl Command {
@@ -118,14 +124,24 @@ struct Roles {
     worker: bool,
 }
 
-async fn load_config(defaults: Defaults) -> anyhow::Result<Arc<Config>> {
+fn load_config(defaults: Defaults) -> anyhow::Result<Arc<Config>> {
     Ok(Arc::new(
         Config::from_env(defaults).context("configuration")?,
     ))
 }
 
+/// Fail in one line if PostgreSQL or Redis does not answer.
+async fn check_services(config: &Config, redis: bool) -> anyhow::Result<()> {
+    probe::check(Service::Postgres, &config.database_url).await?;
+    if redis {
+        probe::check(Service::Redis, &config.redis_url).await?;
+    }
+    Ok(())
+}
+
 async fn migrate() -> anyhow::Result<()> {
-    let config = load_config(Defaults::default()).await?;
+    let config = load_config(Defaults::default())?;
+    check_services(&config, false).await?;
     let pool = db::connect(&config.database_url, 2)
         .await
         .context("connecting to PostgreSQL")?;
@@ -134,8 +150,51 @@ async fn migrate() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(defaults: Defaults, roles: Roles) -> anyhow::Result<()> {
-    let config = load_config(defaults).await?;
+async fn serve_from_env(roles: Roles) -> anyhow::Result<()> {
+    let config = load_config(Defaults::default())?;
+    check_services(&config, true).await?;
+    serve(config, roles).await
+}
+
+/// `switchyard dev`: the built-in agents (with the local model when it
+/// can be had), on the configured services or private ones.
+async fn dev() -> anyhow::Result<()> {
+    let settings = services::Settings::from_env(|name| std::env::var(name).ok())
+        .map_err(anyhow::Error::msg)?;
+    let env = |name: &str, default: Option<&str>| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or(default.map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let services = services::ensure(
+        &env("DATABASE_URL", Defaults::LAPTOP.database_url),
+        &env("REDIS_URL", Defaults::LAPTOP.redis_url),
+        &settings,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let served = async {
+        model::ensure_for_dev().await;
+        let config = Config::from_lookup(Defaults::LAPTOP, |name| match name {
+            "DATABASE_URL" => Some(services.database_url.clone()),
+            "REDIS_URL" => Some(services.redis_url.clone()),
+            _ => std::env::var(name).ok(),
+        })
+        .context("configuration")?;
+        let roles = Roles {
+            api: true,
+            worker: true,
+        };
+        serve(Arc::new(config), roles).await
+    }
+    .await;
+    services.stop().await;
+    served
+}
+
+async fn serve(config: Arc<Config>, roles: Roles) -> anyhow::Result<()> {
     let dev = roles.api && roles.worker;
     if dev
         && db::create_database_if_missing(&config.database_url)

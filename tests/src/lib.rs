@@ -6,6 +6,7 @@
 //! names the server where per-test databases are created; `TEST_REDIS_URL`
 //! (default `redis://127.0.0.1:6379`) the Redis.
 
+pub mod clients;
 pub mod proxy;
 
 use std::net::SocketAddr;

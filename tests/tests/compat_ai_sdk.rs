@@ -92,23 +92,16 @@ async fn the_ai_packages_own_client_chats_resumes_and_finds_nothing_to_resume() 
     app.http = app.client_with_token(&key);
     let entry = ai_package();
     let script = repo().join("tests/clients/ai_sdk.mjs");
-    let address = app.address.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg(script)
-            .arg(entry)
-            .args([address, key])
-            .output()
-            .expect("running node")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    let seen = switchyard_tests::clients::run_json(
+        "node".into(),
+        vec![
+            script.display().to_string(),
+            entry.display().to_string(),
+            app.address.clone(),
+            key,
+        ],
+    )
+    .await;
 
     // First exchange: text, stored as the thread's answer.
     let first = &seen["first"];

@@ -286,45 +286,6 @@ async fn a_failed_run_answers_502_with_the_runs_error() {
     assert_eq!(runs["runs"][0]["error"]["code"], code);
 }
 
-/// The Python interpreter of `.tools/venv`, where the test tools script
-/// installs OpenAI's SDK.
-fn python_with_openai() -> std::path::PathBuf {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/python");
-    let usable = std::process::Command::new(&python)
-        .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        usable,
-        "OpenAI's Python SDK is needed by this test and was not found in {}: \
-         run scripts/install-test-tools.sh",
-        python.display()
-    );
-    python
-}
-
-/// Run `clients/openai_sdk.py` against `app` with `key`: what it printed.
-async fn run_openai_sdk(app: &TestApp, key: &str) -> Value {
-    let python = python_with_openai();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/openai_sdk.py");
-    let (address, key) = (app.address.clone(), key.to_owned());
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .arg(script)
-            .args([address, key])
-            .output()
-            .expect("running the SDK script")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
-}
-
 #[tokio::test]
 async fn openais_python_sdk_chats_with_an_agent() {
     let fake = FakeLlm::start().await;
@@ -333,7 +294,7 @@ async fn openais_python_sdk_chats_with_an_agent() {
     let mut app = app_with_auth(&fake).await;
     let key = app.api_key("sdk-user", false).await;
     app.http = app.client_with_token(&key);
-    let seen = run_openai_sdk(&app, &key).await;
+    let seen = switchyard_tests::clients::openai_sdk(&app.address, &key).await;
     assert!(
         seen["models"]
             .as_array()
@@ -362,7 +323,7 @@ async fn openais_python_sdk_works_in_development_mode_with_any_key() {
     fake.push(Reply::text(&["It is ", "4."], Some((12, 3))));
     fake.push(Reply::text(&["Four", "."], Some((12, 2))));
     let app = app_with(&fake).await;
-    let seen = run_openai_sdk(&app, "unused").await;
+    let seen = switchyard_tests::clients::openai_sdk(&app.address, "unused").await;
     assert_eq!(seen["content"], "It is 4.");
     assert_eq!(seen["streamed"], "Four.");
     let run_id = seen["run_id"].as_str().unwrap();

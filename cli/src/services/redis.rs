@@ -1,0 +1,53 @@
+//! A private Redis on a loopback port. It keeps nothing on disk: what
+//! Switchyard puts in Redis is a cache, event streams already stored in
+//! PostgreSQL, and queue tickets that the workers push again for every
+//! queued run (see `switchyard_common::queue`).
+
+use std::path::Path;
+
+use rustix::process::Signal;
+
+use super::server::{self, RunAs, Server};
+
+/// Start `redis-server` with its working directory `dir`.
+pub async fn start(program: &Path, dir: &Path, run_as: Option<&RunAs>) -> Result<Server, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if let Some(user) = run_as {
+        user.own(dir)
+            .map_err(|e| format!("cannot give {} to {}: {e}", dir.display(), user.name))?;
+    }
+    let log = dir.join("redis.log");
+    let port = server::free_port().map_err(|e| format!("no free port: {e}"))?;
+    let mut command = server::command(program, run_as, &log)
+        .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(["--daemonize", "no", "--loglevel", "warning"])
+        .arg("--dir")
+        .arg(dir);
+    let url = format!("redis://127.0.0.1:{port}");
+    Server::start("Redis", command, port, Signal::TERM, log, || {
+        let url = url.clone();
+        async move { ping(&url).await }
+    })
+    .await
+}
+
+/// The URL of a private Redis.
+pub fn url(server: &Server) -> String {
+    format!("redis://127.0.0.1:{}", server.port)
+}
+
+async fn ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .is_ok()
+}
