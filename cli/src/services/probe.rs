@@ -73,9 +73,13 @@ pub fn endpoint(service: Service, url: &str) -> Option<Endpoint> {
         Service::Postgres => {
             let options = PgConnectOptions::from_str(url).ok()?;
             let host = options.get_host();
-            if host.starts_with('/') {
+            let socket_dir = match options.get_socket() {
+                Some(dir) => Some(dir.clone()),
+                None => host.starts_with('/').then(|| PathBuf::from(host)),
+            };
+            if let Some(dir) = socket_dir {
                 let socket = format!(".s.PGSQL.{}", options.get_port());
-                return Some(Endpoint::Socket(PathBuf::from(host).join(socket)));
+                return Some(Endpoint::Socket(dir.join(socket)));
             }
             Some(Endpoint::Tcp {
                 host: host.to_owned(),
@@ -168,8 +172,8 @@ mod tests {
             tcp("127.0.0.1", 5432)
         );
         assert_eq!(
-            endpoint(Service::Postgres, "postgres:///x?host=/run/postgresql"),
-            Some(Endpoint::Socket("/run/postgresql/.s.PGSQL.5432".into()))
+            endpoint(Service::Postgres, "postgres://%2Frun%2Fpostgresql:5433/x"),
+            Some(Endpoint::Socket("/run/postgresql/.s.PGSQL.5433".into()))
         );
         assert_eq!(
             endpoint(Service::Redis, "redis://:pw@[::1]:6380/0"),
