@@ -17,7 +17,7 @@ use switchyard_worker::providers::local::Local;
 use switchyard_worker::providers::{ChatMessage, ChatRequest, Provider, ProviderEvent};
 
 /// The decode speed of llama.cpp on this model on a 2-core machine, as
-/// quoted by the issue that asked for the local provider (not measured here).
+/// quoted when the local provider was planned (not measured here).
 const QUOTED_LLAMA_CPP_TOKENS_PER_SECOND: f64 = 75.0;
 
 #[derive(Parser)]
@@ -35,6 +35,10 @@ struct Args {
     /// `q8_0` or `none`.
     #[arg(long, default_value = "q8_0")]
     requantize: String,
+    /// The sampler's repetition penalty (`1`: none; default: the
+    /// provider's default).
+    #[arg(long)]
+    repeat_penalty: Option<f32>,
 }
 
 struct Timing {
@@ -117,16 +121,21 @@ async fn main() -> anyhow::Result<()> {
         max_tokens: args.tokens,
         max_concurrent: 2,
         requantize,
+        repeat_penalty: args
+            .repeat_penalty
+            .unwrap_or(LocalSettings::default().repeat_penalty),
         ..LocalSettings::default()
     };
+    let settings_penalty = settings.repeat_penalty;
     let provider = Local::new(settings)?;
     let load = Instant::now();
     let blocking = tokio::task::block_in_place(|| provider.model_blocking());
     blocking.map_err(|e| anyhow::anyhow!(e))?;
     println!(
-        "model {} (requantize {}), CANDLE_NUM_THREADS={}, loaded in {:.2} s",
+        "model {} (requantize {}, repeat_penalty {}), CANDLE_NUM_THREADS={}, loaded in {:.2} s",
         path.display(),
         args.requantize,
+        settings_penalty,
         std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
         load.elapsed().as_secs_f64()
     );

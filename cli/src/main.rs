@@ -48,8 +48,8 @@ enum Command {
     Model(model::ModelCommand),
 }
 
-/// Every failure ends the process with one line saying what went wrong,
-/// its causes joined by `: `, and exit code 1; never a backtrace.
+/// Every failure ends the process with one line on stderr saying what went
+/// wrong, its causes joined by `: `, and exit code 1; never a backtrace.
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -81,19 +81,11 @@ async fn main() -> ExitCode {
             unreachable!("handled above")
         }
     };
-    let code = match &result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            ExitCode::FAILURE
-        }
-    };
     telemetry.shutdown();
-    code
+    exit(result)
 }
 
-/// The exit code of a command without logs of its own, its error told in
-/// one line.
+/// The exit code of a command, its error told in one line on stderr.
 fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -431,7 +431,7 @@ async fn offline_without_server_programs_dev_says_what_is_missing_in_one_line() 
     );
     assert_eq!(dev.exit_code(Duration::from_secs(30)), Some(1));
     let said = dev.said();
-    let errors: Vec<&String> = said.iter().filter(|l| l.contains("ERROR")).collect();
+    let errors: Vec<&String> = said.iter().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 1, "{said:#?}");
     for expected in [
         format!("PostgreSQL is not reachable at 127.0.0.1:{pg_port} (connection refused)"),
@@ -515,6 +515,7 @@ async fn every_command_says_in_one_line_that_a_service_is_unreachable() {
             })
             .collect();
         assert_eq!(said.len(), 1, "{command}: {said:#?}");
+        assert!(said[0].starts_with("error: "), "{command}: {said:#?}");
         assert!(said[0].contains(&expected), "{command}: {said:#?}");
         assert_no_trace(&said);
     }
