@@ -75,7 +75,7 @@ async fn main() -> ExitCode {
             };
             serve_from_env(roles).await
         }
-        Command::Dev => dev().await,
+        Command::Dev => dev(signalled()).await,
         Command::Migrate => migrate().await,
         Command::Chat(_) | Command::Keys(_) | Command::Model(_) => {
             unreachable!("handled above")
@@ -145,12 +145,15 @@ async fn migrate() -> anyhow::Result<()> {
 async fn serve_from_env(roles: Roles) -> anyhow::Result<()> {
     let config = load_config(Defaults::default())?;
     check_services(&config, true).await?;
-    serve(config, roles).await
+    serve(config, roles, signalled()).await
 }
 
 /// `switchyard dev`: the built-in agents (with the local model when it
 /// can be had), on the configured services or private ones.
-async fn dev() -> anyhow::Result<()> {
+///
+/// `stop` is cancelled by SIGTERM or Ctrl-C from the start, so that a
+/// signal during start-up still ends in [`services::Services::stop`].
+async fn dev(stop: CancellationToken) -> anyhow::Result<()> {
     let settings = services::Settings::from_env(|name| std::env::var(name).ok())
         .map_err(anyhow::Error::msg)?;
     let env = |name: &str, default: Option<&str>| {
@@ -160,15 +163,19 @@ async fn dev() -> anyhow::Result<()> {
             .or(default.map(str::to_owned))
             .unwrap_or_default()
     };
-    let services = services::ensure(
-        &env("DATABASE_URL", Defaults::LAPTOP.database_url),
-        &env("REDIS_URL", Defaults::LAPTOP.redis_url),
-        &settings,
-    )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    let database_url = env("DATABASE_URL", Defaults::LAPTOP.database_url);
+    let redis_url = env("REDIS_URL", Defaults::LAPTOP.redis_url);
+    let ensured = services::ensure(&database_url, &redis_url, &settings);
+    let services = tokio::select! {
+        services = ensured => services.map_err(anyhow::Error::msg)?,
+        // Servers started so far are killed as their handles drop.
+        () = stop.cancelled() => return Ok(()),
+    };
     let served = async {
-        model::ensure_for_dev().await;
+        tokio::select! {
+            () = model::ensure_for_dev() => {}
+            () = stop.cancelled() => {}
+        }
         let config = Config::from_lookup(Defaults::LAPTOP, |name| match name {
             "DATABASE_URL" => Some(services.database_url.clone()),
             "REDIS_URL" => Some(services.redis_url.clone()),
@@ -179,14 +186,16 @@ async fn dev() -> anyhow::Result<()> {
             api: true,
             worker: true,
         };
-        serve(Arc::new(config), roles).await
+        // Cancelled already, it starts and drains at once.
+        serve(Arc::new(config), roles, stop.clone()).await
     }
     .await;
     services.stop().await;
     served
 }
 
-async fn serve(config: Arc<Config>, roles: Roles) -> anyhow::Result<()> {
+/// Serve until `stop` is cancelled, then drain.
+async fn serve(config: Arc<Config>, roles: Roles, stop: CancellationToken) -> anyhow::Result<()> {
     let dev = roles.api && roles.worker;
     if dev
         && db::create_database_if_missing(&config.database_url)
@@ -247,7 +256,7 @@ async fn serve(config: Arc<Config>, roles: Roles) -> anyhow::Result<()> {
         None
     };
 
-    shutdown_signal().await;
+    stop.cancelled().await;
     tracing::info!("shutting down");
     shutdown.cancel();
     if let Some(api) = api {
@@ -277,6 +286,17 @@ fn worker_metrics() -> axum::Router {
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
+}
+
+/// A token cancelled at the first SIGTERM or Ctrl-C; listening starts now.
+fn signalled() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let cancel = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        cancel.cancel();
+    });
+    stop
 }
 
 async fn shutdown_signal() {

@@ -268,6 +268,23 @@ async fn dev_runs_private_servers_from_the_installed_programs_and_stops_them() {
         data.join("postgres").is_dir(),
         "the cluster is under the data directory"
     );
+    // Loopback is every local user's: the servers want the password that
+    // only the data directory's owner can read.
+    {
+        use sqlx::Connection;
+        let anonymous = format!("postgres://postgres@127.0.0.1:{private_pg}/postgres");
+        assert!(sqlx::PgConnection::connect(&anonymous).await.is_err());
+        let client = redis::Client::open(format!("redis://127.0.0.1:{private_redis}")).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let refused: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+        assert!(refused.is_err(), "{refused:?}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("secret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     // The built-in agents work on them, a billing question reaching billing.
     let run = dev
@@ -338,7 +355,7 @@ async fn dev_uses_the_postgresql_and_redis_that_answer() {
     assert_eq!(run["status"], "completed", "{run}");
     let said = dev.said();
     assert!(
-        !said.iter().any(|l| l.contains("private")),
+        !said.iter().any(|l| l.contains("running a private")),
         "nothing private when the servers answer: {said:#?}"
     );
     assert!(!data.join("postgres").exists());
@@ -394,8 +411,10 @@ async fn dev_downloads_pinned_servers_when_none_are_installed() {
     // The pinned PostgreSQL carries pgvector.
     let mut conn = {
         use sqlx::Connection;
+        let secret = std::fs::read_to_string(data.join("secret")).expect("the servers' password");
         sqlx::PgConnection::connect(&format!(
-            "postgres://postgres@127.0.0.1:{private_pg}/switchyard"
+            "postgres://postgres:{}@127.0.0.1:{private_pg}/switchyard",
+            secret.trim()
         ))
         .await
         .expect("the private PostgreSQL takes connections")

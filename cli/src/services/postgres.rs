@@ -2,19 +2,24 @@
 //! version (a cluster only opens with the major version that made it),
 //! listening on a loopback port only, trusting local connections.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use rustix::process::Signal;
+use rustix::process::{Pid, Signal};
 use sqlx::ConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 
-use super::server::{self, RunAs, Server};
+use super::server::{self, Launch, RunAs, Server, StartError};
 
 /// Start PostgreSQL from the programs in `bin` with its cluster under
 /// `dir`; the server, once it accepts queries as the user `postgres`.
-pub async fn start(bin: &Path, dir: &Path, run_as: Option<&RunAs>) -> Result<Server, String> {
-    let major = major_version(bin).await?;
+pub async fn start(
+    bin: &Path,
+    dir: &Path,
+    run_as: Option<&RunAs>,
+    secret: &str,
+) -> Result<Server, String> {
+    let major = major_version(bin, run_as).await?;
     let cluster_root = dir.join(&major);
     std::fs::create_dir_all(&cluster_root)
         .map_err(|e| format!("cannot create {}: {e}", cluster_root.display()))?;
@@ -30,42 +35,65 @@ pub async fn start(bin: &Path, dir: &Path, run_as: Option<&RunAs>) -> Result<Ser
         })?;
     }
     if !data.join("PG_VERSION").is_file() {
-        init(bin, &data, &log, run_as).await?;
+        init(bin, &data, &log, run_as, secret).await?;
+    } else {
+        stop_stale(&data).await;
     }
-    let port = server::free_port().map_err(|e| format!("no free port: {e}"))?;
-    let mut command = server::command(&bin.join("postgres"), run_as, &log)
-        .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
-    command
-        .arg("-D")
-        .arg(&data)
-        .args(["-p", &port.to_string()])
-        .args(["-c", "listen_addresses=127.0.0.1"])
-        // TCP only: no socket file to place, whatever the user's rights.
-        .args(["-c", "unix_socket_directories="]);
-    let options = PgConnectOptions::new()
-        .host("127.0.0.1")
-        .port(port)
-        .username("postgres")
-        .database("postgres");
-    // SIGINT is PostgreSQL's fast shutdown: sessions end, data is kept.
-    Server::start("PostgreSQL", command, port, Signal::INT, log, || {
-        let options = options.clone();
-        async move {
-            match options.connect().await {
-                Ok(conn) => {
-                    let _ = sqlx::Connection::close(conn).await;
-                    true
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = server::free_port().map_err(|e| format!("no free port: {e}"))?;
+        let mut command = server::command(&bin.join("postgres"), run_as, &log)
+            .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+        command
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            // TCP only: no socket file to place, whatever the user's rights.
+            .args(["-c", "unix_socket_directories="]);
+        let options = PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(port)
+            .username("postgres")
+            .password(secret)
+            .database("postgres");
+        // SIGINT is PostgreSQL's fast shutdown: sessions end, data is kept.
+        let launch = Launch {
+            name: "PostgreSQL",
+            command,
+            input: String::new(),
+            port,
+            stop_signal: Signal::INT,
+            log: log.clone(),
+        };
+        let started = Server::start(launch, || {
+            let options = options.clone();
+            async move {
+                match options.connect().await {
+                    Ok(conn) => {
+                        let _ = sqlx::Connection::close(conn).await;
+                        true
+                    }
+                    Err(_) => false,
                 }
-                Err(_) => false,
             }
+        })
+        .await;
+        match started {
+            Ok(server) => return Ok(server),
+            Err(StartError::Exited(_)) if attempt < server::PORT_ATTEMPTS => continue,
+            Err(error) => return Err(error.into_message()),
         }
-    })
-    .await
+    }
 }
 
 /// The URL of database `database` on a private server.
-pub fn url(server: &Server, database: &str) -> String {
-    format!("postgres://postgres@127.0.0.1:{}/{database}", server.port)
+pub fn url(server: &Server, secret: &str, database: &str) -> String {
+    format!(
+        "postgres://postgres:{secret}@127.0.0.1:{}/{database}",
+        server.port
+    )
 }
 
 /// The database a URL names, `switchyard` when it names none.
@@ -76,11 +104,44 @@ pub fn database_of(url: &str) -> String {
         .unwrap_or_else(|| "switchyard".to_owned())
 }
 
+/// A server left running by a `dev` that was killed holds the cluster's
+/// lock: stop it (fast shutdown), as the `dev` that started it would have.
+/// Only a live process that is a PostgreSQL server is signalled (Linux's
+/// `/proc` tells); elsewhere the server's own error names the lock file.
+async fn stop_stale(data: &Path) {
+    let Some(pid) = std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok())
+        .and_then(Pid::from_raw)
+    else {
+        return;
+    };
+    let proc = PathBuf::from(format!("/proc/{}", pid.as_raw_nonzero()));
+    let is_postgres = std::fs::read(proc.join("cmdline"))
+        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("postgres"));
+    if !is_postgres {
+        return;
+    }
+    eprintln!(
+        "stopping the private PostgreSQL an earlier `switchyard dev` left running (pid {})",
+        pid.as_raw_nonzero()
+    );
+    let _ = rustix::process::kill_process(pid, Signal::INT);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while proc.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// `postgres --version` says `postgres (PostgreSQL) 15.19 (Debian …)`.
-async fn major_version(bin: &Path) -> Result<String, String> {
+async fn major_version(bin: &Path, run_as: Option<&RunAs>) -> Result<String, String> {
     let program = bin.join("postgres");
-    let output = tokio::process::Command::new(&program)
-        .arg("--version")
+    let mut command = tokio::process::Command::new(&program);
+    command.arg("--version");
+    if let Some(user) = run_as {
+        command.uid(user.uid).gid(user.gid).current_dir("/");
+    }
+    let output = command
         .output()
         .await
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
@@ -93,22 +154,35 @@ async fn major_version(bin: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("{} --version said {text:?}", program.display()))
 }
 
-async fn init(bin: &Path, data: &Path, log: &Path, run_as: Option<&RunAs>) -> Result<(), String> {
+async fn init(
+    bin: &Path,
+    data: &Path,
+    log: &Path,
+    run_as: Option<&RunAs>,
+    secret: &str,
+) -> Result<(), String> {
+    // initdb reads the superuser's password from a file, which its user
+    // must be able to read.
+    let pwfile = data.with_file_name("pwfile");
+    write_private(&pwfile, secret, run_as)
+        .map_err(|e| format!("cannot write {}: {e}", pwfile.display()))?;
     let status = server::command(&bin.join("initdb"), run_as, log)
         .map_err(|e| format!("cannot write {}: {e}", log.display()))?
         .arg("-D")
         .arg(data)
+        .arg(format!("--pwfile={}", pwfile.display()))
         .args([
             "-U",
             "postgres",
-            "--auth=trust",
+            "--auth=scram-sha-256",
             "-E",
             "UTF8",
             "--no-locale",
         ])
         .status()
-        .await
-        .map_err(|e| format!("cannot run initdb: {e}"))?;
+        .await;
+    let _ = std::fs::remove_file(&pwfile);
+    let status = status.map_err(|e| format!("cannot run initdb: {e}"))?;
     if !status.success() {
         // A half-made cluster would be taken for a whole one next time.
         let _ = std::fs::remove_dir_all(data);
@@ -118,4 +192,21 @@ async fn init(bin: &Path, data: &Path, log: &Path, run_as: Option<&RunAs>) -> Re
         ));
     }
     Ok(())
+}
+
+/// Write `text` to a new file at `path` that only its owner (`run_as`,
+/// else the current user) can read.
+fn write_private(path: &Path, text: &str, run_as: Option<&RunAs>) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    if let Some(user) = run_as {
+        std::os::unix::fs::fchown(&file, Some(user.uid), Some(user.gid))?;
+    }
+    file.write_all(text.as_bytes())
 }

@@ -7,36 +7,62 @@ use std::path::Path;
 
 use rustix::process::Signal;
 
-use super::server::{self, RunAs, Server};
+use super::server::{self, Launch, RunAs, Server, StartError};
 
 /// Start `redis-server` with its working directory `dir`.
-pub async fn start(program: &Path, dir: &Path, run_as: Option<&RunAs>) -> Result<Server, String> {
+pub async fn start(
+    program: &Path,
+    dir: &Path,
+    run_as: Option<&RunAs>,
+    secret: &str,
+) -> Result<Server, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     if let Some(user) = run_as {
         user.own(dir)
             .map_err(|e| format!("cannot give {} to {}: {e}", dir.display(), user.name))?;
     }
     let log = dir.join("redis.log");
-    let port = server::free_port().map_err(|e| format!("no free port: {e}"))?;
-    let mut command = server::command(program, run_as, &log)
-        .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
-    command
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .args(["--daemonize", "no", "--loglevel", "warning"])
-        .arg("--dir")
-        .arg(dir);
-    let url = format!("redis://127.0.0.1:{port}");
-    Server::start("Redis", command, port, Signal::TERM, log, || {
-        let url = url.clone();
-        async move { ping(&url).await }
-    })
-    .await
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = server::free_port().map_err(|e| format!("no free port: {e}"))?;
+        let mut command = server::command(program, run_as, &log)
+            .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+        // `-`: the configuration is read from stdin, so that the password
+        // is not on a command line every local user can read.
+        command
+            .stdin(std::process::Stdio::piped())
+            .arg("-")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .arg("--dir")
+            .arg(dir);
+        let url = format!("redis://:{secret}@127.0.0.1:{port}");
+        let launch = Launch {
+            name: "Redis",
+            command,
+            input: format!("requirepass {secret}\n"),
+            port,
+            stop_signal: Signal::TERM,
+            log: log.clone(),
+        };
+        let started = Server::start(launch, || {
+            let url = url.clone();
+            async move { ping(&url).await }
+        })
+        .await;
+        match started {
+            Ok(server) => return Ok(server),
+            Err(StartError::Exited(_)) if attempt < server::PORT_ATTEMPTS => continue,
+            Err(error) => return Err(error.into_message()),
+        }
+    }
 }
 
 /// The URL of a private Redis.
-pub fn url(server: &Server) -> String {
-    format!("redis://127.0.0.1:{}", server.port)
+pub fn url(server: &Server, secret: &str) -> String {
+    format!("redis://:{secret}@127.0.0.1:{}", server.port)
 }
 
 async fn ping(url: &str) -> bool {

@@ -45,39 +45,75 @@ impl RunAs {
         })
     }
 
-    /// Give `path` (and, for a directory, everything in it) to this user.
+    /// Give `path` itself to this user (a symbolic link is not followed:
+    /// the link itself changes hands).
     pub fn own(&self, path: &Path) -> std::io::Result<()> {
-        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))?;
-        if path.is_dir() {
-            for entry in std::fs::read_dir(path)? {
-                self.own(&entry?.path())?;
-            }
-        }
-        Ok(())
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))
     }
 }
 
 /// A command for `program`, run as `run_as` when set, its output appended
-/// to `log`.
+/// to `log`. The log is opened here, without following a symbolic link
+/// (its directory belongs to `run_as`), and the open file is given to
+/// `run_as`.
 pub fn command(program: &Path, run_as: Option<&RunAs>, log: &Path) -> std::io::Result<Command> {
+    use std::os::unix::fs::OpenOptionsExt;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(log)?;
     if let Some(user) = run_as {
-        user.own(log)?;
+        std::os::unix::fs::fchown(&log_file, Some(user.uid), Some(user.gid))?;
     }
     let mut command = Command::new(program);
     command
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // Not in the terminal's process group: Ctrl-C reaches `dev`, which
+        // stops its servers once its runs are drained.
+        .process_group(0);
     if let Some(user) = run_as {
         // The user may not be allowed into the current directory.
         command.uid(user.uid).gid(user.gid).current_dir("/");
     }
     Ok(command)
+}
+
+/// Why a server did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// It exited: perhaps another process took its port after it was
+    /// chosen, so another port may do.
+    Exited(String),
+    Failed(String),
+}
+
+impl StartError {
+    pub fn into_message(self) -> String {
+        match self {
+            Self::Exited(message) | Self::Failed(message) => message,
+        }
+    }
+}
+
+/// How many ports a server is tried on before its start fails.
+pub const PORT_ATTEMPTS: usize = 3;
+
+/// What starts a server.
+pub struct Launch {
+    pub name: &'static str,
+    pub command: Command,
+    /// Written to its stdin, when the command pipes it.
+    pub input: String,
+    /// The loopback port it listens on.
+    pub port: u16,
+    /// The signal that stops it cleanly.
+    pub stop_signal: Signal,
+    /// Where its output goes.
+    pub log: PathBuf,
 }
 
 /// A started server.
@@ -91,23 +127,31 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start `command` (a server listening on `port`) and wait until
-    /// `ready` answers `true`.
-    pub async fn start<F, Fut>(
-        name: &'static str,
-        mut command: Command,
-        port: u16,
-        stop_signal: Signal,
-        log: PathBuf,
-        ready: F,
-    ) -> Result<Self, String>
+    /// Start a server and wait until `ready` answers `true`.
+    pub async fn start<F, Fut>(launch: Launch, ready: F) -> Result<Self, StartError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let child = command
+        let Launch {
+            name,
+            mut command,
+            input,
+            port,
+            stop_signal,
+            log,
+        } = launch;
+        let mut child = command
             .spawn()
-            .map_err(|e| format!("cannot start {name}: {e}"))?;
+            .map_err(|e| StartError::Failed(format!("cannot start {name}: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            // Dropped once written: the server reads to the end.
+            stdin
+                .write_all(input.as_bytes())
+                .await
+                .map_err(|e| StartError::Failed(format!("cannot configure {name}: {e}")))?;
+        }
         let mut server = Self {
             name,
             port,
@@ -118,21 +162,21 @@ impl Server {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!(
+                return Err(StartError::Exited(format!(
                     "{name} exited at start ({status}): {}",
                     last_line(&server.log)
-                ));
+                )));
             }
             if ready().await {
                 return Ok(server);
             }
             if Instant::now() > deadline {
                 server.stop().await;
-                return Err(format!(
+                return Err(StartError::Failed(format!(
                     "{name} did not answer within {} s; see {}",
                     START_TIMEOUT.as_secs(),
                     server.log.display()
-                ));
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -64,7 +64,12 @@ impl ScopedConn {
         Self {
             inner,
             scope: Arc::new(Scope {
-                replacement: format!("{prefix}:apalis:"),
+                // The key sits in a Lua string literal: escape what would
+                // end it.
+                replacement: format!("{prefix}:apalis:")
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\'', "\\'"),
                 loaded: RwLock::new(HashMap::new()),
             }),
         }
