@@ -149,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     let ttft = median(single.iter().map(|t| t.ttft.as_secs_f64() * 1e3).collect());
     let rate = median(single.iter().map(Timing::decode_rate).collect());
     println!(
-        "single stream: {} tokens, TTFT {ttft:.0} ms, decode {rate:.1} tok/s ({:.2}x the issue's quoted llama.cpp figure of {QUOTED_LLAMA_CPP_TOKENS_PER_SECOND} tok/s)",
+        "single stream: {} tokens, TTFT {ttft:.0} ms, decode {rate:.1} tok/s ({:.2}x the quoted llama.cpp figure of {QUOTED_LLAMA_CPP_TOKENS_PER_SECOND} tok/s)",
         single[0].tokens,
         rate / QUOTED_LLAMA_CPP_TOKENS_PER_SECOND
     );
