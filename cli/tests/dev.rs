@@ -563,3 +563,46 @@ async fn every_command_says_in_one_line_that_a_service_is_unreachable() {
         )]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_a_killed_dev_left_running_are_stopped_by_the_next_one() {
+    let data = scratch("dev-killed");
+    let (database_url, _) = closed("postgres");
+    let (redis_url, _) = closed("redis");
+    let env = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("REDIS_URL", redis_url.as_str()),
+        ("SWITCHYARD_DEV_SERVERS", "installed"),
+    ];
+    let mut first = Dev::spawn(&data, &env);
+    first.ready(Duration::from_secs(90)).await;
+    let said = first.said();
+    let (pg, redis) = (
+        private_port(&said, "PostgreSQL"),
+        private_port(&said, "Redis"),
+    );
+    // SIGKILL: dev cannot stop anything; its servers run on.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert!(
+        answers(pg) && answers(redis),
+        "the servers outlive a killed dev"
+    );
+
+    let mut second = Dev::spawn(&data, &env);
+    second.ready(Duration::from_secs(90)).await;
+    let said = second.said();
+    for program in ["postgres", "redis-server"] {
+        assert!(
+            said.iter().any(|l| l.starts_with(&format!(
+                "stopping the private {program} an earlier `switchyard dev` left running"
+            ))),
+            "{program}: {said:#?}"
+        );
+    }
+    assert!(!answers(pg) && !answers(redis), "the old servers are gone");
+    let run = second.ask("assistant", "Hello there").await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(second.stop(), Some(0));
+    std::fs::remove_dir_all(&data).ok();
+}

@@ -2,10 +2,10 @@
 //! version (a cluster only opens with the major version that made it),
 //! listening on a loopback port only, trusting local connections.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
-use rustix::process::{Pid, Signal};
+use rustix::process::Signal;
 use sqlx::ConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 
@@ -37,7 +37,8 @@ pub async fn start(
     if !data.join("PG_VERSION").is_file() {
         init(bin, &data, &log, run_as, secret).await?;
     } else {
-        stop_stale(&data).await;
+        // A server a killed `dev` left running holds the cluster's lock.
+        server::stop_stale(&data.join("postmaster.pid"), "postgres", Signal::INT).await;
     }
     let mut attempt = 0;
     loop {
@@ -102,35 +103,6 @@ pub fn database_of(url: &str) -> String {
         .ok()
         .and_then(|o| o.get_database().map(str::to_owned))
         .unwrap_or_else(|| "switchyard".to_owned())
-}
-
-/// A server left running by a `dev` that was killed holds the cluster's
-/// lock: stop it (fast shutdown), as the `dev` that started it would have.
-/// Only a live process that is a PostgreSQL server is signalled (Linux's
-/// `/proc` tells); elsewhere the server's own error names the lock file.
-async fn stop_stale(data: &Path) {
-    let Some(pid) = std::fs::read_to_string(data.join("postmaster.pid"))
-        .ok()
-        .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok())
-        .and_then(Pid::from_raw)
-    else {
-        return;
-    };
-    let proc = PathBuf::from(format!("/proc/{}", pid.as_raw_nonzero()));
-    let is_postgres = std::fs::read(proc.join("cmdline"))
-        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("postgres"));
-    if !is_postgres {
-        return;
-    }
-    eprintln!(
-        "stopping the private PostgreSQL an earlier `switchyard dev` left running (pid {})",
-        pid.as_raw_nonzero()
-    );
-    let _ = rustix::process::kill_process(pid, Signal::INT);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while proc.exists() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// `postgres --version` says `postgres (PostgreSQL) 15.19 (Debian …)`.

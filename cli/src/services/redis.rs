@@ -22,6 +22,13 @@ pub async fn start(
             .map_err(|e| format!("cannot give {} to {}: {e}", dir.display(), user.name))?;
     }
     let log = dir.join("redis.log");
+    let pidfile = dir.join("redis.pid");
+    // One a killed `dev` left running would hold its port and memory forever.
+    let program_name = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    server::stop_stale(&pidfile, &program_name, Signal::TERM).await;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -36,6 +43,8 @@ pub async fn start(
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--loglevel", "warning"])
+            .arg("--pidfile")
+            .arg(&pidfile)
             .arg("--dir")
             .arg(dir);
         let url = format!("redis://:{secret}@127.0.0.1:{port}");

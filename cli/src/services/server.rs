@@ -199,6 +199,36 @@ impl Server {
     }
 }
 
+/// Stop the server whose pid is on the first line of `pidfile`, left
+/// running by a `dev` that was killed before it could stop it. Only a live
+/// process whose command line names `program` is signalled (Linux's `/proc`
+/// tells; elsewhere nothing is done, and a server that finds its files in
+/// use says so).
+pub async fn stop_stale(pidfile: &Path, program: &str, signal: Signal) {
+    let Some(pid) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok())
+        .and_then(Pid::from_raw)
+    else {
+        return;
+    };
+    let proc = PathBuf::from(format!("/proc/{}", pid.as_raw_nonzero()));
+    let ours = std::fs::read(proc.join("cmdline"))
+        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(program));
+    if !ours {
+        return;
+    }
+    eprintln!(
+        "stopping the private {program} an earlier `switchyard dev` left running (pid {})",
+        pid.as_raw_nonzero()
+    );
+    let _ = rustix::process::kill_process(pid, signal);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while proc.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The last non-empty line of a log file, to say why a server failed.
 pub fn last_line(log: &Path) -> String {
     std::fs::read_to_string(log)
