@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{connect_admin, free_port};
+use support::{free_port, is_ready, remove_database_and_keys, sigterm};
 use switchyard_common::config::BUILTIN_CATALOG;
 use switchyard_tests::{admin_url, redis_url};
 
@@ -35,14 +35,33 @@ fn builtin_catalog(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-/// A URL whose port nothing listens on.
-fn closed(scheme: &str) -> (String, u16) {
-    let port = free_port();
-    let url = match scheme {
-        "postgres" => format!("postgres://postgres@127.0.0.1:{port}/switchyard"),
-        _ => format!("redis://127.0.0.1:{port}"),
-    };
-    (url, port)
+/// A PostgreSQL and a Redis URL whose ports nothing listens on.
+struct Nowhere {
+    database_url: String,
+    pg_port: u16,
+    redis_url: String,
+    redis_port: u16,
+}
+
+impl Nowhere {
+    fn new() -> Self {
+        let (pg_port, redis_port) = (free_port(), free_port());
+        Self {
+            database_url: format!("postgres://postgres@127.0.0.1:{pg_port}/switchyard"),
+            pg_port,
+            redis_url: format!("redis://127.0.0.1:{redis_port}"),
+            redis_port,
+        }
+    }
+
+    /// dev's environment pointing at them, its servers from `servers`.
+    fn env<'a>(&'a self, servers: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("DATABASE_URL", self.database_url.as_str()),
+            ("REDIS_URL", self.redis_url.as_str()),
+            ("SWITCHYARD_DEV_SERVERS", servers),
+        ]
+    }
 }
 
 impl Dev {
@@ -95,13 +114,7 @@ impl Dev {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("dev exited ({status}): {:#?}", self.said());
             }
-            if let Ok(response) = self
-                .http
-                .get(format!("{}/ready", self.address))
-                .send()
-                .await
-                && response.status().is_success()
-            {
+            if is_ready(&self.http, &self.address).await {
                 return;
             }
             assert!(
@@ -133,9 +146,7 @@ impl Dev {
 
     /// SIGTERM, as Ctrl-C would; its exit code.
     fn stop(&mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "sending SIGTERM");
+        assert!(sigterm(&self.child), "sending SIGTERM");
         self.exit_code(Duration::from_secs(30))
     }
 
@@ -191,9 +202,7 @@ impl Drop for Dev {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
             // SIGTERM first, so that dev stops its servers.
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
+            sigterm(&self.child);
             let deadline = Instant::now() + Duration::from_secs(20);
             while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
@@ -235,13 +244,9 @@ fn scratch(name: &str) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn dev_runs_private_servers_from_the_installed_programs_and_stops_them() {
     let data = scratch("dev-installed");
-    let (database_url, pg_port) = closed("postgres");
-    let (redis_url, redis_port) = closed("redis");
-    let env = [
-        ("DATABASE_URL", database_url.as_str()),
-        ("REDIS_URL", redis_url.as_str()),
-        ("SWITCHYARD_DEV_SERVERS", "installed"),
-    ];
+    let nowhere = Nowhere::new();
+    let (pg_port, redis_port) = (nowhere.pg_port, nowhere.redis_port);
+    let env = nowhere.env("installed");
     let mut dev = Dev::spawn(&data, &env);
     dev.ready(Duration::from_secs(90)).await;
     let said = dev.said();
@@ -360,13 +365,7 @@ async fn dev_uses_the_postgresql_and_redis_that_answer() {
     );
     assert!(!data.join("postgres").exists());
     assert_eq!(dev.stop(), Some(0));
-    let mut conn = connect_admin().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "drop database if exists {database} with (force)"
-    )))
-    .execute(&mut conn)
-    .await
-    .ok();
+    remove_database_and_keys(&database, &prefix).await;
     std::fs::remove_dir_all(&data).ok();
 }
 
@@ -382,16 +381,8 @@ async fn dev_downloads_pinned_servers_when_none_are_installed() {
             .ok();
     }
     std::fs::create_dir_all(&data).unwrap();
-    let (database_url, _) = closed("postgres");
-    let (redis_url, _) = closed("redis");
-    let mut dev = Dev::spawn(
-        &data,
-        &[
-            ("DATABASE_URL", database_url.as_str()),
-            ("REDIS_URL", redis_url.as_str()),
-            ("SWITCHYARD_DEV_SERVERS", "download"),
-        ],
-    );
+    let nowhere = Nowhere::new();
+    let mut dev = Dev::spawn(&data, &nowhere.env("download"));
     dev.ready(Duration::from_secs(240)).await;
     let said = dev.said();
     assert!(
@@ -436,18 +427,12 @@ async fn dev_downloads_pinned_servers_when_none_are_installed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn offline_without_server_programs_dev_says_what_is_missing_in_one_line() {
     let data = scratch("dev-offline");
-    let (database_url, pg_port) = closed("postgres");
-    let (redis_url, _) = closed("redis");
-    let nowhere = format!("http://127.0.0.1:{}/simple", free_port());
-    let mut dev = Dev::spawn(
-        &data,
-        &[
-            ("DATABASE_URL", database_url.as_str()),
-            ("REDIS_URL", redis_url.as_str()),
-            ("SWITCHYARD_DEV_SERVERS", "download"),
-            ("SWITCHYARD_INDEX_URL", nowhere.as_str()),
-        ],
-    );
+    let nowhere = Nowhere::new();
+    let pg_port = nowhere.pg_port;
+    let no_index = format!("http://127.0.0.1:{}/simple", free_port());
+    let mut env = nowhere.env("download");
+    env.push(("SWITCHYARD_INDEX_URL", no_index.as_str()));
+    let mut dev = Dev::spawn(&data, &env);
     assert_eq!(dev.exit_code(Duration::from_secs(30)), Some(1));
     let said = dev.said();
     let errors: Vec<&String> = said.iter().filter(|l| l.starts_with("error: ")).collect();
@@ -475,8 +460,12 @@ fn assert_no_trace(said: &[String]) {
 
 #[tokio::test]
 async fn every_command_says_in_one_line_that_a_service_is_unreachable() {
-    let (database_url, pg_port) = closed("postgres");
-    let (redis_url, redis_port) = closed("redis");
+    let Nowhere {
+        database_url,
+        pg_port,
+        redis_url,
+        redis_port,
+    } = Nowhere::new();
     let up_database = admin_url();
     let cases: [(&str, &str, &str, String); 4] = [
         (
@@ -567,13 +556,8 @@ async fn every_command_says_in_one_line_that_a_service_is_unreachable() {
 #[tokio::test(flavor = "multi_thread")]
 async fn servers_a_killed_dev_left_running_are_stopped_by_the_next_one() {
     let data = scratch("dev-killed");
-    let (database_url, _) = closed("postgres");
-    let (redis_url, _) = closed("redis");
-    let env = [
-        ("DATABASE_URL", database_url.as_str()),
-        ("REDIS_URL", redis_url.as_str()),
-        ("SWITCHYARD_DEV_SERVERS", "installed"),
-    ];
+    let nowhere = Nowhere::new();
+    let env = nowhere.env("installed");
     let mut first = Dev::spawn(&data, &env);
     first.ready(Duration::from_secs(90)).await;
     let said = first.said();

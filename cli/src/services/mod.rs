@@ -149,41 +149,39 @@ pub async fn ensure(
         redis_url: redis_url.to_owned(),
         servers: Vec::new(),
     };
-    let run_as = RunAs::for_current_user();
-    if let Err(unreachable) = probe::check(Service::Postgres, database_url).await {
-        let secret = secret(&settings.data_dir)?;
-        match start_postgres(settings, run_as.as_ref(), &secret, &unreachable).await {
-            Ok(server) => {
-                services.database_url =
-                    postgres::url(&server, &secret, &postgres::database_of(database_url));
-                services.servers.push(server);
-            }
-            Err(error) => {
-                services.stop().await;
-                return Err(error);
-            }
-        }
-    }
-    if let Err(unreachable) = probe::check(Service::Redis, redis_url).await {
-        let secret = match secret(&settings.data_dir) {
-            Ok(secret) => secret,
-            Err(error) => {
-                services.stop().await;
-                return Err(error);
-            }
-        };
-        match start_redis(settings, run_as.as_ref(), &secret, &unreachable).await {
-            Ok(server) => {
-                services.redis_url = redis::url(&server, &secret);
-                services.servers.push(server);
-            }
-            Err(error) => {
-                services.stop().await;
-                return Err(error);
-            }
-        }
+    if let Err(error) = start_private(&mut services, settings).await {
+        services.stop().await;
+        return Err(error);
     }
     Ok(services)
+}
+
+/// Start a private server for each of `services` that does not answer,
+/// and point its URL there.
+async fn start_private(services: &mut Services, settings: &Settings) -> Result<(), String> {
+    let postgres = probe::check(Service::Postgres, &services.database_url)
+        .await
+        .err();
+    let redis = probe::check(Service::Redis, &services.redis_url)
+        .await
+        .err();
+    if postgres.is_none() && redis.is_none() {
+        return Ok(());
+    }
+    let run_as = RunAs::for_current_user();
+    let secret = secret(&settings.data_dir)?;
+    if let Some(unreachable) = postgres {
+        let server = start_postgres(settings, run_as.as_ref(), &secret, &unreachable).await?;
+        let database = postgres::database_of(&services.database_url);
+        services.database_url = postgres::url(&server, &secret, &database);
+        services.servers.push(server);
+    }
+    if let Some(unreachable) = redis {
+        let server = start_redis(settings, run_as.as_ref(), &secret, &unreachable).await?;
+        services.redis_url = redis::url(&server, &secret);
+        services.servers.push(server);
+    }
+    Ok(())
 }
 
 async fn start_postgres(

@@ -9,7 +9,7 @@ use rustix::process::Signal;
 use sqlx::ConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 
-use super::server::{self, Launch, RunAs, Server, StartError};
+use super::server::{self, Launch, RunAs, Server};
 
 /// Start PostgreSQL from the programs in `bin` with its cluster under
 /// `dir`; the server, once it accepts queries as the user `postgres`.
@@ -21,31 +21,25 @@ pub async fn start(
 ) -> Result<Server, String> {
     let major = major_version(bin, run_as).await?;
     let cluster_root = dir.join(&major);
-    std::fs::create_dir_all(&cluster_root)
-        .map_err(|e| format!("cannot create {}: {e}", cluster_root.display()))?;
+    server::server_dir(&cluster_root, run_as)?;
     let data = cluster_root.join("data");
     let log = cluster_root.join("postgres.log");
-    if let Some(user) = run_as {
-        user.own(&cluster_root).map_err(|e| {
-            format!(
-                "cannot give {} to the user {}: {e}",
-                cluster_root.display(),
-                user.name
-            )
-        })?;
-    }
     if !data.join("PG_VERSION").is_file() {
         init(bin, &data, &log, run_as, secret).await?;
     } else {
         // A server a killed `dev` left running holds the cluster's lock.
         server::stop_stale(&data.join("postmaster.pid"), "postgres", Signal::INT).await;
     }
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let port = server::free_port().map_err(|e| format!("no free port: {e}"))?;
-        let mut command = server::command(&bin.join("postgres"), run_as, &log)
-            .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+    // SIGINT is PostgreSQL's fast shutdown: sessions end, data is kept.
+    let launch = Launch {
+        name: "PostgreSQL",
+        input: String::new(),
+        stop_signal: Signal::INT,
+        log,
+    };
+    let postgres = bin.join("postgres");
+    let command = |port: u16| {
+        let mut command = server::command(&postgres, run_as, &launch.log)?;
         command
             .arg("-D")
             .arg(&data)
@@ -53,40 +47,26 @@ pub async fn start(
             .args(["-c", "listen_addresses=127.0.0.1"])
             // TCP only: no socket file to place, whatever the user's rights.
             .args(["-c", "unix_socket_directories="]);
+        Ok(command)
+    };
+    let ready = |port: u16| {
         let options = PgConnectOptions::new()
             .host("127.0.0.1")
             .port(port)
             .username("postgres")
             .password(secret)
             .database("postgres");
-        // SIGINT is PostgreSQL's fast shutdown: sessions end, data is kept.
-        let launch = Launch {
-            name: "PostgreSQL",
-            command,
-            input: String::new(),
-            port,
-            stop_signal: Signal::INT,
-            log: log.clone(),
-        };
-        let started = Server::start(launch, || {
-            let options = options.clone();
-            async move {
-                match options.connect().await {
-                    Ok(conn) => {
-                        let _ = sqlx::Connection::close(conn).await;
-                        true
-                    }
-                    Err(_) => false,
+        async move {
+            match options.connect().await {
+                Ok(conn) => {
+                    let _ = sqlx::Connection::close(conn).await;
+                    true
                 }
+                Err(_) => false,
             }
-        })
-        .await;
-        match started {
-            Ok(server) => return Ok(server),
-            Err(StartError::Exited(_)) if attempt < server::PORT_ATTEMPTS => continue,
-            Err(error) => return Err(error.into_message()),
         }
-    }
+    };
+    Server::start(&launch, command, ready).await
 }
 
 /// The URL of database `database` on a private server.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rustix::process::Signal;
 
-use super::server::{self, Launch, RunAs, Server, StartError};
+use super::server::{self, Launch, RunAs, Server};
 
 /// Start `redis-server` with its working directory `dir`.
 pub async fn start(
@@ -16,11 +16,7 @@ pub async fn start(
     run_as: Option<&RunAs>,
     secret: &str,
 ) -> Result<Server, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    if let Some(user) = run_as {
-        user.own(dir)
-            .map_err(|e| format!("cannot give {} to {}: {e}", dir.display(), user.name))?;
-    }
+    server::server_dir(dir, run_as)?;
     let log = dir.join("redis.log");
     let pidfile = dir.join("redis.pid");
     // One a killed `dev` left running would hold its port and memory forever.
@@ -29,12 +25,14 @@ pub async fn start(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     server::stop_stale(&pidfile, &program_name, Signal::TERM).await;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let port = server::free_port().map_err(|e| format!("no free port: {e}"))?;
-        let mut command = server::command(program, run_as, &log)
-            .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+    let launch = Launch {
+        name: "Redis",
+        input: format!("requirepass {secret}\n"),
+        stop_signal: Signal::TERM,
+        log,
+    };
+    let command = |port: u16| {
+        let mut command = server::command(program, run_as, &launch.log)?;
         // `-`: the configuration is read from stdin, so that the password
         // is not on a command line every local user can read.
         command
@@ -47,26 +45,13 @@ pub async fn start(
             .arg(&pidfile)
             .arg("--dir")
             .arg(dir);
+        Ok(command)
+    };
+    let ready = |port: u16| {
         let url = format!("redis://:{secret}@127.0.0.1:{port}");
-        let launch = Launch {
-            name: "Redis",
-            command,
-            input: format!("requirepass {secret}\n"),
-            port,
-            stop_signal: Signal::TERM,
-            log: log.clone(),
-        };
-        let started = Server::start(launch, || {
-            let url = url.clone();
-            async move { ping(&url).await }
-        })
-        .await;
-        match started {
-            Ok(server) => return Ok(server),
-            Err(StartError::Exited(_)) if attempt < server::PORT_ATTEMPTS => continue,
-            Err(error) => return Err(error.into_message()),
-        }
-    }
+        async move { ping(&url).await }
+    };
+    Server::start(&launch, command, ready).await
 }
 
 /// The URL of a private Redis.

@@ -52,6 +52,16 @@ impl RunAs {
     }
 }
 
+/// Create the directory `dir` and give it (itself) to `run_as`.
+pub fn server_dir(dir: &Path, run_as: Option<&RunAs>) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if let Some(user) = run_as {
+        user.own(dir)
+            .map_err(|e| format!("cannot give {} to {}: {e}", dir.display(), user.name))?;
+    }
+    Ok(())
+}
+
 /// A command for `program`, run as `run_as` when set, its output appended
 /// to `log`. The log is opened here, without following a symbolic link
 /// (its directory belongs to `run_as`), and the open file is given to
@@ -82,34 +92,22 @@ pub fn command(program: &Path, run_as: Option<&RunAs>, log: &Path) -> std::io::R
     Ok(command)
 }
 
-/// Why a server did not start.
-#[derive(Debug)]
-pub enum StartError {
+/// Why one attempt to start a server failed.
+enum StartError {
     /// It exited: perhaps another process took its port after it was
     /// chosen, so another port may do.
     Exited(String),
     Failed(String),
 }
 
-impl StartError {
-    pub fn into_message(self) -> String {
-        match self {
-            Self::Exited(message) | Self::Failed(message) => message,
-        }
-    }
-}
-
 /// How many ports a server is tried on before its start fails.
-pub const PORT_ATTEMPTS: usize = 3;
+const PORT_ATTEMPTS: usize = 3;
 
-/// What starts a server.
+/// What starts a server, whatever its port.
 pub struct Launch {
     pub name: &'static str,
-    pub command: Command,
-    /// Written to its stdin, when the command pipes it.
+    /// Written to its stdin, when its command pipes it.
     pub input: String,
-    /// The loopback port it listens on.
-    pub port: u16,
     /// The signal that stops it cleanly.
     pub stop_signal: Signal,
     /// Where its output goes.
@@ -127,20 +125,44 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start a server and wait until `ready` answers `true`.
-    pub async fn start<F, Fut>(launch: Launch, ready: F) -> Result<Self, StartError>
+    /// Start a server on a free loopback port and wait until it answers:
+    /// `command` makes its command for a port, `ready` tells whether the
+    /// server on a port answers. One that exits at start (its port taken
+    /// after it was chosen) is tried on another port.
+    pub async fn start<C, R, Fut>(launch: &Launch, command: C, ready: R) -> Result<Self, String>
+    where
+        C: Fn(u16) -> std::io::Result<Command>,
+        R: Fn(u16) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+            let command =
+                command(port).map_err(|e| format!("cannot write {}: {e}", launch.log.display()))?;
+            match Self::start_on(launch, command, port, || ready(port)).await {
+                Ok(server) => return Ok(server),
+                Err(StartError::Exited(_)) if attempt < PORT_ATTEMPTS => continue,
+                Err(StartError::Exited(message) | StartError::Failed(message)) => {
+                    return Err(message);
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`Server::start`], on `port`.
+    async fn start_on<F, Fut>(
+        launch: &Launch,
+        mut command: Command,
+        port: u16,
+        ready: F,
+    ) -> Result<Self, StartError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let Launch {
-            name,
-            mut command,
-            input,
-            port,
-            stop_signal,
-            log,
-        } = launch;
+        let name = launch.name;
         let mut child = command
             .spawn()
             .map_err(|e| StartError::Failed(format!("cannot start {name}: {e}")))?;
@@ -148,7 +170,7 @@ impl Server {
             use tokio::io::AsyncWriteExt;
             // Dropped once written: the server reads to the end.
             stdin
-                .write_all(input.as_bytes())
+                .write_all(launch.input.as_bytes())
                 .await
                 .map_err(|e| StartError::Failed(format!("cannot configure {name}: {e}")))?;
         }
@@ -156,8 +178,8 @@ impl Server {
             name,
             port,
             child,
-            stop_signal,
-            log,
+            stop_signal: launch.stop_signal,
+            log: launch.log.clone(),
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -243,7 +265,7 @@ pub fn last_line(log: &Path) -> String {
 }
 
 /// A port on the loopback interface that nothing listens on now.
-pub fn free_port() -> std::io::Result<u16> {
+fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

@@ -133,9 +133,7 @@ impl Deployment {
 
     /// SIGTERM, as Kubernetes stops a pod; returns the exit status.
     pub fn terminate(&mut self, process: usize, within: Duration) -> std::process::ExitStatus {
-        let pid = self.processes[process].id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "sending SIGTERM");
+        assert!(sigterm(&self.processes[process]), "sending SIGTERM");
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.processes[process].try_wait().expect("waiting") {
@@ -168,13 +166,7 @@ impl Deployment {
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(response) = self
-                .http
-                .get(format!("{}/ready", self.address))
-                .send()
-                .await
-                && response.status().is_success()
-            {
+            if is_ready(&self.http, &self.address).await {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -243,30 +235,32 @@ impl Drop for Deployment {
                 .enable_all()
                 .build()
                 .expect("a runtime for cleanup");
-            runtime.block_on(async {
-                let mut conn = connect_admin().await;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "drop database if exists {database} with (force)"
-                )))
-                .execute(&mut conn)
-                .await
-                .ok();
-                if let Ok(client) = redis::Client::open(redis_url())
-                    && let Ok(mut redis) = client.get_multiplexed_async_connection().await
-                {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{prefix}:*"))
-                        .query_async(&mut redis)
-                        .await
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: Result<(), _> =
-                            redis::cmd("DEL").arg(keys).query_async(&mut redis).await;
-                    }
-                }
-            });
+            runtime.block_on(remove_database_and_keys(&database, &prefix));
         });
         cleanup.join().ok();
+    }
+}
+
+/// Drop a deployment's database and delete its Redis keys.
+pub async fn remove_database_and_keys(database: &str, prefix: &str) {
+    let mut conn = connect_admin().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "drop database if exists {database} with (force)"
+    )))
+    .execute(&mut conn)
+    .await
+    .ok();
+    if let Ok(client) = redis::Client::open(redis_url())
+        && let Ok(mut redis) = client.get_multiplexed_async_connection().await
+    {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query_async(&mut redis)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut redis).await;
+        }
     }
 }
 
@@ -275,6 +269,23 @@ pub async fn connect_admin() -> sqlx::PgConnection {
     sqlx::PgConnection::connect(&admin_url())
         .await
         .expect("PostgreSQL is reachable")
+}
+
+/// Whether the API at `address` answers `GET /ready` with success.
+pub async fn is_ready(http: &reqwest::Client, address: &str) -> bool {
+    http.get(format!("{address}/ready"))
+        .send()
+        .await
+        .is_ok_and(|response| response.status().is_success())
+}
+
+/// Send SIGTERM to `child`, as Kubernetes or Ctrl-C stops a process;
+/// whether it was sent.
+pub fn sigterm(child: &Child) -> bool {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 pub fn free_port() -> u16 {
