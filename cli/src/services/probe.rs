@@ -131,6 +131,56 @@ pub async fn check(service: Service, url: &str) -> Result<(), Unreachable> {
     })
 }
 
+/// Why a server that answers refuses the URL's user, when the URL names
+/// no password: `None` when it lets the user in, or when the URL names a
+/// password (a wrong one is the user's to fix, and is reported when the
+/// real connection fails).
+pub async fn refuses_passwordless_login(service: Service, url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    if parsed.password().is_some() {
+        return None;
+    }
+    let attempt = async {
+        match service {
+            Service::Postgres => {
+                // The server's own database: the configured one may not exist yet.
+                let options = PgConnectOptions::from_str(url).ok()?.database("postgres");
+                let user = options.get_username().to_owned();
+                match sqlx::ConnectOptions::connect(&options).await {
+                    Ok(conn) => {
+                        let _ = sqlx::Connection::close(conn).await;
+                        None
+                    }
+                    // invalid_password, invalid_authorization_specification
+                    Err(sqlx::Error::Database(e))
+                        if matches!(e.code().as_deref(), Some("28P01" | "28000")) =>
+                    {
+                        Some(format!("it refuses the user `{user}`: {}", e.message()))
+                    }
+                    Err(_) => None,
+                }
+            }
+            Service::Redis => {
+                let client = redis::Client::open(url).ok()?;
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                match redis::cmd("PING").query_async::<String>(&mut conn).await {
+                    Err(e)
+                        if e.kind() == redis::ErrorKind::AuthenticationFailed
+                            || e.code() == Some("NOAUTH") =>
+                    {
+                        Some("it wants a password".to_owned())
+                    }
+                    _ => None,
+                }
+            }
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// An I/O error in a few words, without the OS's error number.
 fn describe(error: &std::io::Error) -> String {
     use std::io::ErrorKind;
