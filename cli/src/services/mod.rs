@@ -79,7 +79,7 @@ impl Settings {
             data_dir,
             source,
             index_url: set("SWITCHYARD_INDEX_URL")
-                .unwrap_or_else(|| download::DEFAULT_INDEX_URL.to_owned()),
+                .unwrap_or_else(|| switchyard_worker::wheel::DEFAULT_INDEX_URL.to_owned()),
         })
     }
 }
