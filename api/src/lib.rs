@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod compat;
+pub mod cors;
 pub mod error;
 pub mod extract;
 mod http_trace;
@@ -69,6 +70,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    let cors = std::sync::Arc::new(state.config.cors.clone());
     let (router, doc) = routes(&state).split_for_parts();
     router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
@@ -85,6 +87,12 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(bound_headers))
+        // Outermost, so that every answer a page may get (a refusal for its
+        // headers' size included) carries the CORS headers.
+        .layer(cors::layer(cors.clone()))
+        .layer(middleware::from_fn(move |request, next| {
+            cors::refuse_other_origins(cors.clone(), request, next)
+        }))
         .with_state(state)
 }
 

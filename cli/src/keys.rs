@@ -17,6 +17,11 @@ pub enum KeysCommand {
         /// The key carries the `admin` role.
         #[arg(long)]
         admin: bool,
+        /// A service key, for an app serving many people: its requests may
+        /// name the end user they act for (`X-Switchyard-End-User`), who is
+        /// then a user of their own under this key's user.
+        #[arg(long)]
+        service: bool,
     },
     /// List keys: id, user, prefix, role, when made, last used, revoked.
     List,
@@ -34,17 +39,22 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
         .await
         .context("connecting to PostgreSQL")?;
     match command {
-        KeysCommand::Create { user, admin } => {
+        KeysCommand::Create {
+            user,
+            admin,
+            service,
+        } => {
             let user = user.trim();
             if user.is_empty() || user.len() > 200 {
                 bail!("--user: 1 to 200 characters");
             }
-            let (row, key) = db::api_keys::create(&pool, user, admin).await?;
+            let grants = db::api_keys::KeyGrants { admin, service };
+            let (row, key) = db::api_keys::create(&pool, user, grants).await?;
             eprintln!(
-                "key {} for user {:?}{}; keep it now, it is not shown again:",
+                "key {} for user {:?} ({}); keep it now, it is not shown again:",
                 row.id,
                 row.user_name,
-                if row.admin { " (admin)" } else { "" }
+                role(&row)
             );
             println!("{key}");
         }
@@ -61,7 +71,7 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
                     key.id,
                     key.user_name,
                     key.prefix,
-                    if key.admin { "admin" } else { "user" },
+                    role(&key),
                     time(Some(key.created_at)),
                     time(key.last_used_at),
                     time(key.revoked_at),
@@ -76,4 +86,14 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `admin`, `service`, both, or `user`.
+fn role(key: &db::api_keys::ApiKeyRow) -> &'static str {
+    match (key.admin, key.service) {
+        (true, true) => "admin+service",
+        (true, false) => "admin",
+        (false, true) => "service",
+        (false, false) => "user",
+    }
 }

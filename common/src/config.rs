@@ -21,6 +21,7 @@
 //! | `SWITCHYARD_SHUTDOWN_GRACE_SECS` | on SIGTERM, how long a worker lets its runs finish before releasing them | `30` |
 //! | `SWITCHYARD_METRICS_LISTEN` | a worker process's `/metrics` and `/health` address | none (the API serves them on its port) |
 //! | `SWITCHYARD_AUTH` and `SWITCHYARD_OIDC_*` | who may call the API: see [`auth`] | none (`switchyard dev`: `dev`) |
+//! | `SWITCHYARD_CORS_ORIGINS`, `SWITCHYARD_CORS_CREDENTIALS` | which web pages may call the API from a browser: see [`cors`] | none (`switchyard dev`: pages on `localhost`) |
 //! | `SWITCHYARD_SWEEPER_LEADER` | how the one worker that takes back lost runs is chosen: `postgres` (advisory lock), `kubernetes` (a Lease) or `auto` (`kubernetes` when `KUBERNETES_SERVICE_HOST` is set) | `auto` |
 //! | `SWITCHYARD_SWEEPER_LEASE` | with `kubernetes`: the Lease's name | `{SWITCHYARD_REDIS_PREFIX}-sweeper`, made a valid name |
 //! | `SWITCHYARD_NAMESPACE` | with `kubernetes`: the Lease's namespace | the pod's, from its service account |
@@ -69,6 +70,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 mod auth;
+mod cors;
 mod limits;
 mod local;
 mod priority;
@@ -76,6 +78,7 @@ mod sweeper;
 mod upstream;
 
 pub use auth::{AuthMethod, AuthSettings, OidcSettings};
+pub use cors::{CorsSettings, LOCALHOST_ORIGINS, OriginRule, PREFLIGHT_MAX_AGE};
 pub use limits::{LimitPolicy, Limits};
 pub use local::{
     DEFAULT_MODEL_FILE, LocalSettings, MAX_CONTEXT_TOKENS, MODEL_DIR_ENV, Requantize,
@@ -86,7 +89,8 @@ pub use sweeper::{LeaseSettings, SweeperLeader};
 pub use upstream::{DEFAULT_UPSTREAM_TIMEOUT_SECS, Upstream, UpstreamProtocol};
 
 use crate::domain::{
-    AgentSpec, DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_ITERATIONS, Usage, Workflow, WorkflowKind,
+    AgentSpec, AgentStatus, DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_ITERATIONS, Usage, Workflow,
+    WorkflowKind,
 };
 
 /// Everything a Switchyard process needs to know at start-up.
@@ -117,6 +121,8 @@ pub struct Config {
     pub sweeper_leader: SweeperLeader,
     /// Who may call the API (see [`auth`]).
     pub auth: AuthSettings,
+    /// Which web pages may call it from a browser (see [`cors`]).
+    pub cors: CorsSettings,
     /// Whether chat UIs of the conversations surface show tool results
     /// (`GET /api/settings`).
     pub show_func_result: bool,
@@ -159,6 +165,8 @@ pub struct Defaults {
     pub redis_url: Option<&'static str>,
     /// Authenticators when `SWITCHYARD_AUTH` is unset.
     pub auth: Option<&'static str>,
+    /// Allowed browser origins when `SWITCHYARD_CORS_ORIGINS` is unset.
+    pub cors_origins: Option<&'static str>,
 }
 
 impl Defaults {
@@ -167,6 +175,7 @@ impl Defaults {
         database_url: Some("postgres://postgres@127.0.0.1:5432/switchyard"),
         redis_url: Some("redis://127.0.0.1:6379"),
         auth: Some("dev"),
+        cors_origins: Some(LOCALHOST_ORIGINS),
     };
 }
 
@@ -269,6 +278,7 @@ impl Config {
             priority_aging: priority::priority_aging(&lookup)?,
             sweeper_leader,
             auth: AuthSettings::from_lookup(&lookup, defaults.auth)?,
+            cors: CorsSettings::from_lookup(&lookup, defaults.cors_origins)?,
             show_func_result: match lookup("SWITCHYARD_SHOW_FUNC_RESULT").as_deref() {
                 None | Some("" | "true" | "1") => true,
                 Some("false" | "0") => false,
@@ -856,6 +866,8 @@ struct AgentFile {
     tool_settings: ToolSettings,
     #[serde(default = "default_context_tokens")]
     context_tokens: u32,
+    #[serde(default)]
+    status: AgentStatus,
 }
 
 fn default_workflow_kind() -> WorkflowKind {
@@ -888,6 +900,7 @@ impl From<AgentFile> for AgentSpec {
             },
             tool_settings: file.tool_settings,
             context_tokens: file.context_tokens,
+            status: file.status,
         }
     }
 }

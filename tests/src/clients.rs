@@ -58,3 +58,52 @@ pub async fn openai_sdk(address: &str, key: &str) -> Value {
     )
     .await
 }
+
+/// `clients/simple_chat.py` against the server at `address` with the
+/// service key `key`, acting for each of `users`: what a simple-chat
+/// front end's server read from each streamed answer.
+pub async fn simple_chat(address: &str, key: &str, users: &[&str]) -> Value {
+    let script = clients().join("simple_chat.py");
+    let mut args = vec![
+        script.display().to_string(),
+        address.to_owned(),
+        key.to_owned(),
+    ];
+    args.extend(users.iter().map(|u| (*u).to_owned()));
+    run_json(python_with_openai(), args).await
+}
+
+/// `clients/browser.mjs`: headless Chromium (Debian's, driven by
+/// playwright-core from `.tools/node`) loads a page from a server of the
+/// script's own, at `page_host` (`localhost` or `127.0.0.1`), and the page
+/// calls Switchyard at `address`, which is another origin, with `key`:
+/// what the page saw.
+pub async fn browser(address: &str, key: &str, page_host: &str) -> Value {
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/node/node_modules");
+    let playwright = tools.join("playwright-core/index.js");
+    assert!(
+        playwright.is_file(),
+        "playwright-core is needed by this test and was not found in {}: \
+         run scripts/install-test-tools.sh",
+        tools.display()
+    );
+    let chromium =
+        std::env::var("SWITCHYARD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).is_file(),
+        "Chromium is needed by this test and was not found at {chromium}: \
+         run scripts/install-test-tools.sh (or set SWITCHYARD_CHROMIUM)"
+    );
+    run_json(
+        PathBuf::from("node"),
+        vec![
+            clients().join("browser.mjs").display().to_string(),
+            playwright.display().to_string(),
+            chromium,
+            address.to_owned(),
+            key.to_owned(),
+            page_host.to_owned(),
+        ],
+    )
+    .await
+}

@@ -239,9 +239,26 @@ impl TestApp {
 
     /// A new API key of the API-key user `user`.
     pub async fn api_key(&self, user: &str, admin: bool) -> String {
-        db::api_keys::create(&self.pool, user, admin)
+        let grants = db::api_keys::KeyGrants {
+            admin,
+            service: false,
+        };
+        db::api_keys::create(&self.pool, user, grants)
             .await
             .expect("creating an API key")
+            .1
+    }
+
+    /// A new service key of the API-key user `service`: its requests may
+    /// name the end user they act for.
+    pub async fn service_key(&self, service: &str) -> String {
+        let grants = db::api_keys::KeyGrants {
+            admin: false,
+            service: true,
+        };
+        db::api_keys::create(&self.pool, service, grants)
+            .await
+            .expect("creating a service key")
             .1
     }
 

@@ -184,7 +184,7 @@ async fn the_queue_reports_and_cancels_requests() {
     let (_, overview) = app.get("/api/status").await;
     assert_eq!(overview["status"], "ok");
     assert_eq!(overview["mine"]["queued"], 1);
-    assert!(overview["queue"]["queued"].as_i64().unwrap() >= 1);
+    assert!(overview["queue_stats"]["queued"].as_i64().unwrap() >= 1);
 
     let (status, cancelled) = app
         .post("/api/queue/cancel", json!({"request_id": run_id}))

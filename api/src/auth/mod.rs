@@ -13,8 +13,18 @@
 //! server that refused it would be unusable with them. With any other
 //! authenticator on, a bearer token is checked as in 1.
 //!
+//! A service (a key made with `--service`, an OIDC or Easy Auth caller with
+//! the service role, or the development user) is an app serving many
+//! people. Its requests may name the end user they act for, with the header
+//! [`END_USER_HEADER`] on every surface, or in the body where a surface's
+//! protocol has a field for it ([`for_end_user`]). The request is then made
+//! as that end user: a user of their own, namespaced under the service (two
+//! services' `alice` are two people), with everyone's limits. Anyone else
+//! naming an end user is refused (`403`).
+//!
 //! [`authenticate`] runs as a middleware before every `/v1` route: it also
-//! counts the request against the user's per-minute limit, and leaves the
+//! counts the request against the user's per-minute limit (a service's
+//! request for an end user counts against both), and leaves the
 //! [`CurrentUser`] in the request for the handlers.
 
 pub mod easy_auth;
@@ -42,6 +52,16 @@ use crate::state::AppState;
 /// on every request (users are never deleted).
 const REMEMBERED_USERS: usize = 10_000;
 
+/// The header with which a service names the end user a request acts for.
+pub const END_USER_HEADER: &str = "x-switchyard-end-user";
+
+/// Longest end-user id, in bytes.
+const MAX_END_USER: usize = 256;
+
+/// The `auth_method` of end users' rows: their subject is
+/// `{service's user id}/{end user id}`.
+const END_USER_METHOD: &str = "end_user";
+
 /// The user a request is made as.
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
@@ -54,6 +74,10 @@ pub struct CurrentUser {
     pub is_admin: bool,
     /// The limits that apply to them.
     pub limits: Limits,
+    /// May name the end user a request acts for.
+    pub is_service: bool,
+    /// For an end user, the service that acts for them.
+    pub service: Option<UserId>,
 }
 
 impl CurrentUser {
@@ -110,6 +134,8 @@ pub struct Me {
     pub roles: Vec<String>,
     /// `api_key`, `oidc`, `easy_auth` or `dev`.
     pub auth_method: &'static str,
+    /// For an end user, the id of the service that acts for them.
+    pub service: Option<UserId>,
 }
 
 impl From<&CurrentUser> for Me {
@@ -119,9 +145,14 @@ impl From<&CurrentUser> for Me {
             name: user.name.clone(),
             roles: user.roles.clone(),
             auth_method: user.method.as_str(),
+            service: user.service,
         }
     }
 }
+
+/// Users by authenticator (`users.auth_method`) and subject: their id
+/// and name.
+type Remembered = HashMap<(&'static str, String), (UserId, String)>;
 
 /// Tells users apart; one per API process.
 pub struct Authenticator {
@@ -133,7 +164,7 @@ pub struct Authenticator {
     local_user: Option<UserId>,
     /// `dev` is the only authenticator: credentials are not looked at.
     dev_only: bool,
-    users: Mutex<HashMap<(AuthMethod, String), (UserId, String)>>,
+    users: Mutex<Remembered>,
 }
 
 impl Authenticator {
@@ -215,9 +246,16 @@ impl Authenticator {
                 easy_auth::principal(headers).map_err(|e| ApiError::Unauthorized(e.into()))?
         {
             let id = self
-                .remember(AuthMethod::EasyAuth, &caller.id, &caller.name)
+                .remember(AuthMethod::EasyAuth.as_str(), &caller.id, &caller.name)
                 .await?;
-            return Ok(self.user(id, caller.name, caller.roles, AuthMethod::EasyAuth, None));
+            return Ok(self.user(
+                id,
+                caller.name,
+                caller.roles,
+                AuthMethod::EasyAuth,
+                None,
+                None,
+            ));
         }
         match self.local_user {
             Some(id) => Ok(self.local(id)),
@@ -229,13 +267,18 @@ impl Authenticator {
 
     /// The development user `local` (whose id is `id`), an administrator.
     fn local(&self, id: UserId) -> CurrentUser {
-        self.user(
+        let mut local = self.user(
             id,
             "local".into(),
             vec![self.settings.admin_role.clone()],
             AuthMethod::Dev,
             Some(true),
-        )
+            None,
+        );
+        // On a developer's machine, a front end that serves many people
+        // (and so names them) works as it would with a service key.
+        local.is_service = true;
+        local
     }
 
     async fn key_user(&self, key: &str) -> Result<CurrentUser, ApiError> {
@@ -257,6 +300,7 @@ impl Authenticator {
             roles,
             AuthMethod::ApiKey,
             Some(owner.admin),
+            Some(owner.service),
         ))
     }
 
@@ -271,9 +315,16 @@ impl Authenticator {
             e => ApiError::Unauthorized(e.to_string()),
         })?;
         let id = self
-            .remember(AuthMethod::Oidc, &verified.subject, &verified.name)
+            .remember(AuthMethod::Oidc.as_str(), &verified.subject, &verified.name)
             .await?;
-        Ok(self.user(id, verified.name, verified.roles, AuthMethod::Oidc, None))
+        Ok(self.user(
+            id,
+            verified.name,
+            verified.roles,
+            AuthMethod::Oidc,
+            None,
+            None,
+        ))
     }
 
     fn user(
@@ -283,8 +334,10 @@ impl Authenticator {
         roles: Vec<String>,
         method: AuthMethod,
         admin: Option<bool>,
+        service: Option<bool>,
     ) -> CurrentUser {
         let is_admin = admin.unwrap_or_else(|| roles.contains(&self.settings.admin_role));
+        let is_service = service.unwrap_or_else(|| roles.contains(&self.settings.service_role));
         CurrentUser {
             id,
             name,
@@ -292,13 +345,54 @@ impl Authenticator {
             roles,
             method,
             is_admin,
+            is_service,
+            service: None,
         }
+    }
+
+    /// The end user `end_user` that the service `caller` acts for, created
+    /// on first sight; `field` names where the request named them.
+    pub async fn end_user(
+        &self,
+        caller: &CurrentUser,
+        end_user: &str,
+        field: &str,
+    ) -> Result<CurrentUser, ApiError> {
+        if !caller.is_service {
+            return Err(ApiError::Forbidden(format!(
+                "{field}: only a service may name the end user it acts for (a key made with \
+                 `switchyard keys create --service`, or a token with the role {:?})",
+                self.settings.service_role
+            )));
+        }
+        if end_user.is_empty()
+            || end_user.len() > MAX_END_USER
+            || end_user.trim() != end_user
+            || end_user.chars().any(char::is_control)
+        {
+            return Err(ApiError::Validation(format!(
+                "{field}: an end user's id is 1 to {MAX_END_USER} bytes, without control \
+                 characters or surrounding spaces"
+            )));
+        }
+        let subject = format!("{}/{end_user}", caller.id);
+        let id = self.remember(END_USER_METHOD, &subject, end_user).await?;
+        Ok(CurrentUser {
+            id,
+            name: end_user.to_owned(),
+            roles: Vec::new(),
+            method: caller.method,
+            is_admin: false,
+            limits: self.policy.for_roles(&[]),
+            is_service: false,
+            service: Some(caller.id),
+        })
     }
 
     /// The user `subject` of `method`, created on first sight.
     async fn remember(
         &self,
-        method: AuthMethod,
+        method: &'static str,
         subject: &str,
         name: &str,
     ) -> Result<UserId, ApiError> {
@@ -308,7 +402,7 @@ impl Authenticator {
         {
             return Ok(*id);
         }
-        let id = db::users::ensure(&self.pool, method.as_str(), subject, name).await?;
+        let id = db::users::ensure(&self.pool, method, subject, name).await?;
         let mut users = self.users.lock().expect("users lock");
         if users.len() >= REMEMBERED_USERS {
             users.clear();
@@ -324,13 +418,56 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let user = match app.auth.authenticate(request.headers()).await {
+    let user = match acting_user(&app, request.headers()).await {
         Ok(user) => user,
         Err(error) => return error.into_response(),
     };
-    if let Err(error) = app.limiter.request(&user).await {
-        return error.into_response();
-    }
     request.extensions_mut().insert(user);
     next.run(request).await
+}
+
+/// Who the request is made as, its requests counted: the caller, or the
+/// end user that [`END_USER_HEADER`] names.
+async fn acting_user(app: &AppState, headers: &HeaderMap) -> Result<CurrentUser, ApiError> {
+    let caller = app.auth.authenticate(headers).await?;
+    app.limiter.request(&caller).await?;
+    let Some(named) = headers.get(END_USER_HEADER) else {
+        return Ok(caller);
+    };
+    let named = named.to_str().map_err(|_| {
+        ApiError::Validation("X-Switchyard-End-User: must be printable ASCII".into())
+    })?;
+    let end_user = app
+        .auth
+        .end_user(&caller, named, "X-Switchyard-End-User")
+        .await?;
+    app.limiter.request(&end_user).await?;
+    Ok(end_user)
+}
+
+/// The user a request acts as when its body may name an end user
+/// (`user_id` of the simple chat, `user` of OpenAI's bodies; `field`
+/// names it): that end user, its request counted, or the caller when the
+/// body names nobody. A body that names someone else than the header did
+/// is refused.
+pub async fn for_end_user(
+    app: &AppState,
+    user: CurrentUser,
+    named: Option<&str>,
+    field: &str,
+) -> Result<CurrentUser, ApiError> {
+    let Some(named) = named else {
+        return Ok(user);
+    };
+    if user.service.is_some() {
+        return match user.name == named {
+            true => Ok(user),
+            false => Err(ApiError::Validation(format!(
+                "{field}: names another end user than X-Switchyard-End-User does"
+            ))),
+        };
+    }
+    let end_user = app.auth.end_user(&user, named, field).await?;
+    app.limiter.request(&end_user).await?;
+    Ok(end_user)
 }

@@ -9,6 +9,10 @@
 //!   `{threads, total, limit, offset}`.
 //! - `GET` and `DELETE /api/agents/{agent_id}/threads/{thread_id}`
 //!   (`?hard_delete=true` removes it for good).
+//! - The agent registry these front ends manage agents with:
+//!   `GET /api/agents`, `GET /api/agents/{agent_id}`, and for
+//!   administrators `POST /api/agents`, `PUT` and `DELETE
+//!   /api/agents/{agent_id}`: the native `/v1/agents`, at these paths.
 //!
 //! A thread of another agent is `404` here, as one of another user is.
 
@@ -24,19 +28,21 @@ use futures::{Stream, StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_common::db::{self, threads::ThreadRow};
-use switchyard_common::domain::{Message, Thread, ThreadId, ThreadStatus};
+use switchyard_common::domain::{
+    Agent, AgentSpec, Message, Thread, ThreadId, ThreadStatus, Visibility,
+};
 use switchyard_common::events::{RunEvent, SequencedEvent};
 use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::CurrentUser;
+use crate::auth::{Admin, CurrentUser};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
 use crate::routes::events::KEEP_ALIVE;
 use crate::routes::runs::StartRun;
-use crate::routes::threads;
+use crate::routes::{agents, threads};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -44,6 +50,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(chat))
         .routes(routes!(list))
         .routes(routes!(show, remove))
+        .routes(routes!(registry_list, registry_create))
+        .routes(routes!(registry_show, registry_update, registry_remove))
 }
 
 /// Messages a thread answer carries at most (the newest).
@@ -91,7 +99,15 @@ pub async fn chat(
     let (thread, created) = match request.thread_id {
         Some(id) => (agents_thread(&app, &user, &agent_id, id).await?, false),
         None => {
-            let thread = super::new_thread(&app, &user, &agent.spec.id, json!({}), &[]).await?;
+            let thread = super::new_thread(
+                &app,
+                &user,
+                &agent.spec.id,
+                json!({}),
+                &[],
+                Visibility::Private,
+            )
+            .await?;
             (thread, true)
         }
     };
@@ -312,4 +328,67 @@ pub async fn remove(
     agents_thread(&app, &user, &agent_id, id).await?;
     threads::delete(&app, &user, id, params.hard_delete).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The agents this deployment offers (`GET /v1/agents`).
+#[utoipa::path(get, path = "/api/agents", tag = "agent-chat",
+    responses((status = 200, body = agents::AgentList)))]
+pub async fn registry_list(
+    app: State<AppState>,
+    user: CurrentUser,
+) -> ApiResult<JsonBody<agents::AgentList>> {
+    agents::list(app, user).await
+}
+
+/// One agent (`GET /v1/agents/{agent_id}`).
+#[utoipa::path(get, path = "/api/agents/{agent_id}", tag = "agent-chat",
+    params(("agent_id" = String, Path)),
+    responses((status = 200, body = Agent), (status = 404, body = ErrorBody)))]
+pub async fn registry_show(
+    app: State<AppState>,
+    user: CurrentUser,
+    agent_id: Path<String>,
+) -> ApiResult<JsonBody<Agent>> {
+    agents::show(app, user, agent_id).await
+}
+
+/// Create an agent, for administrators (`POST /v1/agents`).
+#[utoipa::path(post, path = "/api/agents", tag = "agent-chat", request_body = AgentSpec,
+    responses((status = 201, body = Agent), (status = 403, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn registry_create(
+    app: State<AppState>,
+    admin: Admin,
+    spec: Json<AgentSpec>,
+) -> ApiResult<(StatusCode, JsonBody<Agent>)> {
+    agents::create(app, admin, spec).await
+}
+
+/// Replace an agent's definition, its `status` included, for
+/// administrators (`PUT /v1/agents/{agent_id}`).
+#[utoipa::path(put, path = "/api/agents/{agent_id}", tag = "agent-chat",
+    params(("agent_id" = String, Path)), request_body = AgentSpec,
+    responses((status = 200, body = Agent), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn registry_update(
+    app: State<AppState>,
+    admin: Admin,
+    agent_id: Path<String>,
+    spec: Json<AgentSpec>,
+) -> ApiResult<JsonBody<Agent>> {
+    agents::update(app, admin, agent_id, spec).await
+}
+
+/// Delete an agent, for administrators (`DELETE /v1/agents/{agent_id}`).
+#[utoipa::path(delete, path = "/api/agents/{agent_id}", tag = "agent-chat",
+    params(("agent_id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn registry_remove(
+    app: State<AppState>,
+    admin: Admin,
+    agent_id: Path<String>,
+) -> ApiResult<StatusCode> {
+    agents::remove(app, admin, agent_id).await
 }

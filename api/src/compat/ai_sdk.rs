@@ -25,7 +25,7 @@ use futures::{StreamExt as _, stream};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_common::db;
-use switchyard_common::domain::{MessageId, MessageRole, RunId, ThreadId};
+use switchyard_common::domain::{MessageId, MessageRole, RunId, ThreadId, Visibility};
 use switchyard_common::events::{RunEvent, SequencedEvent};
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
@@ -62,6 +62,11 @@ pub struct UiChatRequest {
     pub message: Option<UiMessage>,
     /// `submit-message` (the default); regenerating is not supported.
     pub trigger: Option<String>,
+    /// The chat template's sharing setting: `private` (the default for a
+    /// new chat) or `public`. Sent with every message; it sets the chat's
+    /// thread's visibility.
+    #[serde(rename = "selectedVisibilityType")]
+    pub selected_visibility_type: Option<Visibility>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -96,14 +101,27 @@ pub async fn chat(app: &AppState, user: &CurrentUser, body: Value) -> ApiResult<
     let linked = db::ui_chats::thread_of(&app.pool, user.id, &request.id).await?;
     let live = match linked {
         Some(thread_id) => match threads::load(app, user.id, thread_id).await {
-            Ok(thread) => Some(thread.id),
+            Ok(thread) => Some(thread),
             Err(ApiError::NotFound(_)) => None,
             Err(error) => return Err(error),
         },
         None => None,
     };
     let (thread_id, created) = match live {
-        Some(thread_id) => (thread_id, false),
+        Some(thread) => {
+            if let Some(visibility) = request.selected_visibility_type
+                && visibility != thread.visibility
+            {
+                let patch = db::threads::ThreadPatch {
+                    title: None,
+                    metadata: None,
+                    agent_id: None,
+                    visibility: Some(visibility),
+                };
+                threads::patch_thread(app, user, thread.id, patch).await?;
+            }
+            (thread.id, false)
+        }
         None => {
             let agent_id = threads::default_agent(app)?;
             let history: Vec<(MessageRole, &str)> = history
@@ -111,7 +129,9 @@ pub async fn chat(app: &AppState, user: &CurrentUser, body: Value) -> ApiResult<
                 .map(|(role, text)| (*role, text.as_str()))
                 .collect();
             let metadata = json!({"source": "ai-sdk", "chat_id": request.id});
-            let thread = super::new_thread(app, user, &agent_id, metadata, &history).await?;
+            let visibility = request.selected_visibility_type.unwrap_or_default();
+            let thread =
+                super::new_thread(app, user, &agent_id, metadata, &history, visibility).await?;
             let chat_thread =
                 db::ui_chats::link(&app.pool, user.id, &request.id, thread.id, linked).await?;
             if chat_thread == thread.id {

@@ -29,7 +29,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_common::db::{self, threads::ThreadPatch, threads::ThreadRow};
-use switchyard_common::domain::{Message, MessageRole, ThreadId};
+use switchyard_common::domain::{Message, MessageRole, ThreadId, Visibility};
 use switchyard_common::events::RunEvent;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -174,12 +174,14 @@ pub async fn create(
         }
         None => threads::default_agent(&app)?,
     };
-    let mut thread = super::new_thread(&app, &user, &agent_id, json!({}), &[]).await?;
+    let mut thread =
+        super::new_thread(&app, &user, &agent_id, json!({}), &[], Visibility::Private).await?;
     if body.title.is_some() {
         let patch = ThreadPatch {
             title: body.title,
             metadata: None,
             agent_id: None,
+            visibility: None,
         };
         thread = threads::patch_thread(&app, &user, thread.id, patch).await?;
     }
@@ -227,6 +229,7 @@ pub async fn update(
         title: body.title,
         metadata: None,
         agent_id: body.model,
+        visibility: None,
     };
     let thread = threads::patch_thread(&app, &user, id, patch).await?;
     Ok(JsonBody(with_messages(&app, &thread).await?))

@@ -11,7 +11,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use switchyard_common::db::{self, threads::NewThread, threads::ThreadRow};
-use switchyard_common::domain::{MessageId, MessageRole, RunError, Usage};
+use switchyard_common::domain::{MessageId, MessageRole, RunError, Usage, Visibility};
 use switchyard_common::events::{RunEvent, SequencedEvent};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -44,6 +44,7 @@ pub async fn new_thread(
     agent_id: &str,
     metadata: serde_json::Value,
     history: &[(MessageRole, &str)],
+    visibility: Visibility,
 ) -> ApiResult<ThreadRow> {
     let thread = db::threads::create_with_history(
         &app.pool,
@@ -52,6 +53,7 @@ pub async fn new_thread(
             agent_id: agent_id.to_owned(),
             title: None,
             metadata,
+            visibility,
         },
         history,
     )

@@ -24,13 +24,13 @@ use futures::{Stream, StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_common::db;
-use switchyard_common::domain::{MessageRole, Usage};
+use switchyard_common::domain::{MessageRole, Usage, Visibility};
 use switchyard_common::events::RunEvent;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::CurrentUser;
+use crate::auth::{self, CurrentUser};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Json;
 use crate::routes::events::KEEP_ALIVE;
@@ -61,6 +61,9 @@ pub struct CompletionRequest {
     #[serde(default)]
     #[schema(value_type = Option<Vec<Object>>)]
     pub tools: Option<Vec<Value>>,
+    /// The end user a service acts for (see `X-Switchyard-End-User`);
+    /// refused from anyone else.
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -185,6 +188,7 @@ pub async fn completions(
     user: CurrentUser,
     Json(request): Json<CompletionRequest>,
 ) -> ApiResult<Response> {
+    let user = auth::for_end_user(&app, user, request.user.as_deref(), "user").await?;
     let (history, last) = conversation(&request)?;
     let max = app.config.max_message_chars;
     if let Some(long) = history.iter().find(|(_, text)| text.chars().count() > max) {
@@ -201,7 +205,15 @@ pub async fn completions(
         .map(|(role, text)| (*role, text.as_str()))
         .collect();
     let metadata = json!({"source": "openai-compatible"});
-    let thread = super::new_thread(&app, &user, &agent.spec.id, metadata, &history).await?;
+    let thread = super::new_thread(
+        &app,
+        &user,
+        &agent.spec.id,
+        metadata,
+        &history,
+        Visibility::Private,
+    )
+    .await?;
     let request_run = StartRun::message(thread.id, &last, request.stream);
     let started = super::start_or_discard(&app, &user, request_run, true).await?;
     let ids = ids_headers(&started);

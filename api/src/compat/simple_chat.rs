@@ -8,7 +8,10 @@
 //!   ([`super::ai_sdk`]).
 //! - `POST /api/chat/stream`, the same body: `data: {"token", "type":
 //!   "content"}` events, then `data: {"done": true, "metadata"}`; on failure
-//!   `data: {"token": "<message>", "type": "error"}`.
+//!   `data: {"token": "<message>", "type": "error"}`. With `?format=message`,
+//!   the form of servers written with sse-starlette: `event: message` whose
+//!   data is the raw token text, then `event: done` (data: the metadata) or
+//!   `event: error` (data: the message).
 //! - `GET /api/status`, `POST /api/queue/status` and `POST /api/queue/cancel`
 //!   (`{request_id}`) over the real queue.
 //! - The message `/clear` starts a new conversation instead of a run.
@@ -25,16 +28,16 @@ use futures::{Stream, StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_common::db::{self, threads::ThreadRow};
-use switchyard_common::domain::{RunId, RunStatus, ThreadId};
+use switchyard_common::domain::{RunId, RunStatus, ThreadId, Visibility};
 use switchyard_common::events::RunEvent;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::ai_sdk;
-use crate::auth::CurrentUser;
+use crate::auth::{self, CurrentUser};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::Json;
+use crate::extract::{Json, Query};
 use crate::routes::events::KEEP_ALIVE;
 use crate::routes::runs::{self, StartRun, Started};
 use crate::routes::threads;
@@ -60,6 +63,9 @@ pub struct SimpleChatRequest {
     pub conversation_id: Option<ThreadId>,
     /// 1 (most urgent) to 10; default 5.
     pub priority: Option<i16>,
+    /// The end user a service acts for: each has their own conversations
+    /// and queue. Refused from a caller that is not a service.
+    pub user_id: Option<String>,
 }
 
 /// `POST /api/chat` takes either body (read by shape, see [`chat`]).
@@ -100,6 +106,7 @@ pub async fn chat(
         return ai_sdk::chat(&app, &user, body).await;
     }
     let request = parse(body)?;
+    let user = auth::for_end_user(&app, user, request.user_id.as_deref(), "user_id").await?;
     let started = match begin(&app, &user, &request, false).await? {
         Begun::Cleared(thread) => {
             return Ok(JsonBody(SimpleChatAnswer {
@@ -124,63 +131,113 @@ pub async fn chat(
     })
 }
 
+/// How `/api/chat/stream` writes its events.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamFormat {
+    /// `data: {"token", "type"}` … `data: {"done": true, "metadata"}`.
+    #[default]
+    Json,
+    /// `event: message` with the raw token text, then `event: done` or
+    /// `event: error`.
+    Message,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StreamParams {
+    /// `json` (the default) or `message`.
+    #[param(value_type = Option<StreamFormat>)]
+    pub format: Option<StreamFormat>,
+}
+
+/// What the stream tells, whatever its format.
+enum Said {
+    Token(String),
+    /// The end; the metadata of the answer.
+    Done(Value),
+    Error(String),
+}
+
+impl StreamFormat {
+    fn event(self, said: Said) -> Event {
+        match (self, said) {
+            (Self::Json, Said::Token(token)) => {
+                Event::default().data(json!({"token": token, "type": "content"}).to_string())
+            }
+            (Self::Json, Said::Done(metadata)) => {
+                Event::default().data(json!({"done": true, "metadata": metadata}).to_string())
+            }
+            (Self::Json, Said::Error(message)) => {
+                Event::default().data(json!({"token": message, "type": "error"}).to_string())
+            }
+            (Self::Message, Said::Token(token)) => Event::default().event("message").data(token),
+            (Self::Message, Said::Done(metadata)) => {
+                Event::default().event("done").data(metadata.to_string())
+            }
+            (Self::Message, Said::Error(message)) => Event::default().event("error").data(message),
+        }
+    }
+}
+
 /// The simple chat, streamed.
 #[utoipa::path(post, path = "/api/chat/stream", tag = "simple-chat",
-    request_body = SimpleChatRequest,
+    request_body = SimpleChatRequest, params(StreamParams),
     responses(
-        (status = 200, description = "`text/event-stream` of `data:` JSON events"),
+        (status = 200, description = "`text/event-stream`: `data:` JSON events, or with \
+            `format=message` `message` events of raw token text, then `done` or `error`"),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody),
     ))]
 pub async fn chat_stream(
     State(app): State<AppState>,
     user: CurrentUser,
+    Query(params): Query<StreamParams>,
     Json(request): Json<SimpleChatRequest>,
 ) -> ApiResult<Response> {
-    let events: Vec<Value> = match begin(&app, &user, &request, true).await? {
+    let format = params.format.unwrap_or_default();
+    let user = auth::for_end_user(&app, user, request.user_id.as_deref(), "user_id").await?;
+    let said = match begin(&app, &user, &request, true).await? {
         Begun::Cleared(thread) => vec![
-            json!({"token": CLEARED, "type": "content"}),
-            json!({"done": true, "metadata": {"conversation_id": thread.id, "request_id": null}}),
+            Said::Token(CLEARED.into()),
+            Said::Done(json!({"conversation_id": thread.id, "request_id": null})),
         ],
-        Begun::Run(started) => return Ok(relay(&app, *started).into_response()),
+        Begun::Run(started) => return Ok(relay(&app, *started, format).into_response()),
     };
     let events = stream::iter(
-        events
-            .into_iter()
-            .map(|data| Ok::<_, Infallible>(Event::default().data(data.to_string()))),
+        said.into_iter()
+            .map(move |said| Ok::<_, Infallible>(format.event(said))),
     );
     Ok(Sse::new(events).into_response())
 }
 
-/// A run's deltas as `content` tokens, then `done` or an `error` token.
+/// A run's deltas as tokens, then its end: done, or an error.
 fn relay(
     app: &AppState,
     started: Started,
+    format: StreamFormat,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let conversation_id = started.run.thread_id;
     let request_id = started.run.id;
     let events = super::to_the_end(started.follow(app)).filter_map(move |event| async move {
-        let data = match event {
-            Some(RunEvent::MessageDelta { delta, .. }) => {
-                json!({"token": delta, "type": "content"})
-            }
+        let said = match event {
+            Some(RunEvent::MessageDelta { delta, .. }) => Said::Token(delta),
             Some(RunEvent::RunCompleted {
                 message_id,
                 usage,
                 cost_usd,
                 ..
-            }) => json!({"done": true, "metadata": {
+            }) => Said::Done(json!({
                 "conversation_id": conversation_id, "request_id": request_id,
-                "message_id": message_id, "usage": usage, "cost_usd": cost_usd}}),
-            Some(RunEvent::RunFailed { error, .. }) => {
-                json!({"token": error.message, "type": "error"})
+                "message_id": message_id, "usage": usage, "cost_usd": cost_usd})),
+            Some(RunEvent::RunFailed { error, .. }) => Said::Error(error.message),
+            Some(RunEvent::RunCancelled { reason, .. }) => {
+                Said::Error(format!("the request was cancelled ({reason})"))
             }
-            Some(RunEvent::RunCancelled { reason, .. }) => json!({
-                "token": format!("the request was cancelled ({reason})"), "type": "error"}),
             Some(_) => return None,
-            None => json!({"token": super::CUT_SHORT, "type": "error"}),
+            None => Said::Error(super::CUT_SHORT.into()),
         };
-        Some(Ok(Event::default().data(data.to_string())))
+        Some(Ok(format.event(said)))
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
@@ -212,13 +269,14 @@ async fn begin(
     };
     runs::check_priority(request.priority)?;
     if request.message.trim() == "/clear" {
-        let thread = super::new_thread(app, user, &agent_id, json!({}), &[]).await?;
+        let thread =
+            super::new_thread(app, user, &agent_id, json!({}), &[], Visibility::Private).await?;
         return Ok(Begun::Cleared(thread));
     }
     let (thread, created) = match existing {
         Some(thread) => (thread, false),
         None => (
-            super::new_thread(app, user, &agent_id, json!({}), &[]).await?,
+            super::new_thread(app, user, &agent_id, json!({}), &[], Visibility::Private).await?,
             true,
         ),
     };
@@ -234,9 +292,15 @@ async fn begin(
 pub struct ServiceStatus {
     /// `ok`.
     pub status: &'static str,
+    /// The provider of the agent a new conversation is with.
+    pub provider: Option<String>,
+    /// That agent's model.
+    pub model: Option<String>,
     /// Runs waiting and running now, of every user.
-    pub queue: QueueCounts,
-    /// The caller's own.
+    pub queue_stats: QueueCounts,
+    /// Users with a run waiting or running now.
+    pub active_users: i64,
+    /// The caller's own runs (the end user's, for a service acting for one).
     pub mine: QueueCounts,
 }
 
@@ -261,9 +325,13 @@ pub async fn status(
         }
     }
     let (queued, in_progress) = db::runs::active_of(&app.pool, user.id).await?;
+    let agent = app.config.catalog.agents.first();
     Ok(JsonBody(ServiceStatus {
         status: "ok",
-        queue,
+        provider: agent.map(|a| a.provider.clone()),
+        model: agent.map(|a| a.model.clone()),
+        queue_stats: queue,
+        active_users: db::runs::active_users(&app.pool).await?,
         mine: QueueCounts {
             queued,
             in_progress,
@@ -275,6 +343,8 @@ pub async fn status(
 #[serde(deny_unknown_fields)]
 pub struct QueueRequest {
     pub request_id: RunId,
+    /// The end user a service acts for.
+    pub user_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -295,6 +365,7 @@ pub async fn queue_status(
     user: CurrentUser,
     Json(request): Json<QueueRequest>,
 ) -> ApiResult<JsonBody<QueueState>> {
+    let user = auth::for_end_user(&app, user, request.user_id.as_deref(), "user_id").await?;
     let run = runs::load(&app, &user, request.request_id).await?;
     Ok(JsonBody(state_of(&run)))
 }
@@ -309,6 +380,7 @@ pub async fn queue_cancel(
     user: CurrentUser,
     Json(request): Json<QueueRequest>,
 ) -> ApiResult<JsonBody<QueueState>> {
+    let user = auth::for_end_user(&app, user, request.user_id.as_deref(), "user_id").await?;
     let run = runs::stop(&app, &user, request.request_id).await?;
     Ok(JsonBody(state_of(&run)))
 }

@@ -80,7 +80,7 @@ pub async fn events(
     if params.after.is_some_and(|n| n < 0) {
         return Err(ApiError::Validation("after: must be 0 or more".into()));
     }
-    super::runs::load(&app, &user, run_id).await?;
+    super::runs::load_readable(&app, &user, run_id).await?;
     let slot = app.limiter.open_stream(&user).await?;
     let after = last_event_id.or(params.after).unwrap_or(0);
     Ok(stream(app, run_id, Start::After(after), slot).into_response())

@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use switchyard_common::bus::{self, tail};
 use switchyard_common::db::{self, runs::CancelReason, runs::RunRow};
-use switchyard_common::domain::{Multitask, Run, RunId, RunStatus, Step, ThreadId};
+use switchyard_common::domain::{AgentStatus, Multitask, Run, RunId, RunStatus, Step, ThreadId};
 use switchyard_common::events::SequencedEvent;
 use switchyard_common::queue::{self, RunJob};
 use switchyard_common::telemetry;
@@ -216,18 +216,23 @@ pub async fn start(
         .unwrap_or_else(|| thread.agent_id.clone());
     // The agent is looked up even when the model is overridden: a deleted
     // agent (the thread's or the requested one) takes no new runs.
-    let agent_model = match app.config.catalog.agent(&agent_id) {
+    let (agent_model, status) = match app.config.catalog.agent(&agent_id) {
         // The catalog's agents cannot be changed over the API: the file's
-        // model is the stored one.
-        Some(agent) => agent.model.clone(),
+        // definition is the stored one.
+        Some(agent) => (agent.model.clone(), agent.status),
         None => {
-            db::agents::get(&app.pool, &agent_id)
+            let spec = db::agents::get(&app.pool, &agent_id)
                 .await?
                 .ok_or_else(|| no_agent(&agent_id))?
-                .spec
-                .model
+                .spec;
+            (spec.model, spec.status)
         }
     };
+    if status == AgentStatus::Inactive {
+        return Err(ApiError::Conflict(format!(
+            "agent {agent_id:?} is inactive: it takes no new runs"
+        )));
+    }
     let model = request.model.clone().unwrap_or(agent_model);
     let multitask = request.multitask;
     // Limits last: a request refused for its content counts against none.
@@ -425,6 +430,13 @@ pub async fn load(app: &AppState, user: &CurrentUser, id: RunId) -> ApiResult<Ru
         .ok_or_else(|| ApiError::not_found("run", id))
 }
 
+/// A run `user` may read: theirs, or a finished run of a public thread.
+pub async fn load_readable(app: &AppState, user: &CurrentUser, id: RunId) -> ApiResult<RunRow> {
+    db::runs::get_readable(&app.pool, user.id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run", id))
+}
+
 #[utoipa::path(get, path = "/v1/runs/{run_id}", tag = "runs",
     params(("run_id" = String, Path)),
     responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
@@ -433,7 +445,9 @@ pub async fn show(
     user: CurrentUser,
     Path(id): Path<RunId>,
 ) -> ApiResult<JsonBody<Run>> {
-    Ok(JsonBody(load(&app, &user, id).await?.to_resource()))
+    Ok(JsonBody(
+        load_readable(&app, &user, id).await?.to_resource(),
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -461,8 +475,10 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> ApiResult<JsonBody<RunList>> {
     let limit = check_limit(params.limit)?;
-    super::threads::load(&app, user.id, thread_id).await?;
-    let page = db::runs::list_for_thread(&app.pool, thread_id, limit, params.cursor).await?;
+    let thread = super::threads::load_readable(&app, user.id, thread_id).await?;
+    let others = thread.owner_id != user.id;
+    let page =
+        db::runs::list_for_thread(&app.pool, thread_id, limit, params.cursor, others).await?;
     Ok(JsonBody(RunList {
         runs: page.items.iter().map(RunRow::to_resource).collect(),
         next_cursor: page.next_cursor,
@@ -482,7 +498,7 @@ pub async fn steps(
     user: CurrentUser,
     Path(id): Path<RunId>,
 ) -> ApiResult<JsonBody<StepList>> {
-    load(&app, &user, id).await?;
+    load_readable(&app, &user, id).await?;
     Ok(JsonBody(StepList {
         steps: db::steps::list(&app.pool, id).await?,
     }))

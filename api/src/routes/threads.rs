@@ -1,4 +1,9 @@
 //! Threads and their messages.
+//!
+//! A thread is its owner's to write. A `public` one can also be read, by
+//! any signed-in user who has its id: the thread, its messages, and its
+//! finished runs with their steps and events; it is never listed to them,
+//! and everything else answers `404`, as for a private one.
 
 use axum::Json as JsonBody;
 use axum::extract::State;
@@ -7,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_common::cache::{CachedThread, RECENT_MESSAGES};
 use switchyard_common::db::{self, threads::ThreadRow};
-use switchyard_common::domain::{Message, MessageId, Thread, ThreadId, UserId};
+use switchyard_common::domain::{Message, MessageId, Thread, ThreadId, UserId, Visibility};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,21 +32,38 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(messages))
 }
 
-/// A thread of `owner`: from the cache if it has it, else PostgreSQL (and
-/// then cached).
+/// A thread of `owner`, to change or continue: from the cache if it has
+/// it, else PostgreSQL (and then cached).
 pub async fn load(app: &AppState, owner: UserId, id: ThreadId) -> ApiResult<ThreadRow> {
-    match app.cache.thread(id).await {
-        CachedThread::Found(row) if row.owner_id == owner => return Ok(*row),
-        CachedThread::Found(_) | CachedThread::Gone => {
-            return Err(ApiError::not_found("thread", id));
+    load_if(app, id, |row| row.owner_id == owner).await
+}
+
+/// A thread `reader` may read: theirs, or a public one.
+pub async fn load_readable(app: &AppState, reader: UserId, id: ThreadId) -> ApiResult<ThreadRow> {
+    load_if(app, id, |row| row.readable_by(reader)).await
+}
+
+/// The live thread `id` if `allowed`, else `404` as if there were none.
+async fn load_if(
+    app: &AppState,
+    id: ThreadId,
+    allowed: impl Fn(&ThreadRow) -> bool,
+) -> ApiResult<ThreadRow> {
+    let row = match app.cache.thread(id).await {
+        CachedThread::Found(row) => *row,
+        CachedThread::Gone => return Err(ApiError::not_found("thread", id)),
+        CachedThread::Miss => {
+            let row = db::threads::find(&app.pool, id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("thread", id))?;
+            app.cache.put_thread(&row).await;
+            row
         }
-        CachedThread::Miss => {}
+    };
+    match allowed(&row) {
+        true => Ok(row),
+        false => Err(ApiError::not_found("thread", id)),
     }
-    let row = db::threads::get(&app.pool, owner, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("thread", id))?;
-    app.cache.put_thread(&row).await;
-    Ok(row)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -52,6 +74,8 @@ pub struct CreateThread {
     pub title: Option<String>,
     #[schema(value_type = Object)]
     pub metadata: Option<Value>,
+    /// `private` (the default) or `public`.
+    pub visibility: Option<Visibility>,
 }
 
 pub fn check_title(title: &Option<String>) -> ApiResult<()> {
@@ -119,6 +143,7 @@ pub async fn create(
             metadata: body
                 .metadata
                 .unwrap_or_else(|| Value::Object(Default::default())),
+            visibility: body.visibility.unwrap_or_default(),
         },
     )
     .await?;
@@ -189,7 +214,9 @@ pub async fn show(
     user: CurrentUser,
     Path(id): Path<ThreadId>,
 ) -> ApiResult<JsonBody<Thread>> {
-    Ok(JsonBody(load(&app, user.id, id).await?.to_resource()))
+    Ok(JsonBody(
+        load_readable(&app, user.id, id).await?.to_resource(),
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -198,6 +225,8 @@ pub struct UpdateThread {
     pub title: Option<String>,
     #[schema(value_type = Object)]
     pub metadata: Option<Value>,
+    /// `private` or `public`.
+    pub visibility: Option<Visibility>,
 }
 
 #[utoipa::path(patch, path = "/v1/threads/{thread_id}", tag = "threads",
@@ -213,6 +242,7 @@ pub async fn update(
         title: body.title,
         metadata: body.metadata,
         agent_id: None,
+        visibility: body.visibility,
     };
     Ok(JsonBody(
         patch_thread(&app, &user, id, patch).await?.to_resource(),
@@ -301,7 +331,7 @@ pub async fn messages(
     Query(params): Query<MessageParams>,
 ) -> ApiResult<JsonBody<MessageList>> {
     let limit = check_limit(params.limit)?;
-    let thread = load(&app, user.id, id).await?;
+    let thread = load_readable(&app, user.id, id).await?;
     let latest = params.before.is_none() && limit as usize <= RECENT_MESSAGES;
     if latest
         && let Some(cached) = app

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `SWITCHYARD_AUTH` | comma list of `api_key`, `oidc`, `easy_auth`, `dev` | none: `switchyard api` refuses to start (`switchyard dev`: `dev`) |
 //! | `SWITCHYARD_ADMIN_ROLE` | the role (OIDC or Easy Auth) that makes a user an administrator | `admin` |
+//! | `SWITCHYARD_SERVICE_ROLE` | the role (OIDC or Easy Auth) that makes a caller a service, which may name the end user each request acts for (as a key made with `switchyard keys create --service` may) | `service` |
 //! | `SWITCHYARD_OIDC_ISSUER` | with `oidc`: the exact `iss` of accepted tokens | required |
 //! | `SWITCHYARD_OIDC_AUDIENCE` | with `oidc`: the `aud` accepted tokens must carry | required |
 //! | `SWITCHYARD_OIDC_JWKS_URL` | with `oidc`: where the issuer publishes its signing keys | required |
@@ -51,6 +52,9 @@ pub struct AuthSettings {
     pub methods: Vec<AuthMethod>,
     /// Users holding this role administer the deployment.
     pub admin_role: String,
+    /// Callers holding this role are services: apps acting for their own
+    /// end users, whom each request may name.
+    pub service_role: String,
     /// Present when `oidc` is on.
     pub oidc: Option<OidcSettings>,
 }
@@ -128,6 +132,7 @@ impl AuthSettings {
         Ok(Self {
             methods,
             admin_role: set("SWITCHYARD_ADMIN_ROLE").unwrap_or_else(|| "admin".into()),
+            service_role: set("SWITCHYARD_SERVICE_ROLE").unwrap_or_else(|| "service".into()),
             oidc,
         })
     }

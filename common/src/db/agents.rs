@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use crate::config::ToolSettings;
-use crate::domain::{Agent, AgentSource, AgentSpec, Workflow};
+use crate::domain::{Agent, AgentSource, AgentSpec, AgentStatus, Workflow};
 
 /// An agent row, read by column or as `to_jsonb(agents)`.
 #[derive(sqlx::FromRow, serde::Deserialize)]
@@ -22,6 +22,7 @@ pub(crate) struct AgentRow {
     workflow: Json<Workflow>,
     tool_settings: Json<ToolSettings>,
     context_tokens: i32,
+    status: String,
     source: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -41,6 +42,10 @@ impl From<AgentRow> for Agent {
                 workflow: row.workflow.0,
                 tool_settings: row.tool_settings.0,
                 context_tokens: u32::try_from(row.context_tokens).unwrap_or(1),
+                status: match row.status.as_str() {
+                    "inactive" => AgentStatus::Inactive,
+                    _ => AgentStatus::Active,
+                },
             },
             source: if row.source == "api" {
                 AgentSource::Api
@@ -57,24 +62,25 @@ impl From<AgentRow> for Agent {
 macro_rules! agent_columns {
     () => {
         "id, name, description, provider, model, instructions, tools, workflow, tool_settings,
-         context_tokens, source, created_at, updated_at"
+         context_tokens, status, source, created_at, updated_at"
     };
 }
 
 /// `insert … on conflict do update` of every definition column (`$11` is
-/// the source) and of `$set` columns, then the rest of the statement.
+/// the source, `$12` the status) and of `$set` columns, then the rest of the statement.
 macro_rules! upsert {
     ($set:literal, $rest:literal) => {
         concat!(
             "insert into agents (id, name, description, provider, model, instructions, tools,
-                                 workflow, tool_settings, context_tokens, source)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                 workflow, tool_settings, context_tokens, source, status)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              on conflict (id) do update set
                  name = excluded.name, description = excluded.description,
                  provider = excluded.provider, model = excluded.model,
                  instructions = excluded.instructions, tools = excluded.tools,
                  workflow = excluded.workflow, tool_settings = excluded.tool_settings,
                  context_tokens = excluded.context_tokens, source = excluded.source,
+                 status = excluded.status,
                  deleted_at = null, updated_at = now() ",
             $set,
             " ",
@@ -87,7 +93,7 @@ macro_rules! upsert {
 
 type RowQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, AgentRow, sqlx::postgres::PgArguments>;
 
-/// Bind `$1`…`$11` of [`upsert!`] (and of [`update`]).
+/// Bind `$1`…`$12` of [`upsert!`] (and of [`update`]).
 fn bind_spec<'q>(query: RowQuery<'q>, spec: &'q AgentSpec, source: &'static str) -> RowQuery<'q> {
     query
         .bind(&spec.id)
@@ -101,6 +107,7 @@ fn bind_spec<'q>(query: RowQuery<'q>, spec: &'q AgentSpec, source: &'static str)
         .bind(Json(&spec.tool_settings))
         .bind(i32::try_from(spec.context_tokens).unwrap_or(i32::MAX))
         .bind(source)
+        .bind(spec.status.as_str())
 }
 
 /// Create or update the catalog's agents (start-up). An agent of the same
@@ -205,7 +212,7 @@ pub async fn update(
         sqlx::query_as(concat!(
             "update agents set name = $2, description = $3, provider = $4, model = $5,
                  instructions = $6, tools = $7, workflow = $8, tool_settings = $9,
-                 context_tokens = $10, updated_at = now()
+                 context_tokens = $10, status = $12, updated_at = now()
              where id = $1 and deleted_at is null and source = $11
              returning ",
             agent_columns!()

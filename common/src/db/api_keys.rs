@@ -24,6 +24,7 @@ pub struct ApiKeyRow {
     pub user_name: String,
     pub prefix: String,
     pub admin: bool,
+    pub service: bool,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -36,6 +37,18 @@ pub struct KeyOwner {
     pub user_id: UserId,
     pub user_name: String,
     pub admin: bool,
+    /// May name the end user each request acts for.
+    pub service: bool,
+}
+
+/// What a key may do besides acting as its user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyGrants {
+    /// The `admin` role.
+    pub admin: bool,
+    /// A service key: an app serving many people, whose requests may name
+    /// the end user they act for.
+    pub service: bool,
 }
 
 /// The stored form of a key.
@@ -48,7 +61,7 @@ pub fn hash(key: &str) -> Vec<u8> {
 pub async fn create(
     pool: &PgPool,
     user_name: &str,
-    admin: bool,
+    grants: KeyGrants,
 ) -> Result<(ApiKeyRow, String), sqlx::Error> {
     let user = users::ensure(pool, "api_key", user_name, user_name).await?;
     let mut secret = [0u8; 32];
@@ -58,18 +71,20 @@ pub async fn create(
         .collect();
     let row = sqlx::query_as(
         "with created as (
-             insert into api_keys (id, user_id, prefix, hash, admin) values ($1, $2, $3, $4, $5)
+             insert into api_keys (id, user_id, prefix, hash, admin, service)
+             values ($1, $2, $3, $4, $5, $6)
              returning *
          )
-         select c.id, u.name as user_name, c.prefix, c.admin, c.created_at, c.last_used_at,
-                c.revoked_at
+         select c.id, u.name as user_name, c.prefix, c.admin, c.service, c.created_at,
+                c.last_used_at, c.revoked_at
          from created c join users u on u.id = c.user_id",
     )
     .bind(Uuid::now_v7())
     .bind(user)
     .bind(&key[..SHOWN_CHARS])
     .bind(hash(&key))
-    .bind(admin)
+    .bind(grants.admin)
+    .bind(grants.service)
     .fetch_one(pool)
     .await?;
     Ok((row, key))
@@ -78,8 +93,8 @@ pub async fn create(
 /// Every key, revoked ones included, oldest first.
 pub async fn list(pool: &PgPool) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
     sqlx::query_as(
-        "select k.id, u.name as user_name, k.prefix, k.admin, k.created_at, k.last_used_at,
-                k.revoked_at
+        "select k.id, u.name as user_name, k.prefix, k.admin, k.service, k.created_at,
+                k.last_used_at, k.revoked_at
          from api_keys k join users u on u.id = k.user_id order by k.id",
     )
     .fetch_all(pool)
@@ -101,14 +116,14 @@ pub async fn revoke(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
 pub async fn owner(pool: &PgPool, key: &str) -> Result<Option<KeyOwner>, sqlx::Error> {
     sqlx::query_as(
         "with k as (
-             select id, user_id, admin, last_used_at from api_keys
+             select id, user_id, admin, service, last_used_at from api_keys
              where hash = $1 and revoked_at is null
          ), used as (
              update api_keys set last_used_at = now()
              where id = (select id from k)
                and (last_used_at is null or last_used_at < now() - interval '1 minute')
          )
-         select k.id as key_id, k.user_id, u.name as user_name, k.admin
+         select k.id as key_id, k.user_id, u.name as user_name, k.admin, k.service
          from k join users u on u.id = k.user_id",
     )
     .bind(hash(key))

@@ -6,7 +6,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::Page;
 use super::messages::{self, NewMessage};
-use crate::domain::{MessageId, MessageRole, Thread, ThreadId, ThreadStatus, UserId};
+use crate::domain::{MessageId, MessageRole, Thread, ThreadId, ThreadStatus, UserId, Visibility};
 
 /// A thread row: the resource plus what the storage layers need.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
@@ -19,11 +19,19 @@ pub struct ThreadRow {
     pub message_count: i64,
     pub active_runs: i32,
     pub version: i64,
+    /// Defaults for rows cached before threads had one: they were private.
+    #[serde(default)]
+    pub visibility: Visibility,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl ThreadRow {
+    /// Whether `reader` may read it: its owner, or anyone if it is public.
+    pub fn readable_by(&self, reader: UserId) -> bool {
+        self.owner_id == reader || self.visibility == Visibility::Public
+    }
+
     pub fn to_resource(&self) -> Thread {
         Thread {
             id: self.id,
@@ -35,6 +43,7 @@ impl ThreadRow {
             } else {
                 ThreadStatus::Idle
             },
+            visibility: self.visibility,
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
@@ -44,7 +53,8 @@ impl ThreadRow {
 /// The columns of [`ThreadRow`], for `returning` and `select` clauses.
 macro_rules! thread_columns {
     () => {
-        "id, owner_id, agent_id, title, metadata, message_count, active_runs, version, created_at, updated_at"
+        "id, owner_id, agent_id, title, metadata, message_count, active_runs, version, visibility,
+         created_at, updated_at"
     };
 }
 pub(crate) use thread_columns;
@@ -54,6 +64,7 @@ pub struct NewThread {
     pub agent_id: String,
     pub title: Option<String>,
     pub metadata: Value,
+    pub visibility: Visibility,
 }
 
 pub async fn create(pool: &PgPool, new: NewThread) -> Result<ThreadRow, sqlx::Error> {
@@ -69,8 +80,8 @@ pub async fn create_with_history(
 ) -> Result<ThreadRow, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut thread: ThreadRow = sqlx::query_as(concat!(
-        "insert into threads (id, owner_id, agent_id, title, metadata)
-         values ($1, $2, $3, $4, $5) returning ",
+        "insert into threads (id, owner_id, agent_id, title, metadata, visibility)
+         values ($1, $2, $3, $4, $5, $6) returning ",
         thread_columns!()
     ))
     .bind(ThreadId::new())
@@ -78,6 +89,7 @@ pub async fn create_with_history(
     .bind(new.agent_id)
     .bind(new.title)
     .bind(new.metadata)
+    .bind(new.visibility)
     .fetch_one(&mut *tx)
     .await?;
     for &(role, content) in history {
@@ -97,19 +109,15 @@ pub async fn create_with_history(
     Ok(thread)
 }
 
-/// A live (not deleted) thread of `owner`.
-pub async fn get(
-    pool: &PgPool,
-    owner: UserId,
-    id: ThreadId,
-) -> Result<Option<ThreadRow>, sqlx::Error> {
+/// A live (not deleted) thread, whoever owns it: the caller checks that
+/// the reader may see it ([`ThreadRow::readable_by`]).
+pub async fn find(pool: &PgPool, id: ThreadId) -> Result<Option<ThreadRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "select ",
         thread_columns!(),
-        " from threads where id = $1 and owner_id = $2 and deleted_at is null"
+        " from threads where id = $1 and deleted_at is null"
     ))
     .bind(id)
-    .bind(owner)
     .fetch_optional(pool)
     .await
 }
@@ -204,6 +212,7 @@ pub struct ThreadPatch {
     pub metadata: Option<Value>,
     /// The agent that answers the thread's next runs.
     pub agent_id: Option<String>,
+    pub visibility: Option<Visibility>,
 }
 
 pub async fn update(
@@ -217,6 +226,7 @@ pub async fn update(
              title = coalesce($3, title),
              metadata = coalesce($4, metadata),
              agent_id = coalesce($5, agent_id),
+             visibility = coalesce($6, visibility),
              version = version + 1,
              updated_at = now()
          where id = $1 and owner_id = $2 and deleted_at is null
@@ -228,6 +238,7 @@ pub async fn update(
     .bind(patch.title)
     .bind(patch.metadata)
     .bind(patch.agent_id)
+    .bind(patch.visibility)
     .fetch_optional(pool)
     .await
 }

@@ -48,6 +48,29 @@ pub struct AgentSpec {
     /// characters a token), trimmed from the oldest end.
     #[serde(default = "default_context_tokens")]
     pub context_tokens: u32,
+    /// `inactive`: listed and readable, but takes no new runs.
+    #[serde(default)]
+    pub status: AgentStatus,
+}
+
+/// Whether an agent takes new runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    #[default]
+    Active,
+    /// Listed and readable; a new run on it is refused (`409`). Runs
+    /// already queued still run.
+    Inactive,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+        }
+    }
 }
 
 fn default_context_tokens() -> u32 {

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{MessageId, MessageRole, RunId, RunStatus, StepId, StepKind, StepStatus, ThreadId};
+use super::{
+    MessageId, MessageRole, RunId, RunStatus, StepId, StepKind, StepStatus, ThreadId, Visibility,
+};
 
 /// Whether a thread has a queued or in-progress run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -24,6 +26,9 @@ pub struct Thread {
     #[schema(value_type = Object)]
     pub metadata: Value,
     pub status: ThreadStatus,
+    /// `private` (the default) or `public`: readable by any signed-in user
+    /// who has the id.
+    pub visibility: Visibility,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -23,6 +23,19 @@ impl RunStatus {
     }
 }
 
+/// Who may read a thread: its owner only, or any signed-in user who has
+/// its id (who may still not write to it, nor see it listed).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "thread_visibility", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    #[default]
+    Private,
+    Public,
+}
+
 /// Who wrote a message.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,

@@ -334,6 +334,7 @@ mod tests {
                     workflow: Default::default(),
                     tool_settings: Default::default(),
                     context_tokens: 1000,
+                    status: Default::default(),
                 })
             })
             .collect()

@@ -15,6 +15,15 @@ pub async fn active_counts(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Er
     .await
 }
 
+/// How many users have a run queued or in progress.
+pub async fn active_users(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select count(distinct owner_id) from runs where status in ('queued', 'in_progress')",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// `owner`'s queued and in-progress runs.
 pub async fn active_of(pool: &PgPool, owner: UserId) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(

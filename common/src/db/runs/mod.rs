@@ -13,7 +13,9 @@ mod cancelling;
 mod leases;
 mod queueing;
 
-pub use activity::{active_counts, active_in_thread, active_of, active_or_after, latest_in_thread};
+pub use activity::{
+    active_counts, active_in_thread, active_of, active_or_after, active_users, latest_in_thread,
+};
 pub use cancelling::{CancelReason, Cancelled, cancel, cancel_requests, queued_retries};
 use cancelling::{request_cancel, stop_queued};
 pub use leases::{release, renew_leases, requeue_expired};
@@ -408,6 +410,26 @@ pub async fn get(pool: &PgPool, owner: UserId, id: RunId) -> Result<Option<RunRo
     .await
 }
 
+/// A run that `reader` may read: theirs, or a finished run of a public
+/// thread.
+pub async fn get_readable(
+    pool: &PgPool,
+    reader: UserId,
+    id: RunId,
+) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as(select_runs!(
+        "join threads t on t.id = r.thread_id
+         where r.id = $1 and t.deleted_at is null
+           and (r.owner_id = $2
+                or (t.visibility = 'public'
+                    and r.status in ('completed', 'failed', 'cancelled')))"
+    ))
+    .bind(id)
+    .bind(reader)
+    .fetch_optional(pool)
+    .await
+}
+
 /// A run's status (`None` once the run is gone).
 pub async fn status(pool: &PgPool, id: RunId) -> Result<Option<RunStatus>, sqlx::Error> {
     sqlx::query_scalar("select status from runs where id = $1")
@@ -416,19 +438,24 @@ pub async fn status(pool: &PgPool, id: RunId) -> Result<Option<RunStatus>, sqlx:
         .await
 }
 
-/// A thread's runs, newest first.
+/// A thread's runs, newest first; with `finished_only`, the ones that
+/// have ended (what a reader of someone else's public thread sees).
 pub async fn list_for_thread(
     pool: &PgPool,
     thread_id: ThreadId,
     limit: i64,
     cursor: Option<RunId>,
+    finished_only: bool,
 ) -> Result<Page<RunRow>, sqlx::Error> {
     let items: Vec<RunRow> = sqlx::query_as(select_runs!(
-        "where r.thread_id = $1 and ($2::uuid is null or r.id < $2) order by r.id desc limit $3"
+        "where r.thread_id = $1 and ($2::uuid is null or r.id < $2)
+           and (not $4 or r.status in ('completed', 'failed', 'cancelled'))
+         order by r.id desc limit $3"
     ))
     .bind(thread_id)
     .bind(cursor)
     .bind(limit + 1)
+    .bind(finished_only)
     .fetch_all(pool)
     .await?;
     Ok(Page::from_overfetch(items, limit, |r| r.id.to_string()))
