@@ -358,6 +358,38 @@ async fn dev_uses_the_postgresql_and_redis_that_answer() {
         .ask("support-triage", "My storage account deployment failed")
         .await;
     assert_eq!(run["status"], "completed", "{run}");
+    // A front end's dev server on any local port may call it from a
+    // browser; other origins may not.
+    for (origin, allowed) in [
+        ("http://localhost:3000", true),
+        ("http://127.0.0.1:5173", true),
+        ("https://example.com", false),
+    ] {
+        let preflight = dev
+            .http
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/api/chat/stream", dev.address),
+            )
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization,content-type",
+            )
+            .send()
+            .await
+            .unwrap();
+        let permitted = preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .cloned();
+        assert_eq!(
+            (preflight.status().as_u16(), permitted.is_some()),
+            (if allowed { 200 } else { 403 }, allowed),
+            "{origin}"
+        );
+    }
     let said = dev.said();
     assert!(
         !said.iter().any(|l| l.contains("running a private")),

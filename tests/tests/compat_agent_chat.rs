@@ -351,3 +351,144 @@ async fn a_slow_answer_gets_heartbeats() {
     );
     assert_eq!(kinds.last(), Some(&"done"));
 }
+
+/// The registry agent-chat front ends manage agents with, at `/api/agents`:
+/// the native agents, with the same bodies and rights; an inactive agent
+/// stays listed and readable but takes no new runs on any surface.
+#[tokio::test]
+async fn the_agent_registry_lists_manages_and_deactivates_agents() {
+    let catalog = format!(
+        "{CATALOG}\n[[agents]]\nid = \"retired\"\nname = \"Retired\"\nprovider = \"scripted\"\n\
+         model = \"scripted-1\"\nstatus = \"inactive\"\n"
+    );
+    let app = TestApp::spawn_with(Options {
+        catalog,
+        env: vec![("SWITCHYARD_AUTH", "api_key".into())],
+        ..Default::default()
+    })
+    .await;
+    let admin = app.client_with_token(&app.api_key("root", true).await);
+    let user = app.client_with_token(&app.api_key("someone", false).await);
+
+    let (status, registry) = app.call(user.get(app.url("/api/agents"))).await;
+    assert_eq!(status, 200, "{registry}");
+    let (_, native) = app.call(user.get(app.url("/v1/agents"))).await;
+    assert_eq!(registry, native, "the same agents");
+    let statuses: Vec<(&str, &str)> = registry["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["id"].as_str().unwrap(), a["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("assistant", "active"),
+            ("helper", "active"),
+            ("retired", "inactive")
+        ]
+    );
+
+    let spec = json!({"id": "support", "name": "Support", "provider": "scripted",
+                      "model": "scripted-1", "instructions": "Help."});
+    for (request, what) in [
+        (user.post(app.url("/api/agents")).json(&spec), "create"),
+        (
+            user.put(app.url("/api/agents/assistant")).json(&spec),
+            "update",
+        ),
+        (user.delete(app.url("/api/agents/helper")), "delete"),
+    ] {
+        let (status, body) = app.call(request).await;
+        assert_eq!(status, 403, "a user may not {what}: {body}");
+    }
+    let (status, created) = app
+        .call(admin.post(app.url("/api/agents")).json(&spec))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "active");
+    let (status, shown) = app.call(user.get(app.url("/api/agents/support"))).await;
+    assert_eq!((status, &shown["name"]), (200, &json!("Support")));
+
+    let chat = |agent: &str| {
+        user.post(app.url(&format!("/api/agents/{agent}/chat")))
+            .json(&json!({"message": "Hello", "stream": false}))
+    };
+    let (status, answer) = app.call(chat("support")).await;
+    assert_eq!(status, 200, "{answer}");
+    let thread = answer["thread_id"].as_str().unwrap().to_owned();
+
+    // Made inactive: still listed and readable, but no new run anywhere.
+    let mut inactive = spec.clone();
+    inactive["status"] = json!("inactive");
+    let (status, updated) = app
+        .call(admin.put(app.url("/api/agents/support")).json(&inactive))
+        .await;
+    assert_eq!(
+        (status, &updated["status"]),
+        (200, &json!("inactive")),
+        "{updated}"
+    );
+    let (_, listed) = app.call(user.get(app.url("/api/agents"))).await;
+    assert!(
+        listed["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == "support" && a["status"] == "inactive")
+    );
+    let (status, _) = app.call(user.get(app.url("/api/agents/support"))).await;
+    assert_eq!(status, 200);
+    for agent in ["support", "retired"] {
+        let (status, body) = app.call(chat(agent)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (409, Some("conflict")),
+            "{agent}: {body}"
+        );
+        let (status, body) = app
+            .call(user.post(app.url("/v1/chat/completions")).json(&json!({
+                "model": agent, "messages": [{"role": "user", "content": "Hi"}]})))
+            .await;
+        assert_eq!(status, 409, "{agent}: {body}");
+    }
+    let (status, body) = app
+        .call(
+            user.post(app.url(&format!("/v1/threads/{thread}/runs")))
+                .json(&json!({"input": {"content": "More"}})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (_, history) = app
+        .call(user.get(app.url(&format!("/v1/threads/{thread}/messages"))))
+        .await;
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        2,
+        "the refused runs left nothing"
+    );
+    let (status, retired) = app
+        .call(admin.put(app.url("/api/agents/retired")).json(&spec))
+        .await;
+    assert_eq!(
+        status, 409,
+        "a catalog agent changes in its file: {retired}"
+    );
+
+    // Active again, it answers; deleted, it is gone.
+    let (status, _) = app
+        .call(admin.put(app.url("/api/agents/support")).json(&spec))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = app.call(chat("support")).await;
+    assert_eq!(status, 200);
+    let (status, _) = app.call(admin.delete(app.url("/api/agents/support"))).await;
+    assert_eq!(status, 204);
+    let (status, _) = app.call(user.get(app.url("/api/agents/support"))).await;
+    assert_eq!(status, 404);
+    let (status, body) = app
+        .call(admin.put(app.url("/api/agents/assistant")).json(&json!({
+            "name": "A", "model": "scripted-1", "provider": "scripted", "status": "paused"})))
+        .await;
+    assert_eq!(status, 422, "{body}");
+}

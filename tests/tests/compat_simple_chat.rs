@@ -251,3 +251,91 @@ async fn bad_requests_are_refused_and_leave_nothing() {
         "a refused chat left a thread"
     );
 }
+
+/// The stream's second form, `?format=message`, as servers written with
+/// sse-starlette send it: named events, raw text.
+async fn named_events(response: reqwest::Response) -> Vec<(String, String)> {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    assert_eq!(response.status(), 200);
+    response
+        .bytes_stream()
+        .eventsource()
+        .map(|event| {
+            let event = event.expect("a well-formed event");
+            (event.event, event.data)
+        })
+        .collect()
+        .await
+}
+
+#[tokio::test]
+async fn the_message_form_streams_raw_tokens_then_done_or_error() {
+    let app = TestApp::spawn().await;
+    let stream = |body: Value| {
+        app.http
+            .post(app.url("/api/chat/stream?format=message"))
+            .json(&body)
+            .send()
+    };
+    let events = named_events(stream(json!({"message": "Raw, please"})).await.unwrap()).await;
+    let ((last, metadata), tokens) = events.split_last().unwrap();
+    assert_eq!(last, "done", "{events:?}");
+    assert!(
+        tokens.len() > 1 && tokens.iter().all(|(e, _)| e == "message"),
+        "{events:?}"
+    );
+    let text: String = tokens.iter().map(|(_, t)| t.as_str()).collect();
+    let metadata: Value = serde_json::from_str(metadata).unwrap();
+    let (_, messages) = app
+        .get(&format!(
+            "/v1/threads/{}/messages",
+            metadata["conversation_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(messages["messages"][1]["content"], text.as_str());
+    assert_eq!(metadata["message_id"], messages["messages"][1]["id"]);
+
+    let cleared = named_events(stream(json!({"message": "/clear"})).await.unwrap()).await;
+    assert_eq!(cleared[0].0, "message");
+    assert_eq!(cleared[1].0, "done");
+
+    let (status, body) = app
+        .call(
+            app.http
+                .post(app.url("/api/chat/stream?format=xml"))
+                .json(&json!({"message": "Hi"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("validation_failed")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_message_form_ends_a_failed_run_with_an_error_event() {
+    let fake = switchyard_fake_llm::FakeLlm::start().await;
+    fake.push(switchyard_fake_llm::Reply::error(
+        400,
+        "the prompt is too long",
+        None,
+    ));
+    let app = TestApp::spawn_with(Options {
+        catalog: switchyard_tests::one_agent_catalog(&fake.base_url(), "model = \"m\""),
+        ..Default::default()
+    })
+    .await;
+    let response = app
+        .http
+        .post(app.url("/api/chat/stream?format=message"))
+        .json(&json!({"message": "Hi"}))
+        .send()
+        .await
+        .unwrap();
+    let events = named_events(response).await;
+    let (event, message) = events.last().unwrap();
+    assert_eq!(event, "error", "{events:?}");
+    assert!(message.contains("too long"), "the raw message: {message}");
+}

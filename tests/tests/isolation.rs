@@ -256,3 +256,169 @@ async fn every_redis_key_a_run_leaves_carries_the_prefix() {
         assert!(keys.contains(&expected), "no {expected} in {keys:?}");
     }
 }
+
+#[tokio::test]
+async fn a_public_thread_is_read_by_others_never_written_nor_listed() {
+    // Slow answers, so that a run is still going while others look.
+    let app = TestApp::spawn_with(Options {
+        env: vec![("SWITCHYARD_AUTH", "api_key".into())],
+        ..Options::slow_scripted(200)
+    })
+    .await;
+    let alice = app.client_with_token(&app.api_key("alice", false).await);
+    let bob = app.client_with_token(&app.api_key("bob", false).await);
+
+    let (status, bad) = app
+        .call(
+            alice
+                .post(app.url("/v1/threads"))
+                .json(&json!({"visibility": "friends"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{bad}");
+    let (status, thread) = app
+        .call(
+            alice
+                .post(app.url("/v1/threads"))
+                .json(&json!({"title": "Shared", "visibility": "public"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{thread}");
+    assert_eq!(thread["visibility"], "public");
+    let thread_path = format!("/v1/threads/{}", thread["id"].as_str().unwrap());
+    let start = |content: &str| {
+        alice
+            .post(app.url(&format!("{thread_path}/runs")))
+            .json(&json!({"input": {"content": content}}))
+    };
+    let (status, finished) = app.call(start("/tool current_time")).await;
+    assert_eq!(status, 202, "{finished}");
+    let finished = finished["id"].as_str().unwrap().to_owned();
+    app.wait_for_run_as(&alice, &finished).await;
+    let (status, going) = app.call(start("Still going")).await;
+    assert_eq!(status, 202, "{going}");
+    let going = going["id"].as_str().unwrap().to_owned();
+
+    // Bob reads the thread, its messages and its finished run, whole.
+    let read = |path: String| {
+        let request = bob.get(app.url(&path));
+        async { app.call(request).await }
+    };
+    let (status, seen) = read(thread_path.clone()).await;
+    assert_eq!((status, &seen["title"]), (200, &json!("Shared")), "{seen}");
+    let (status, messages) = read(format!("{thread_path}/messages")).await;
+    assert_eq!(status, 200);
+    assert!(
+        messages["messages"].as_array().unwrap().len() >= 3,
+        "{messages}"
+    );
+    let (_, runs) = read(format!("{thread_path}/runs")).await;
+    let listed: Vec<&str> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [finished.as_str()], "only finished runs: {runs}");
+    for path in [
+        format!("/v1/runs/{finished}"),
+        format!("/v1/runs/{finished}/steps"),
+    ] {
+        let (status, body) = read(path.clone()).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (_, steps) = read(format!("/v1/runs/{finished}/steps")).await;
+    assert!(
+        steps["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "tool")
+    );
+    let response = bob
+        .get(app.url(&format!("/v1/runs/{finished}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let events = switchyard_tests::read_sse(response, None).await;
+    assert_eq!(events.last().unwrap().event, "run.completed");
+
+    // Not the run that is still going, not in his list, and no writes.
+    for path in [
+        format!("/v1/runs/{going}"),
+        format!("/v1/runs/{going}/events"),
+    ] {
+        let (status, body) = read(path.clone()).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    let (_, his) = read("/v1/threads".into()).await;
+    assert_eq!(his["threads"], json!([]), "never listed to others");
+    let writes = [
+        bob.patch(app.url(&thread_path))
+            .json(&json!({"title": "mine"})),
+        bob.patch(app.url(&thread_path))
+            .json(&json!({"visibility": "private"})),
+        bob.delete(app.url(&thread_path)),
+        bob.post(app.url(&format!("{thread_path}/runs")))
+            .json(&json!({"input": {"content": "mine now"}})),
+        bob.post(app.url(&format!("/v1/runs/{finished}/cancel"))),
+        bob.post(app.url(&format!("/v1/runs/{going}/cancel"))),
+    ];
+    for write in writes {
+        let (status, body) = app.call(write).await;
+        assert_eq!(status, 404, "{body}");
+    }
+    app.wait_for_run_as(&alice, &going).await;
+    let (_, mine) = app.call(alice.get(app.url(&thread_path))).await;
+    assert_eq!(mine["title"], "Shared", "nothing was changed");
+
+    // Made private again, it is Alice's alone.
+    let (status, _) = app
+        .call(
+            alice
+                .patch(app.url(&thread_path))
+                .json(&json!({"visibility": "private"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for path in [thread_path.clone(), format!("/v1/runs/{finished}")] {
+        let (status, _) = read(path.clone()).await;
+        assert_eq!(status, 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn an_ai_sdk_chat_is_shared_by_its_visibility_type() {
+    let app = TestApp::spawn_with(Options {
+        env: vec![("SWITCHYARD_AUTH", "api_key".into())],
+        ..Options::default()
+    })
+    .await;
+    let alice = app.client_with_token(&app.api_key("alice", false).await);
+    let bob = app.client_with_token(&app.api_key("bob", false).await);
+    let send = |text: &str, visibility: &str| {
+        alice.post(app.url("/api/chat")).json(&json!({
+            "id": "chat-1",
+            "message": {"id": text, "role": "user", "parts": [{"type": "text", "text": text}]},
+            "selectedChatModel": "chat-model",
+            "selectedVisibilityType": visibility,
+        }))
+    };
+    let (status, _) = app.call(send("Hello", "public")).await;
+    assert_eq!(status, 200);
+    let (_, threads) = app.call(alice.get(app.url("/v1/threads"))).await;
+    let thread = &threads["threads"][0];
+    assert_eq!(thread["visibility"], "public", "{threads}");
+    let path = format!("/v1/threads/{}/messages", thread["id"].as_str().unwrap());
+    let (status, messages) = app.call(bob.get(app.url(&path))).await;
+    assert_eq!(status, 200, "{messages}");
+    assert_eq!(messages["messages"][0]["content"], "Hello");
+
+    let (status, _) = app.call(send("Now private", "private")).await;
+    assert_eq!(status, 200);
+    let (status, _) = app.call(bob.get(app.url(&path))).await;
+    assert_eq!(status, 404);
+    let (status, body) = app.call(send("Hm", "everyone")).await;
+    assert_eq!(status, 422, "{body}");
+}
