@@ -750,6 +750,11 @@ fn the_full_featured_values_turn_every_feature_on() {
         "the catalog reached the program"
     );
     assert_eq!(config.redis_prefix, "prod:switchyard");
+    assert!(config.cors.allows("https://chat.example.com"));
+    assert!(config.cors.allows("https://pr-7.preview.example.com"));
+    assert!(!config.cors.allows("http://localhost:3000"));
+    assert!(config.cors.credentials);
+    assert_eq!(config.auth.service_role, "Switchyard.Service");
 }
 
 #[test]
