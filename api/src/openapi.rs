@@ -14,7 +14,18 @@ use utoipa::OpenApi;
             Every `/v1` and `/api` route needs credentials unless development mode is on: \
             `Authorization: Bearer <API key or OIDC token>`, or Azure App Service Easy Auth \
             headers where enabled; `401 unauthorized` without them, and `429 rate_limited` \
-            with `Retry-After` and the limit's name past a per-user limit."
+            with `Retry-After` and the limit's name past a per-user limit.\n\n\
+            A service (a key made with `switchyard keys create --service`, or a token with the \
+            service role) may act for one of its end users: `X-Switchyard-End-User: <id>` on \
+            any route, `user_id` in a simple-chat body or `user` in an OpenAI body. The request \
+            is then made as that end user, a user of their own under the service, with their own \
+            threads, runs and limits; naming an end user without being a service is \
+            `403 forbidden`.\n\n\
+            A thread is `private` or `public`: a public thread, its messages and its finished \
+            runs (with their steps and events) can be read by any signed-in user who has the id; \
+            it is never listed to them, and every write answers `404` as for a private one.\n\n\
+            Browsers: pages of the origins in `SWITCHYARD_CORS_ORIGINS` may call every route; \
+            other origins' preflights answer `403 forbidden`."
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -28,9 +39,11 @@ use utoipa::OpenApi;
         (name = "openai-compatible", description = "OpenAI's chat-completions API over the agents: \
             `model` names an agent; every call is a run on a new thread"),
         (name = "agent-chat", description = "Chat with one agent: `data:` JSON token, trace, \
-            heartbeat, error and done events; the agent's threads by offset"),
-        (name = "simple-chat", description = "One conversation at a time over the request queue; \
-            `POST /api/chat` also takes the Vercel AI SDK's body"),
+            heartbeat, error and done events; the agent's threads by offset; the agent registry \
+            at `/api/agents`"),
+        (name = "simple-chat", description = "One conversation at a time over the request queue, \
+            per end user for a service (`user_id`); `POST /api/chat` also takes the Vercel AI \
+            SDK's body; `/api/chat/stream?format=message` streams raw tokens as `message` events"),
         (name = "ai-sdk", description = "The Vercel AI SDK's UI message stream protocol (`useChat`): \
             `POST /api/chat` with `{id, messages}` and resuming a chat's stream"),
         (name = "conversations", description = "Conversations of OpsAgent-style UIs: messages, \

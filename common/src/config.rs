@@ -279,17 +279,7 @@ impl Config {
             sweeper_leader,
             auth: AuthSettings::from_lookup(&lookup, defaults.auth)?,
             cors: CorsSettings::from_lookup(&lookup, defaults.cors_origins)?,
-            show_func_result: match lookup("SWITCHYARD_SHOW_FUNC_RESULT").as_deref() {
-                None | Some("" | "true" | "1") => true,
-                Some("false" | "0") => false,
-                Some(other) => {
-                    return Err(ConfigError::Invalid {
-                        name: "SWITCHYARD_SHOW_FUNC_RESULT",
-                        value: other.to_owned(),
-                        problem: "must be true or false".into(),
-                    });
-                }
-            },
+            show_func_result: flag(&lookup, "SWITCHYARD_SHOW_FUNC_RESULT", true)?,
             metrics_listen: match lookup("SWITCHYARD_METRICS_LISTEN").filter(|v| !v.is_empty()) {
                 None => None,
                 Some(raw) => Some(raw.parse().map_err(|e: std::net::AddrParseError| {
@@ -301,6 +291,24 @@ impl Config {
                 })?),
             },
         })
+    }
+}
+
+/// A `true`/`false` (or `1`/`0`) variable; `default` when unset or empty.
+fn flag(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match lookup(name).as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(other) => Err(ConfigError::Invalid {
+            name,
+            value: other.to_owned(),
+            problem: "must be true or false".into(),
+        }),
     }
 }
 

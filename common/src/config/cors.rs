@@ -106,20 +106,7 @@ impl CorsSettings {
                 origins.push(rule);
             }
         }
-        let credentials = match lookup("SWITCHYARD_CORS_CREDENTIALS")
-            .as_deref()
-            .map(str::trim)
-        {
-            None | Some("" | "false" | "0") => false,
-            Some("true" | "1") => true,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "SWITCHYARD_CORS_CREDENTIALS",
-                    value: other.to_owned(),
-                    problem: "must be true or false".into(),
-                });
-            }
-        };
+        let credentials = super::flag(lookup, "SWITCHYARD_CORS_CREDENTIALS", false)?;
         if credentials && origins.contains(&OriginRule::Any) {
             return Err(invalid(
                 "`*` cannot be allowed with SWITCHYARD_CORS_CREDENTIALS=true: every site on the web \
@@ -277,7 +264,7 @@ mod tests {
             None,
         )
         .unwrap_err();
-        assert!(error.to_string().contains("credentials"), "{error}");
+        assert!(error.to_string().contains("CREDENTIALS"), "{error}");
 
         for bad in [
             "localhost:3000",
