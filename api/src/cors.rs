@@ -71,8 +71,8 @@ pub async fn refuse_other_origins(
         let origin = String::from_utf8_lossy(origin.as_bytes());
         if !settings.allows(&origin) {
             let advice = match settings.is_on() {
-                true => "add it to SWITCHYARD_CORS_ORIGINS",
-                false => "SWITCHYARD_CORS_ORIGINS lists the origins that are",
+                true => "it is not in SWITCHYARD_CORS_ORIGINS",
+                false => "no origin is: SWITCHYARD_CORS_ORIGINS is empty",
             };
             return ApiError::Forbidden(format!(
                 "pages of the origin {origin:?} may not call this API ({advice})"

@@ -439,6 +439,18 @@ async fn the_agent_registry_lists_manages_and_deactivates_agents() {
     );
     let (status, _) = app.call(user.get(app.url("/api/agents/support"))).await;
     assert_eq!(status, 200);
+    let (_, models) = app.call(user.get(app.url("/v1/models"))).await;
+    let callable: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        callable,
+        ["assistant", "helper"],
+        "only what takes runs is a model"
+    );
     for agent in ["support", "retired"] {
         let (status, body) = app.call(chat(agent)).await;
         assert_eq!(

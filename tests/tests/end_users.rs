@@ -212,6 +212,36 @@ async fn limits_apply_to_each_end_user() {
 }
 
 #[tokio::test]
+async fn a_service_has_its_roles_figures_and_each_end_user_everyones() {
+    let app = TestApp::spawn_with(Options {
+        env: vec![("SWITCHYARD_AUTH", "api_key".into())],
+        catalog: format!(
+            "{SCRIPTED_CATALOG}\n[limits]\nrequests_per_minute = 2\n\n\
+             [limits.roles.service]\nrequests_per_minute = 100\n"
+        ),
+        ..Default::default()
+    })
+    .await;
+    let shop = app.service_key("shop").await;
+    let person = app.client_with_token(&app.api_key("person", false).await);
+    for user in ["u1", "u2", "u3"] {
+        for _ in 0..2 {
+            let (status, body) = get(&app, &acting(&app, &shop, user), "/v1/threads").await;
+            assert_eq!(status, 200, "{user}: {body}");
+        }
+    }
+    let (status, body) = get(&app, &acting(&app, &shop, "u1"), "/v1/threads").await;
+    assert_eq!(
+        (status, &body["error"]["limit"]),
+        (429, &json!("requests_per_minute"))
+    );
+    for expected in [200, 200, 429] {
+        let (status, _) = get(&app, &person, "/v1/threads").await;
+        assert_eq!(status, expected);
+    }
+}
+
+#[tokio::test]
 async fn a_simple_chat_server_acts_for_two_end_users() {
     let app = app_with_keys().await;
     let key = app.service_key("simple-chat").await;

@@ -405,11 +405,21 @@ async fn an_ai_sdk_chat_is_shared_by_its_visibility_type() {
             "selectedVisibilityType": visibility,
         }))
     };
-    let (status, _) = app.call(send("Hello", "public")).await;
-    assert_eq!(status, 200);
+    let response = send("Hello", "public").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let shared = response.headers()["x-switchyard-thread-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    response.text().await.unwrap();
     let (_, threads) = app.call(alice.get(app.url("/v1/threads"))).await;
     let thread = &threads["threads"][0];
     assert_eq!(thread["visibility"], "public", "{threads}");
+    assert_eq!(
+        thread["id"],
+        shared.as_str(),
+        "the answer names the thread to share"
+    );
     let path = format!("/v1/threads/{}/messages", thread["id"].as_str().unwrap());
     let (status, messages) = app.call(bob.get(app.url(&path))).await;
     assert_eq!(status, 200, "{messages}");

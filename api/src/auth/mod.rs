@@ -290,10 +290,16 @@ impl Authenticator {
         let owner = db::api_keys::owner(&self.pool, key)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("the API key is unknown or revoked".into()))?;
-        let roles = match owner.admin {
-            true => vec![self.settings.admin_role.clone()],
-            false => Vec::new(),
-        };
+        // A key's grants are roles too, so that `[limits.roles.…]` sets
+        // their figures (a service's requests are all its users').
+        let roles = [
+            (owner.admin, &self.settings.admin_role),
+            (owner.service, &self.settings.service_role),
+        ]
+        .into_iter()
+        .filter(|(granted, _)| *granted)
+        .map(|(_, role)| role.clone())
+        .collect();
         Ok(self.user(
             owner.user_id,
             owner.user_name,

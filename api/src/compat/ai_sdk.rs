@@ -146,7 +146,11 @@ pub async fn chat(app: &AppState, user: &CurrentUser, body: Value) -> ApiResult<
     let request_run = StartRun::message(thread_id, &last, true);
     let started = super::start_or_discard(app, user, request_run, created).await?;
     let run_id = started.run.id;
-    Ok(ui_stream(started.follow(app), run_id))
+    // The thread's id lets a page share the chat (`/v1/threads/{id}`).
+    let ids = super::ids_headers(&started);
+    let mut response = ui_stream(started.follow(app), run_id);
+    response.headers_mut().extend(ids);
+    Ok(response)
 }
 
 /// The messages before the last, and the last, which must be the user's.

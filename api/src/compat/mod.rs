@@ -8,7 +8,7 @@
 //! limits as the native API, and registered (router and OpenAPI document
 //! at once) in [`router`].
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use switchyard_common::db::{self, threads::NewThread, threads::ThreadRow};
 use switchyard_common::domain::{MessageId, MessageRole, RunError, Usage, Visibility};
@@ -88,6 +88,20 @@ pub async fn start_or_discard(
             Err(error)
         }
     }
+}
+
+/// `x-switchyard-run-id` and `x-switchyard-thread-id`.
+pub fn ids_headers(started: &Started) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("x-switchyard-run-id", started.run.id.to_string()),
+        ("x-switchyard-thread-id", started.run.thread_id.to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    headers
 }
 
 /// A run's events up to its terminal one; then, if they stopped before it

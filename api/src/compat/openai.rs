@@ -17,14 +17,13 @@ use std::convert::Infallible;
 
 use axum::Json as JsonBody;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_common::db;
-use switchyard_common::domain::{MessageRole, Usage, Visibility};
+use switchyard_common::domain::{AgentStatus, MessageRole, Usage, Visibility};
 use switchyard_common::events::RunEvent;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -157,6 +156,7 @@ pub async fn models(
     let data = db::agents::list(&app.pool)
         .await?
         .into_iter()
+        .filter(|agent| agent.spec.status == AgentStatus::Active)
         .map(|agent| Model {
             id: agent.spec.id,
             object: "model",
@@ -216,7 +216,7 @@ pub async fn completions(
     .await?;
     let request_run = StartRun::message(thread.id, &last, request.stream);
     let started = super::start_or_discard(&app, &user, request_run, true).await?;
-    let ids = ids_headers(&started);
+    let ids = super::ids_headers(&started);
     let id = format!("chatcmpl-{}", started.run.id);
     let created = started.run.created_at.timestamp();
     let model = request.model;
@@ -313,20 +313,6 @@ fn text_of(content: &Value, index: usize) -> ApiResult<String> {
             "messages[{index}].content: must be a string or an array of text parts"
         ))),
     }
-}
-
-/// `x-switchyard-run-id` and `x-switchyard-thread-id`.
-fn ids_headers(started: &Started) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    for (name, value) in [
-        ("x-switchyard-run-id", started.run.id.to_string()),
-        ("x-switchyard-thread-id", started.run.thread_id.to_string()),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    }
-    headers
 }
 
 /// The `chat.completion.chunk`s of one run.

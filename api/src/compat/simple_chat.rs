@@ -298,13 +298,15 @@ pub struct ServiceStatus {
     pub model: Option<String>,
     /// Runs waiting and running now, of every user.
     pub queue_stats: QueueCounts,
+    /// The same as `queue_stats`, for clients of earlier releases.
+    pub queue: QueueCounts,
     /// Users with a run waiting or running now.
     pub active_users: i64,
     /// The caller's own runs (the end user's, for a service acting for one).
     pub mine: QueueCounts,
 }
 
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct QueueCounts {
     pub queued: i64,
     pub in_progress: i64,
@@ -328,9 +330,11 @@ pub async fn status(
     let agent = app.config.catalog.agents.first();
     Ok(JsonBody(ServiceStatus {
         status: "ok",
-        provider: agent.map(|a| a.provider.clone()),
+        // An `http` agent's answers come from its upstream, not a provider.
+        provider: agent.map(|a| a.provider.clone()).filter(|p| !p.is_empty()),
         model: agent.map(|a| a.model.clone()),
-        queue_stats: queue,
+        queue_stats: queue.clone(),
+        queue,
         active_users: db::runs::active_users(&app.pool).await?,
         mine: QueueCounts {
             queued,
