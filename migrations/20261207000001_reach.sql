@@ -1,8 +1,13 @@
+-- Old pods serve traffic while this runs: rather than queue every query on
+-- these tables behind a long transaction, give up (the migration is
+-- retried) when a lock does not come at once.
+set local lock_timeout = '5s';
+
 -- An agent can be taken out of service without being deleted: it stays
 -- listed and readable, and takes no new runs.
+create type agent_status as enum ('active', 'inactive');
 alter table agents
-    add column status text not null default 'active'
-        check (status in ('active', 'inactive'));
+    add column status agent_status not null default 'active';
 
 -- A public thread can be read (never written) by any signed-in user who
 -- has its id; it is listed only to its owner.

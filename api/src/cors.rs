@@ -74,10 +74,18 @@ pub async fn refuse_other_origins(
                 true => "it is not in SWITCHYARD_CORS_ORIGINS",
                 false => "no origin is: SWITCHYARD_CORS_ORIGINS is empty",
             };
-            return ApiError::Forbidden(format!(
+            let mut refusal = ApiError::Forbidden(format!(
                 "pages of the origin {origin:?} may not call this API ({advice})"
             ))
             .into_response();
+            // As the permission would: the answer depends on these.
+            refusal.headers_mut().insert(
+                header::VARY,
+                HeaderValue::from_static(
+                    "origin, access-control-request-method, access-control-request-headers",
+                ),
+            );
+            return refusal;
         }
     }
     next.run(request).await

@@ -87,8 +87,10 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(bound_headers))
-        // Outermost, so that every answer a page may get (a refusal for its
-        // headers' size included) carries the CORS headers.
+        // Around everything else, so that every answer a page may get (a
+        // refusal for its headers' size included) carries the CORS headers;
+        // the layer answers preflights itself, so the refusal of other
+        // origins' preflights comes before it.
         .layer(cors::layer(cors.clone()))
         .layer(middleware::from_fn(move |request, next| {
             cors::refuse_other_origins(cors.clone(), request, next)

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{free_port, is_ready, remove_database_and_keys, sigterm};
+use support::{free_port, is_ready, remove_database, remove_database_and_keys, sigterm};
 use switchyard_common::config::BUILTIN_CATALOG;
 use switchyard_tests::{admin_url, redis_url};
 
@@ -683,8 +683,20 @@ async fn dev_runs_its_own_when_a_server_refuses_a_user_without_a_password() {
     assert_eq!(dev.stop(), Some(0));
 
     // A password in the URL is the user's choice: a wrong one fails, loud.
+    // (PostgreSQL is the test server's, in a database of this test's own.)
     let wrong = format!("redis://:wrong@127.0.0.1:{redis_port}");
-    let mut dev = Dev::spawn(&data, &[("REDIS_URL", wrong.as_str())]);
+    let database = format!("sy_dev_{}", uuid::Uuid::now_v7().simple());
+    let own_database = format!(
+        "{}/{database}",
+        admin.rsplit_once('/').expect("a database part").0
+    );
+    let mut dev = Dev::spawn(
+        &data,
+        &[
+            ("DATABASE_URL", own_database.as_str()),
+            ("REDIS_URL", wrong.as_str()),
+        ],
+    );
     assert_eq!(dev.exit_code(Duration::from_secs(60)), Some(1));
     let said = dev.said();
     let errors: Vec<&String> = said.iter().filter(|l| l.starts_with("error: ")).collect();
@@ -697,5 +709,6 @@ async fn dev_runs_its_own_when_a_server_refuses_a_user_without_a_password() {
 
     locked_redis.kill().ok();
     locked_redis.wait().ok();
+    remove_database(&database).await;
     std::fs::remove_dir_all(&data).ok();
 }

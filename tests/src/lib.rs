@@ -42,6 +42,38 @@ tools = ["current_time"]
 /// Every wait in a test is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The workspace's root folder.
+pub fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+/// A program some tests drive: from the variable `variable`, else at
+/// `local` in the repository (where `scripts/install-test-tools.sh` puts
+/// it), else on the PATH; `None` when none has it.
+pub fn find_tool(variable: &str, local: Option<&str>, name: &str) -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
+        return Some(path.into());
+    }
+    if let Some(local) = local.map(|l| repo().join(l))
+        && local.is_file()
+    {
+        return Some(local);
+    }
+    on_path(name)
+}
+
+/// `name` in one of the PATH's folders.
+pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
 /// The PostgreSQL server tests create their databases on (`TEST_DATABASE_URL`).
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")

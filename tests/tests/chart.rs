@@ -11,14 +11,14 @@
 //! `SWITCHYARD_KUBERNETES_VALIDATE`). Without them these tests fail, saying so.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_common::config::{Config, Defaults, SweeperLeader};
-use switchyard_tests::{Options, TestApp};
+use switchyard_tests::{Options, TestApp, find_tool, repo};
 
 /// The Kubernetes versions the manifests are validated against: the
 /// chart's oldest (`kubeVersion`), the one the code's client is built for,
@@ -33,38 +33,18 @@ const CUSTOM_KINDS: [&str; 3] = ["ScaledObject", "TriggerAuthentication", "Servi
 /// and releasing the Lease (bounded by 5 s in `worker/src/leader.rs`).
 const AFTER_DRAIN_SECS: i64 = 5;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
-
 fn chart() -> PathBuf {
     repo().join("charts/switchyard")
 }
 
 /// A tool from its variable, `.tools/`, or the PATH; a clear failure if none.
 fn tool(variable: &str, local: &str, name: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(variable) {
-        return PathBuf::from(path);
-    }
-    let local = repo().join(local);
-    if local.is_file() {
-        return local;
-    }
-    if let Some(found) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    }) {
-        return found;
-    }
-    panic!(
-        "{name} is needed by the chart tests and was not found ({variable}, {local}, PATH): \
-         run scripts/install-test-tools.sh, which installs it into .tools/",
-        local = local.display()
-    );
+    find_tool(variable, Some(local), name).unwrap_or_else(|| {
+        panic!(
+            "{name} is needed by the chart tests and was not found ({variable}, {local}, PATH): \
+             run scripts/install-test-tools.sh, which installs it into .tools/"
+        )
+    })
 }
 
 fn helm() -> PathBuf {

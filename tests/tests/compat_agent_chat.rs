@@ -417,6 +417,15 @@ async fn the_agent_registry_lists_manages_and_deactivates_agents() {
     let (status, answer) = app.call(chat("support")).await;
     assert_eq!(status, 200, "{answer}");
     let thread = answer["thread_id"].as_str().unwrap().to_owned();
+    let keyed = |key: &str| {
+        user.post(app.url(&format!("/v1/threads/{thread}/runs")))
+            .header("Idempotency-Key", key)
+            .json(&json!({"input": {"content": "Once"}}))
+    };
+    let (status, first) = app.call(keyed("k-1")).await;
+    assert_eq!(status, 202, "{first}");
+    app.wait_for_run_as(&user, first["id"].as_str().unwrap())
+        .await;
 
     // Made inactive: still listed and readable, but no new run anywhere.
     let mut inactive = spec.clone();
@@ -471,12 +480,17 @@ async fn the_agent_registry_lists_manages_and_deactivates_agents() {
         )
         .await;
     assert_eq!(status, 409, "{body}");
+    // A retry of a request made before still gets its run; a new one not.
+    let (status, again) = app.call(keyed("k-1")).await;
+    assert_eq!((status, &again["id"]), (202, &first["id"]), "{again}");
+    let (status, _) = app.call(keyed("k-2")).await;
+    assert_eq!(status, 409);
     let (_, history) = app
         .call(user.get(app.url(&format!("/v1/threads/{thread}/messages"))))
         .await;
     assert_eq!(
         history["messages"].as_array().unwrap().len(),
-        2,
+        4,
         "the refused runs left nothing"
     );
     let (status, retired) = app

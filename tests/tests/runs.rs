@@ -316,6 +316,7 @@ async fn a_run_stored_but_not_enqueued_is_enqueued_by_the_sweeper() {
             limits: Default::default(),
             trace: &Default::default(),
             priority_aging: app.config.priority_aging,
+            agent_inactive: false,
         },
     )
     .await

@@ -28,7 +28,10 @@
 //! [`CurrentUser`] in the request for the handlers.
 
 pub mod easy_auth;
+pub mod end_user;
 pub mod oidc;
+
+pub use end_user::{END_USER_HEADER, for_end_user};
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,16 +54,6 @@ use crate::state::AppState;
 /// Users remembered per replica, so that a token's user is not looked up
 /// on every request (users are never deleted).
 const REMEMBERED_USERS: usize = 10_000;
-
-/// The header with which a service names the end user a request acts for.
-pub const END_USER_HEADER: &str = "x-switchyard-end-user";
-
-/// Longest end-user id, in bytes.
-const MAX_END_USER: usize = 256;
-
-/// The `auth_method` of end users' rows: their subject is
-/// `{service's user id}/{end user id}`.
-const END_USER_METHOD: &str = "end_user";
 
 /// The user a request is made as.
 #[derive(Debug, Clone)]
@@ -248,14 +241,7 @@ impl Authenticator {
             let id = self
                 .remember(AuthMethod::EasyAuth.as_str(), &caller.id, &caller.name)
                 .await?;
-            return Ok(self.user(
-                id,
-                caller.name,
-                caller.roles,
-                AuthMethod::EasyAuth,
-                None,
-                None,
-            ));
+            return Ok(self.user(id, caller.name, caller.roles, AuthMethod::EasyAuth));
         }
         match self.local_user {
             Some(id) => Ok(self.local(id)),
@@ -267,18 +253,13 @@ impl Authenticator {
 
     /// The development user `local` (whose id is `id`), an administrator.
     fn local(&self, id: UserId) -> CurrentUser {
-        let mut local = self.user(
-            id,
-            "local".into(),
-            vec![self.settings.admin_role.clone()],
-            AuthMethod::Dev,
-            Some(true),
-            None,
-        );
         // On a developer's machine, a front end that serves many people
         // (and so names them) works as it would with a service key.
-        local.is_service = true;
-        local
+        let roles = vec![
+            self.settings.admin_role.clone(),
+            self.settings.service_role.clone(),
+        ];
+        self.user(id, "local".into(), roles, AuthMethod::Dev)
     }
 
     async fn key_user(&self, key: &str) -> Result<CurrentUser, ApiError> {
@@ -300,14 +281,7 @@ impl Authenticator {
         .filter(|(granted, _)| *granted)
         .map(|(_, role)| role.clone())
         .collect();
-        Ok(self.user(
-            owner.user_id,
-            owner.user_name,
-            roles,
-            AuthMethod::ApiKey,
-            Some(owner.admin),
-            Some(owner.service),
-        ))
+        Ok(self.user(owner.user_id, owner.user_name, roles, AuthMethod::ApiKey))
     }
 
     async fn oidc_user(&self, token: &str) -> Result<CurrentUser, ApiError> {
@@ -323,27 +297,19 @@ impl Authenticator {
         let id = self
             .remember(AuthMethod::Oidc.as_str(), &verified.subject, &verified.name)
             .await?;
-        Ok(self.user(
-            id,
-            verified.name,
-            verified.roles,
-            AuthMethod::Oidc,
-            None,
-            None,
-        ))
+        Ok(self.user(id, verified.name, verified.roles, AuthMethod::Oidc))
     }
 
+    /// A caller whose roles say what they may do, a key's grants included.
     fn user(
         &self,
         id: UserId,
         name: String,
         roles: Vec<String>,
         method: AuthMethod,
-        admin: Option<bool>,
-        service: Option<bool>,
     ) -> CurrentUser {
-        let is_admin = admin.unwrap_or_else(|| roles.contains(&self.settings.admin_role));
-        let is_service = service.unwrap_or_else(|| roles.contains(&self.settings.service_role));
+        let is_admin = roles.contains(&self.settings.admin_role);
+        let is_service = roles.contains(&self.settings.service_role);
         CurrentUser {
             id,
             name,
@@ -356,47 +322,8 @@ impl Authenticator {
         }
     }
 
-    /// The end user `end_user` that the service `caller` acts for, created
-    /// on first sight; `field` names where the request named them.
-    pub async fn end_user(
-        &self,
-        caller: &CurrentUser,
-        end_user: &str,
-        field: &str,
-    ) -> Result<CurrentUser, ApiError> {
-        if !caller.is_service {
-            return Err(ApiError::Forbidden(format!(
-                "{field}: only a service may name the end user it acts for (a key made with \
-                 `switchyard keys create --service`, or a token with the role {:?})",
-                self.settings.service_role
-            )));
-        }
-        if end_user.is_empty()
-            || end_user.len() > MAX_END_USER
-            || end_user.trim() != end_user
-            || end_user.chars().any(char::is_control)
-        {
-            return Err(ApiError::Validation(format!(
-                "{field}: an end user's id is 1 to {MAX_END_USER} bytes, without control \
-                 characters or surrounding spaces"
-            )));
-        }
-        let subject = format!("{}/{end_user}", caller.id);
-        let id = self.remember(END_USER_METHOD, &subject, end_user).await?;
-        Ok(CurrentUser {
-            id,
-            name: end_user.to_owned(),
-            roles: Vec::new(),
-            method: caller.method,
-            is_admin: false,
-            limits: self.policy.for_roles(&[]),
-            is_service: false,
-            service: Some(caller.id),
-        })
-    }
-
     /// The user `subject` of `method`, created on first sight.
-    async fn remember(
+    pub(crate) async fn remember(
         &self,
         method: &'static str,
         subject: &str,
@@ -424,56 +351,10 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let user = match acting_user(&app, request.headers()).await {
+    let user = match end_user::acting_user(&app, request.headers()).await {
         Ok(user) => user,
         Err(error) => return error.into_response(),
     };
     request.extensions_mut().insert(user);
     next.run(request).await
-}
-
-/// Who the request is made as, its requests counted: the caller, or the
-/// end user that [`END_USER_HEADER`] names.
-async fn acting_user(app: &AppState, headers: &HeaderMap) -> Result<CurrentUser, ApiError> {
-    let caller = app.auth.authenticate(headers).await?;
-    app.limiter.request(&caller).await?;
-    let Some(named) = headers.get(END_USER_HEADER) else {
-        return Ok(caller);
-    };
-    let named = named.to_str().map_err(|_| {
-        ApiError::Validation("X-Switchyard-End-User: must be printable ASCII".into())
-    })?;
-    let end_user = app
-        .auth
-        .end_user(&caller, named, "X-Switchyard-End-User")
-        .await?;
-    app.limiter.request(&end_user).await?;
-    Ok(end_user)
-}
-
-/// The user a request acts as when its body may name an end user
-/// (`user_id` of the simple chat, `user` of OpenAI's bodies; `field`
-/// names it): that end user, its request counted, or the caller when the
-/// body names nobody. A body that names someone else than the header did
-/// is refused.
-pub async fn for_end_user(
-    app: &AppState,
-    user: CurrentUser,
-    named: Option<&str>,
-    field: &str,
-) -> Result<CurrentUser, ApiError> {
-    let Some(named) = named else {
-        return Ok(user);
-    };
-    if user.service.is_some() {
-        return match user.name == named {
-            true => Ok(user),
-            false => Err(ApiError::Validation(format!(
-                "{field}: names another end user than X-Switchyard-End-User does"
-            ))),
-        };
-    }
-    let end_user = app.auth.end_user(&user, named, field).await?;
-    app.limiter.request(&end_user).await?;
-    Ok(end_user)
 }

@@ -107,19 +107,13 @@ pub async fn chat(app: &AppState, user: &CurrentUser, body: Value) -> ApiResult<
         },
         None => None,
     };
+    // A later message that says otherwise changes it, once its run is in.
+    let mut new_visibility = None;
     let (thread_id, created) = match live {
         Some(thread) => {
-            if let Some(visibility) = request.selected_visibility_type
-                && visibility != thread.visibility
-            {
-                let patch = db::threads::ThreadPatch {
-                    title: None,
-                    metadata: None,
-                    agent_id: None,
-                    visibility: Some(visibility),
-                };
-                threads::patch_thread(app, user, thread.id, patch).await?;
-            }
+            new_visibility = request
+                .selected_visibility_type
+                .filter(|v| *v != thread.visibility);
             (thread.id, false)
         }
         None => {
@@ -145,6 +139,15 @@ pub async fn chat(app: &AppState, user: &CurrentUser, body: Value) -> ApiResult<
     };
     let request_run = StartRun::message(thread_id, &last, true);
     let started = super::start_or_discard(app, user, request_run, created).await?;
+    if let Some(visibility) = new_visibility {
+        let patch = db::threads::ThreadPatch {
+            title: None,
+            metadata: None,
+            agent_id: None,
+            visibility: Some(visibility),
+        };
+        threads::patch_thread(app, user, thread_id, patch).await?;
+    }
     let run_id = started.run.id;
     // The thread's id lets a page share the chat (`/v1/threads/{id}`).
     let ids = super::ids_headers(&started);

@@ -171,13 +171,27 @@ impl StreamFormat {
             (Self::Json, Said::Error(message)) => {
                 Event::default().data(json!({"token": message, "type": "error"}).to_string())
             }
-            (Self::Message, Said::Token(token)) => Event::default().event("message").data(token),
+            (Self::Message, Said::Token(token)) => Event::default()
+                .event("message")
+                .data(one_line_breaks(&token)),
             (Self::Message, Said::Done(metadata)) => {
                 Event::default().event("done").data(metadata.to_string())
             }
-            (Self::Message, Said::Error(message)) => Event::default().event("error").data(message),
+            (Self::Message, Said::Error(message)) if message.trim().is_empty() => {
+                Event::default().event("error").data("the request failed")
+            }
+            (Self::Message, Said::Error(message)) => Event::default()
+                .event("error")
+                .data(one_line_breaks(&message)),
         }
     }
+}
+
+/// Raw text for `data:` lines: SSE ends a line at `\r`, `\n` or `\r\n`
+/// alike and a reader joins the lines with `\n`, so that is the one break
+/// that arrives as sent.
+fn one_line_breaks(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\r', "\n")
 }
 
 /// The simple chat, streamed.
@@ -221,6 +235,8 @@ fn relay(
     let request_id = started.run.id;
     let events = super::to_the_end(started.follow(app)).filter_map(move |event| async move {
         let said = match event {
+            // An empty `data` is no event to a reader: nothing to send.
+            Some(RunEvent::MessageDelta { delta, .. }) if delta.is_empty() => return None,
             Some(RunEvent::MessageDelta { delta, .. }) => Said::Token(delta),
             Some(RunEvent::RunCompleted {
                 message_id,

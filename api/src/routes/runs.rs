@@ -228,11 +228,6 @@ pub async fn start(
             (spec.model, spec.status)
         }
     };
-    if status == AgentStatus::Inactive {
-        return Err(ApiError::Conflict(format!(
-            "agent {agent_id:?} is inactive: it takes no new runs"
-        )));
-    }
     let model = request.model.clone().unwrap_or(agent_model);
     let multitask = request.multitask;
     // Limits last: a request refused for its content counts against none.
@@ -246,6 +241,7 @@ pub async fn start(
         adopt_lost_events(app, &retries).await?;
     }
 
+    let agent = agent_id.clone();
     let trace = telemetry::inject();
     let created = db::runs::create(
         &app.pool,
@@ -267,6 +263,9 @@ pub async fn start(
             },
             trace: &trace,
             priority_aging: app.config.priority_aging,
+            // Refused after the idempotency check: a retry of a request
+            // made before the agent was deactivated gets its run.
+            agent_inactive: status == AgentStatus::Inactive,
         },
     )
     .await;
@@ -316,6 +315,11 @@ pub async fn start(
             )));
         }
         db::runs::Created::ThreadNotFound => return Err(ApiError::not_found("thread", thread_id)),
+        db::runs::Created::AgentInactive => {
+            return Err(ApiError::Conflict(format!(
+                "agent {agent:?} is inactive: it takes no new runs"
+            )));
+        }
         db::runs::Created::LimitReached(reached) => return Err(limit_error(reached)),
     };
     Ok(Started { run, queued, slot })

@@ -38,9 +38,18 @@ pub async fn load(app: &AppState, owner: UserId, id: ThreadId) -> ApiResult<Thre
     load_if(app, id, |row| row.owner_id == owner).await
 }
 
-/// A thread `reader` may read: theirs, or a public one.
+/// A thread `reader` may read: theirs, or a public one. Someone else's is
+/// read from PostgreSQL: a cache entry that a failed write left behind
+/// must not keep a thread made private readable by others.
 pub async fn load_readable(app: &AppState, reader: UserId, id: ThreadId) -> ApiResult<ThreadRow> {
-    load_if(app, id, |row| row.readable_by(reader)).await
+    let row = load_if(app, id, |row| row.readable_by(reader)).await?;
+    if row.owner_id == reader {
+        return Ok(row);
+    }
+    db::threads::find(&app.pool, id)
+        .await?
+        .filter(|row| row.readable_by(reader))
+        .ok_or_else(|| ApiError::not_found("thread", id))
 }
 
 /// The live thread `id` if `allowed`, else `404` as if there were none.

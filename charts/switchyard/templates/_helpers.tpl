@@ -251,6 +251,21 @@ until a worker takes them), the queue being <prefix>:queue:runs. */}}
 {{- printf "%s:queue:runs" .Values.redis.prefix }}
 {{- end }}
 
+{{/* The origins whose pages may call the API from a browser. */}}
+{{- define "switchyard.corsEnv" -}}
+{{- with .Values.cors }}
+{{- if .origins }}
+{{- if and .credentials (has "*" .origins) }}
+{{- fail "cors: \"*\" in origins cannot go with credentials: every site could act with a visitor's cookies; list the origins" }}
+{{- end }}
+- name: SWITCHYARD_CORS_ORIGINS
+  value: {{ join "," .origins | quote }}
+- name: SWITCHYARD_CORS_CREDENTIALS
+  value: {{ .credentials | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The API's authenticators (SWITCHYARD_AUTH and the OIDC settings). */}}
 {{- define "switchyard.authEnv" -}}
 {{- $auth := .Values.auth }}
@@ -263,17 +278,6 @@ until a worker takes them), the queue being <prefix>:queue:runs. */}}
   value: {{ $auth.adminRole | quote }}
 - name: SWITCHYARD_SERVICE_ROLE
   value: {{ $auth.serviceRole | quote }}
-{{- with .Values.cors }}
-{{- if .origins }}
-{{- if and .credentials (has "*" .origins) }}
-{{- fail "cors: \"*\" in origins cannot go with credentials: every site could act with a visitor's cookies; list the origins" }}
-{{- end }}
-- name: SWITCHYARD_CORS_ORIGINS
-  value: {{ join "," .origins | quote }}
-- name: SWITCHYARD_CORS_CREDENTIALS
-  value: {{ .credentials | quote }}
-{{- end }}
-{{- end }}
 {{- if has "oidc" $auth.methods }}
 {{- if not (and $auth.oidc.issuer $auth.oidc.audience $auth.oidc.jwksUrl) }}
 {{- fail "auth.oidc: issuer, audience and jwksUrl are required with oidc in auth.methods" }}

@@ -243,13 +243,7 @@ impl Drop for Deployment {
 
 /// Drop a deployment's database and delete its Redis keys.
 pub async fn remove_database_and_keys(database: &str, prefix: &str) {
-    let mut conn = connect_admin().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "drop database if exists {database} with (force)"
-    )))
-    .execute(&mut conn)
-    .await
-    .ok();
+    remove_database(database).await;
     if let Ok(client) = redis::Client::open(redis_url())
         && let Ok(mut redis) = client.get_multiplexed_async_connection().await
     {
@@ -262,6 +256,17 @@ pub async fn remove_database_and_keys(database: &str, prefix: &str) {
             let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut redis).await;
         }
     }
+}
+
+/// Drop the test's database on the test server, if it exists.
+pub async fn remove_database(database: &str) {
+    let mut conn = connect_admin().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "drop database if exists {database} with (force)"
+    )))
+    .execute(&mut conn)
+    .await
+    .ok();
 }
 
 pub async fn connect_admin() -> sqlx::PgConnection {

@@ -22,7 +22,7 @@ pub(crate) struct AgentRow {
     workflow: Json<Workflow>,
     tool_settings: Json<ToolSettings>,
     context_tokens: i32,
-    status: String,
+    status: AgentStatus,
     source: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -42,10 +42,7 @@ impl From<AgentRow> for Agent {
                 workflow: row.workflow.0,
                 tool_settings: row.tool_settings.0,
                 context_tokens: u32::try_from(row.context_tokens).unwrap_or(1),
-                status: match row.status.as_str() {
-                    "inactive" => AgentStatus::Inactive,
-                    _ => AgentStatus::Active,
-                },
+                status: row.status,
             },
             source: if row.source == "api" {
                 AgentSource::Api
@@ -107,7 +104,7 @@ fn bind_spec<'q>(query: RowQuery<'q>, spec: &'q AgentSpec, source: &'static str)
         .bind(Json(&spec.tool_settings))
         .bind(i32::try_from(spec.context_tokens).unwrap_or(i32::MAX))
         .bind(source)
-        .bind(spec.status.as_str())
+        .bind(spec.status)
 }
 
 /// Create or update the catalog's agents (start-up). An agent of the same

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::AgentStatus;
 use crate::config::{ToolSettings, Upstream};
 
 /// Model turns one agent may take in a run unless its workflow says otherwise.
@@ -51,26 +52,6 @@ pub struct AgentSpec {
     /// `inactive`: listed and readable, but takes no new runs.
     #[serde(default)]
     pub status: AgentStatus,
-}
-
-/// Whether an agent takes new runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AgentStatus {
-    #[default]
-    Active,
-    /// Listed and readable; a new run on it is refused (`409`). Runs
-    /// already queued still run.
-    Inactive,
-}
-
-impl AgentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Inactive => "inactive",
-        }
-    }
 }
 
 fn default_context_tokens() -> u32 {

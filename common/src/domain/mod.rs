@@ -6,9 +6,11 @@ mod resources;
 mod status;
 
 pub use agent::{
-    Agent, AgentSource, AgentSpec, AgentStatus, DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_ITERATIONS,
-    Workflow, WorkflowKind,
+    Agent, AgentSource, AgentSpec, DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_ITERATIONS, Workflow,
+    WorkflowKind,
 };
 pub use ids::{MessageId, RunId, StepId, ThreadId, UserId};
 pub use resources::{Message, Run, RunError, Step, Thread, ThreadStatus, Usage};
-pub use status::{MessageRole, Multitask, RunStatus, StepKind, StepStatus, Visibility};
+pub use status::{
+    AgentStatus, MessageRole, Multitask, RunStatus, StepKind, StepStatus, Visibility,
+};

@@ -23,6 +23,20 @@ impl RunStatus {
     }
 }
 
+/// Whether an agent takes new runs.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "agent_status", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    #[default]
+    Active,
+    /// Listed and readable; a new run on it is refused (`409`). Runs
+    /// already queued still run.
+    Inactive,
+}
+
 /// Who may read a thread: its owner only, or any signed-in user who has
 /// its id (who may still not write to it, nor see it listed).
 #[derive(

@@ -125,6 +125,9 @@ pub struct NewRun<'a> {
     /// `SWITCHYARD_PRIORITY_AGING_SECS`: the run ranks as if created
     /// `(priority − 1) ×` this later.
     pub priority_aging: Duration,
+    /// The agent is inactive: only a replay of an earlier request (the same
+    /// idempotency key and request) is answered; nothing new is stored.
+    pub agent_inactive: bool,
 }
 
 /// Per-user limits on runs, checked in the transaction that creates one.
@@ -178,6 +181,8 @@ pub enum Created {
     ThreadNotFound,
     /// One of the owner's limits refused the run; nothing was stored.
     LimitReached(LimitReached),
+    /// The agent takes no new runs ([`NewRun::agent_inactive`]).
+    AgentInactive,
 }
 
 /// Store the user message, the `queued` run and its `run.queued` event in
@@ -226,6 +231,9 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
         }
     }
 
+    if new.agent_inactive {
+        return Ok(Created::AgentInactive);
+    }
     if let Some(reached) = check_limits(&mut tx, new.owner, new.limits).await? {
         return Ok(Created::LimitReached(reached));
     }
