@@ -96,12 +96,51 @@ pub fn check_title(title: &Option<String>) -> ApiResult<()> {
     }
 }
 
+/// Bounds of a thread's `metadata`: every list and page of threads carries
+/// it, and the cache keeps it, so it is labels, not documents.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+const MAX_METADATA_KEYS: usize = 64;
+const MAX_METADATA_DEPTH: usize = 4;
+
 fn check_metadata(metadata: &Option<Value>) -> ApiResult<()> {
-    match metadata {
-        Some(m) if !m.is_object() => Err(ApiError::Validation(
+    let Some(metadata) = metadata else {
+        return Ok(());
+    };
+    if !metadata.is_object() {
+        return Err(ApiError::Validation(
             "metadata: must be a JSON object".into(),
-        )),
-        _ => Ok(()),
+        ));
+    }
+    let (keys, depth) = shape(metadata);
+    let bytes = serde_json::to_vec(metadata).map_or(usize::MAX, |json| json.len());
+    if bytes > MAX_METADATA_BYTES || keys > MAX_METADATA_KEYS || depth > MAX_METADATA_DEPTH {
+        return Err(ApiError::Validation(format!(
+            "metadata: at most {} KiB as JSON, {MAX_METADATA_KEYS} keys in all and \
+             {MAX_METADATA_DEPTH} levels of nesting (this one: {bytes} bytes, {keys} keys, \
+             {depth} levels)",
+            MAX_METADATA_BYTES / 1024
+        )));
+    }
+    Ok(())
+}
+
+/// The keys of every object in `value`, and how deeply objects and arrays nest.
+fn shape(value: &Value) -> (usize, usize) {
+    let inner = |items: &mut dyn Iterator<Item = &Value>| {
+        items
+            .map(shape)
+            .fold((0, 0), |(keys, depth), (k, d)| (keys + k, depth.max(d)))
+    };
+    match value {
+        Value::Object(map) => {
+            let (keys, depth) = inner(&mut map.values());
+            (keys + map.len(), depth + 1)
+        }
+        Value::Array(items) => {
+            let (keys, depth) = inner(&mut items.iter());
+            (keys, depth + 1)
+        }
+        _ => (0, 0),
     }
 }
 

@@ -89,6 +89,18 @@ impl Pools {
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(Duration::from_secs(60))
+            // A query can leave session state behind, which rolling back
+            // does not undo: advisory locks (`pg_advisory_lock`) and
+            // settings (`set_config(…, false)`). None reaches the next
+            // call; a connection that cannot be reset is closed.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    Ok(sqlx::raw_sql("select pg_advisory_unlock_all(); reset all")
+                        .execute(conn)
+                        .await
+                        .is_ok())
+                })
+            })
             .connect_lazy_with(options);
         pools.insert(url.to_owned(), pool.clone());
         Ok(pool)

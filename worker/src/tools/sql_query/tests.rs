@@ -328,3 +328,33 @@ async fn pools_are_shared_by_url() {
     }
     assert_eq!(pools.0.lock().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn no_session_state_outlives_a_call() {
+    let db = TestDb::create().await;
+    let tool = db.tool(100, 5000);
+    query(&tool, "select pg_advisory_lock(4242)")
+        .await
+        .expect("taking a session lock");
+    query(&tool, "select set_config('search_path', 'nowhere', false)")
+        .await
+        .expect("changing a session setting");
+    // Another session can take the lock: the tool's connection let it go.
+    let mut other = PgConnectOptions::from_str(&db.url)
+        .expect("a URL")
+        .connect()
+        .await
+        .expect("connecting to the test database");
+    let taken: bool = sqlx::query_scalar("select pg_try_advisory_lock(4242)")
+        .fetch_one(&mut other)
+        .await
+        .expect("trying the lock");
+    assert!(taken, "the advisory lock outlived the call");
+    let path = query(&tool, "select current_setting('search_path') as path")
+        .await
+        .expect("reading the setting");
+    assert!(
+        !path.to_string().contains("nowhere"),
+        "the setting outlived the call: {path}"
+    );
+}
