@@ -9,6 +9,10 @@ create type agent_status as enum ('active', 'inactive');
 alter table agents
     add column status agent_status not null default 'active';
 
+-- The other models a run may ask for; none: only the agent's own.
+alter table agents
+    add column allowed_models text[] not null default '{}';
+
 -- A public thread can be read (never written) by any signed-in user who
 -- has its id; it is listed only to its owner.
 create type thread_visibility as enum ('private', 'public');

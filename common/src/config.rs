@@ -444,6 +444,16 @@ pub fn check_agent(
             "max_iterations must be at least 1".into(),
         ));
     }
+    if spec
+        .allowed_models
+        .iter()
+        .any(|m| m.trim().is_empty() || m.len() > 200)
+    {
+        return Err(AgentProblem::new(
+            "allowed_models",
+            "each allowed model is 1 to 200 characters".into(),
+        ));
+    }
     if spec.context_tokens == 0 {
         return Err(AgentProblem::new(
             "context_tokens",
@@ -876,6 +886,8 @@ struct AgentFile {
     context_tokens: u32,
     #[serde(default)]
     status: AgentStatus,
+    #[serde(default)]
+    allowed_models: Vec<String>,
 }
 
 fn default_workflow_kind() -> WorkflowKind {
@@ -909,6 +921,7 @@ impl From<AgentFile> for AgentSpec {
             tool_settings: file.tool_settings,
             context_tokens: file.context_tokens,
             status: file.status,
+            allowed_models: file.allowed_models,
         }
     }
 }

@@ -595,3 +595,60 @@ async fn the_openapi_document_describes_the_agent_writes() {
         );
     }
 }
+
+/// A run may name another model only when its agent allows that model: a
+/// caller cannot pick a costlier one than the administrator chose.
+#[tokio::test]
+async fn a_run_names_only_the_models_its_agent_allows() {
+    let app = without_worker().await;
+    let (status, bad) = app
+        .post("/v1/agents", billing_with(json!({"allowed_models": [""]})))
+        .await;
+    assert_eq!(status, 422, "{bad}");
+    let (status, agent) = app
+        .post(
+            "/v1/agents",
+            billing_with(json!({"allowed_models": ["scripted-2"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{agent}");
+    assert_eq!(agent["allowed_models"], json!(["scripted-2"]));
+    let thread = app.create_thread(json!({"agent_id": "billing"})).await;
+    let runs = format!("/v1/threads/{}/runs", thread["id"].as_str().unwrap());
+    let run_with = |model: &str| json!({"input": {"content": "Hi"}, "model": model});
+
+    let (status, run) = app.post(&runs, run_with("scripted-2")).await;
+    assert_eq!(
+        (status, &run["model"]),
+        (202, &json!("scripted-2")),
+        "{run}"
+    );
+    let (status, run) = app.post(&runs, run_with("scripted-1")).await;
+    assert_eq!(
+        (status, &run["model"]),
+        (202, &json!("scripted-1")),
+        "{run}"
+    );
+    let message = error_message(
+        app.post(&runs, run_with("gpt-5-pro")).await,
+        422,
+        "validation_failed",
+    );
+    assert!(message.contains("scripted-2"), "{message}");
+
+    // The test catalog's agent allows no other model.
+    let other = app.create_thread(json!({})).await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/threads/{}/runs", other["id"].as_str().unwrap()),
+            run_with("scripted-2"),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (_, listed) = app.get(&runs).await;
+    assert_eq!(
+        listed["runs"].as_array().unwrap().len(),
+        2,
+        "refused runs left nothing"
+    );
+}

@@ -341,3 +341,65 @@ async fn the_compatible_surfaces_count_against_the_same_limits() {
         1
     );
 }
+
+#[tokio::test]
+async fn the_most_urgent_priorities_are_kept_for_the_roles_that_may_use_them() {
+    let app = app_with_limits(
+        "[limits]\nmost_urgent_priority = 3\n\n[limits.roles.admin]\nmost_urgent_priority = 1\n",
+        false,
+    )
+    .await;
+    let user = app.client_with_token(&app.api_key("someone", false).await);
+    let admin = app.client_with_token(&app.api_key("root", true).await);
+    let run = |client: &reqwest::Client, thread: &str, priority: Option<i16>| {
+        let mut body = json!({"input": {"content": "Hi"}, "multitask": "enqueue"});
+        if let Some(priority) = priority {
+            body["priority"] = json!(priority);
+        }
+        client
+            .post(app.url(&format!("/v1/threads/{thread}/runs")))
+            .json(&body)
+    };
+    let mine = new_thread(&app, &user).await;
+    let (status, body, _) = send(run(&user, &mine, Some(1))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let (status, body, _) = send(run(&user, &mine, Some(3))).await;
+    assert_eq!((status, &body["priority"]), (202, &json!(3)), "{body}");
+    let (status, body, _) = send(run(&user, &mine, None)).await;
+    assert_eq!(
+        (status, &body["priority"]),
+        (202, &json!(5)),
+        "the default stays 5"
+    );
+    let simple = user
+        .post(app.url("/api/chat/stream"))
+        .json(&json!({"message": "Hi", "priority": 2}));
+    let (status, body, _) = send(simple).await;
+    assert_eq!(status, 403, "every surface: {body}");
+
+    let theirs = new_thread(&app, &admin).await;
+    let (status, body, _) = send(run(&admin, &theirs, Some(1))).await;
+    assert_eq!((status, &body["priority"]), (202, &json!(1)), "{body}");
+    assert_eq!(
+        count(&app, "select count(*) from runs").await,
+        3,
+        "the refused runs left nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_default_priority_gives_way_to_a_less_urgent_floor() {
+    let app = app_with_limits("[limits]\nmost_urgent_priority = 7\n", false).await;
+    let user = app.client_with_token(&app.api_key("someone", false).await);
+    let thread = new_thread(&app, &user).await;
+    let (status, body, _) = send(
+        user.post(app.url(&format!("/v1/threads/{thread}/runs")))
+            .json(&json!({"input": {"content": "Hi"}})),
+    )
+    .await;
+    assert_eq!((status, &body["priority"]), (202, &json!(7)), "{body}");
+}

@@ -47,7 +47,8 @@ pub struct CreateRun {
     pub input: RunInput,
     /// Overrides the thread's agent for this run.
     pub agent_id: Option<String>,
-    /// Overrides the agent's model for this run.
+    /// Overrides the agent's model for this run: its own, or one of its
+    /// `allowed_models`.
     pub model: Option<String>,
     /// 1 (most urgent) to 10; default 5.
     pub priority: Option<i16>,
@@ -200,7 +201,21 @@ pub async fn start(
             "input.content: must be 1 to {max} characters, not {chars}"
         )));
     }
-    let priority = check_priority(request.priority)?;
+    let priority = match (
+        check_priority(request.priority)?,
+        user.limits.most_urgent_priority.map(i16::from),
+    ) {
+        // Unasked, the default gives way to the caller's most urgent.
+        (default, Some(most_urgent)) if default < most_urgent && request.priority.is_none() => {
+            most_urgent
+        }
+        (asked, Some(most_urgent)) if asked < most_urgent => {
+            return Err(ApiError::Forbidden(format!(
+                "priority: {asked} is kept for other roles; yours may ask for {most_urgent} to 10"
+            )));
+        }
+        (priority, _) => priority,
+    };
     if let Some(model) = &request.model
         && (model.trim().is_empty() || model.len() > 200)
     {
@@ -216,19 +231,34 @@ pub async fn start(
         .unwrap_or_else(|| thread.agent_id.clone());
     // The agent is looked up even when the model is overridden: a deleted
     // agent (the thread's or the requested one) takes no new runs.
-    let (agent_model, status) = match app.config.catalog.agent(&agent_id) {
+    let stored;
+    let spec = match app.config.catalog.agent(&agent_id) {
         // The catalog's agents cannot be changed over the API: the file's
         // definition is the stored one.
-        Some(agent) => (agent.model.clone(), agent.status),
+        Some(agent) => agent,
         None => {
-            let spec = db::agents::get(&app.pool, &agent_id)
+            stored = db::agents::get(&app.pool, &agent_id)
                 .await?
                 .ok_or_else(|| no_agent(&agent_id))?
                 .spec;
-            (spec.model, spec.status)
+            &stored
         }
     };
-    let model = request.model.clone().unwrap_or(agent_model);
+    let status = spec.status;
+    let model = match &request.model {
+        None => spec.model.clone(),
+        Some(model) if *model == spec.model || spec.allowed_models.contains(model) => model.clone(),
+        Some(model) => {
+            return Err(ApiError::Validation(format!(
+                "model: agent {agent_id:?} runs {:?}{}; not {model:?}",
+                spec.model,
+                match spec.allowed_models.is_empty() {
+                    true => String::new(),
+                    false => format!(" or one of {:?}", spec.allowed_models),
+                }
+            )));
+        }
+    };
     let multitask = request.multitask;
     // Limits last: a request refused for its content counts against none.
     let slot = match request.stream {

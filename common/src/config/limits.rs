@@ -7,13 +7,15 @@
 //! active_runs = 4              # queued and in-progress runs at once
 //! tokens_per_day = 200000      # input + output tokens of runs started this UTC day
 //! open_streams = 8             # event streams open at once
+//! most_urgent_priority = 3     # runs may ask for priority 3 to 10, not 1 or 2
 //!
 //! [limits.roles.admin]         # holders of a role: its figures replace the above
 //! requests_per_minute = 1200
 //! ```
 //!
 //! A limit left out is not enforced. A user with several roles gets, for
-//! each limit, the most generous figure among their roles that set it.
+//! each limit, the most generous figure among their roles that set it (for
+//! `most_urgent_priority`, the lowest).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +30,9 @@ pub struct Limits {
     pub active_runs: Option<u32>,
     pub tokens_per_day: Option<u64>,
     pub open_streams: Option<u32>,
+    /// The most urgent priority a run may ask for (1 to 10): the urgent
+    /// end of the queue is kept for the roles that set a lower figure.
+    pub most_urgent_priority: Option<u8>,
 }
 
 /// The figures for everyone and for each role.
@@ -46,6 +51,7 @@ pub(super) struct LimitsFile {
     active_runs: Option<u32>,
     tokens_per_day: Option<u64>,
     open_streams: Option<u32>,
+    most_urgent_priority: Option<u8>,
     #[serde(default)]
     roles: BTreeMap<String, Limits>,
 }
@@ -60,6 +66,9 @@ impl Limits {
             self.open_streams.map(u64::from),
         ]
         .contains(&Some(0))
+            || self
+                .most_urgent_priority
+                .is_some_and(|p| !(1..=10).contains(&p))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -75,13 +84,19 @@ impl LimitPolicy {
             active_runs: file.active_runs,
             tokens_per_day: file.tokens_per_day,
             open_streams: file.open_streams,
+            most_urgent_priority: file.most_urgent_priority,
         };
         if everyone.is_zero_anywhere() {
-            return Err("[limits]: a limit must be at least 1 (leave it out for no limit)".into());
+            return Err(
+                "[limits]: a limit must be at least 1, and a priority 1 to 10 \
+                 (leave it out for no limit)"
+                    .into(),
+            );
         }
         if let Some((role, _)) = file.roles.iter().find(|(_, l)| l.is_zero_anywhere()) {
             return Err(format!(
-                "[limits.roles.{role}]: a limit must be at least 1 (leave it out for no limit)"
+                "[limits.roles.{role}]: a limit must be at least 1, and a priority 1 to 10 \
+                 (leave it out for no limit)"
             ));
         }
         Ok(Self {
@@ -112,6 +127,11 @@ impl LimitPolicy {
             active_runs: pick(&held, e.active_runs, |l| l.active_runs),
             tokens_per_day: pick(&held, e.tokens_per_day, |l| l.tokens_per_day),
             open_streams: pick(&held, e.open_streams, |l| l.open_streams),
+            most_urgent_priority: held
+                .iter()
+                .filter_map(|l| l.most_urgent_priority)
+                .min()
+                .or(e.most_urgent_priority),
         }
     }
 }
@@ -161,5 +181,32 @@ mod tests {
                 .contains("roles.x")
         );
         assert!(policy("requests_per_hour = 5").is_err());
+    }
+
+    #[test]
+    fn the_most_urgent_priority_is_1_to_10_and_the_lowest_role_figure_wins() {
+        for bad in ["0", "11"] {
+            assert!(
+                policy(&format!("most_urgent_priority = {bad}")).is_err(),
+                "{bad}"
+            );
+        }
+        let policy = policy(
+            "most_urgent_priority = 4\n[roles.ops]\nmost_urgent_priority = 2\n\
+             [roles.vip]\nmost_urgent_priority = 3\n[roles.other]\nopen_streams = 1\n",
+        )
+        .unwrap();
+        let roles = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert_eq!(policy.for_roles(&roles(&[])).most_urgent_priority, Some(4));
+        assert_eq!(
+            policy
+                .for_roles(&roles(&["vip", "ops"]))
+                .most_urgent_priority,
+            Some(2)
+        );
+        assert_eq!(
+            policy.for_roles(&roles(&["other"])).most_urgent_priority,
+            Some(4)
+        );
     }
 }

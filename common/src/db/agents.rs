@@ -23,6 +23,7 @@ pub(crate) struct AgentRow {
     tool_settings: Json<ToolSettings>,
     context_tokens: i32,
     status: AgentStatus,
+    allowed_models: Vec<String>,
     source: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -43,6 +44,7 @@ impl From<AgentRow> for Agent {
                 tool_settings: row.tool_settings.0,
                 context_tokens: u32::try_from(row.context_tokens).unwrap_or(1),
                 status: row.status,
+                allowed_models: row.allowed_models,
             },
             source: if row.source == "api" {
                 AgentSource::Api
@@ -59,25 +61,26 @@ impl From<AgentRow> for Agent {
 macro_rules! agent_columns {
     () => {
         "id, name, description, provider, model, instructions, tools, workflow, tool_settings,
-         context_tokens, status, source, created_at, updated_at"
+         context_tokens, status, allowed_models, source, created_at, updated_at"
     };
 }
 
 /// `insert … on conflict do update` of every definition column (`$11` is
-/// the source, `$12` the status) and of `$set` columns, then the rest of the statement.
+/// the source, `$12` the status, `$13` the allowed models) and of `$set` columns, then the rest of the statement.
 macro_rules! upsert {
     ($set:literal, $rest:literal) => {
         concat!(
             "insert into agents (id, name, description, provider, model, instructions, tools,
-                                 workflow, tool_settings, context_tokens, source, status)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                 workflow, tool_settings, context_tokens, source, status,
+                                 allowed_models)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              on conflict (id) do update set
                  name = excluded.name, description = excluded.description,
                  provider = excluded.provider, model = excluded.model,
                  instructions = excluded.instructions, tools = excluded.tools,
                  workflow = excluded.workflow, tool_settings = excluded.tool_settings,
                  context_tokens = excluded.context_tokens, source = excluded.source,
-                 status = excluded.status,
+                 status = excluded.status, allowed_models = excluded.allowed_models,
                  deleted_at = null, updated_at = now() ",
             $set,
             " ",
@@ -90,7 +93,7 @@ macro_rules! upsert {
 
 type RowQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, AgentRow, sqlx::postgres::PgArguments>;
 
-/// Bind `$1`…`$12` of [`upsert!`] (and of [`update`]).
+/// Bind `$1`…`$13` of [`upsert!`] (and of [`update`]).
 fn bind_spec<'q>(query: RowQuery<'q>, spec: &'q AgentSpec, source: &'static str) -> RowQuery<'q> {
     query
         .bind(&spec.id)
@@ -105,6 +108,7 @@ fn bind_spec<'q>(query: RowQuery<'q>, spec: &'q AgentSpec, source: &'static str)
         .bind(i32::try_from(spec.context_tokens).unwrap_or(i32::MAX))
         .bind(source)
         .bind(spec.status)
+        .bind(&spec.allowed_models)
 }
 
 /// Create or update the catalog's agents (start-up). An agent of the same
@@ -209,7 +213,7 @@ pub async fn update(
         sqlx::query_as(concat!(
             "update agents set name = $2, description = $3, provider = $4, model = $5,
                  instructions = $6, tools = $7, workflow = $8, tool_settings = $9,
-                 context_tokens = $10, status = $12, updated_at = now()
+                 context_tokens = $10, status = $12, allowed_models = $13, updated_at = now()
              where id = $1 and deleted_at is null and source = $11
              returning ",
             agent_columns!()

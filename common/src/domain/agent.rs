@@ -52,6 +52,11 @@ pub struct AgentSpec {
     /// `inactive`: listed and readable, but takes no new runs.
     #[serde(default)]
     pub status: AgentStatus,
+    /// Other models a run may ask for (a run's `model`); none: only
+    /// `model`. A caller cannot pick a costlier model than the operator
+    /// or administrator allowed.
+    #[serde(default)]
+    pub allowed_models: Vec<String>,
 }
 
 fn default_context_tokens() -> u32 {

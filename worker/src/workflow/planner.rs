@@ -335,6 +335,7 @@ mod tests {
                     tool_settings: Default::default(),
                     context_tokens: 1000,
                     status: Default::default(),
+                    allowed_models: Vec::new(),
                 })
             })
             .collect()
