@@ -29,7 +29,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_common::db::{self, threads::ThreadPatch, threads::ThreadRow};
-use switchyard_common::domain::{AgentStatus, Message, MessageRole, ThreadId, Visibility};
+use switchyard_common::domain::{Message, MessageRole, ThreadId, Visibility};
 use switchyard_common::events::RunEvent;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -413,10 +413,9 @@ pub async fn models(
     State(app): State<AppState>,
     _user: CurrentUser,
 ) -> ApiResult<JsonBody<Models>> {
-    let models = db::agents::list(&app.pool)
+    let models = db::agents::list_active(&app.pool)
         .await?
         .into_iter()
-        .filter(|agent| agent.spec.status == AgentStatus::Active)
         .map(|agent| agent.spec.id)
         .collect();
     Ok(JsonBody(Models { models }))

@@ -23,7 +23,7 @@ use futures::{Stream, StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_common::db;
-use switchyard_common::domain::{AgentStatus, MessageRole, Usage, Visibility};
+use switchyard_common::domain::{MessageRole, Usage, Visibility};
 use switchyard_common::events::RunEvent;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -153,10 +153,9 @@ pub async fn models(
     State(app): State<AppState>,
     _user: CurrentUser,
 ) -> ApiResult<JsonBody<ModelList>> {
-    let data = db::agents::list(&app.pool)
+    let data = db::agents::list_active(&app.pool)
         .await?
         .into_iter()
-        .filter(|agent| agent.spec.status == AgentStatus::Active)
         .map(|agent| Model {
             id: agent.spec.id,
             object: "model",

@@ -35,41 +35,49 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// A thread of `owner`, to change or continue: from the cache if it has
 /// it, else PostgreSQL (and then cached).
 pub async fn load(app: &AppState, owner: UserId, id: ThreadId) -> ApiResult<ThreadRow> {
-    load_if(app, id, |row| row.owner_id == owner).await
+    let (row, _) = lookup(app, id).await?;
+    allowed(row, id, |row| row.owner_id == owner)
 }
 
 /// A thread `reader` may read: theirs, or a public one. Someone else's is
 /// read from PostgreSQL: a cache entry that a failed write left behind
 /// must not keep a thread made private readable by others.
 pub async fn load_readable(app: &AppState, reader: UserId, id: ThreadId) -> ApiResult<ThreadRow> {
-    let row = load_if(app, id, |row| row.readable_by(reader)).await?;
-    if row.owner_id == reader {
-        return Ok(row);
-    }
-    db::threads::find(&app.pool, id)
-        .await?
-        .filter(|row| row.readable_by(reader))
-        .ok_or_else(|| ApiError::not_found("thread", id))
+    let row =
+        match lookup(app, id).await? {
+            (row, Source::Cache) if row.owner_id != reader => db::threads::find(&app.pool, id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("thread", id))?,
+            (row, _) => row,
+        };
+    allowed(row, id, |row| row.readable_by(reader))
 }
 
-/// The live thread `id` if `allowed`, else `404` as if there were none.
-async fn load_if(
-    app: &AppState,
-    id: ThreadId,
-    allowed: impl Fn(&ThreadRow) -> bool,
-) -> ApiResult<ThreadRow> {
-    let row = match app.cache.thread(id).await {
-        CachedThread::Found(row) => *row,
-        CachedThread::Gone => return Err(ApiError::not_found("thread", id)),
+/// Where [`lookup`] found a thread.
+enum Source {
+    Cache,
+    Postgres,
+}
+
+/// The live thread `id`, whoever's: from the cache if it has it, else
+/// PostgreSQL (and then cached).
+async fn lookup(app: &AppState, id: ThreadId) -> ApiResult<(ThreadRow, Source)> {
+    match app.cache.thread(id).await {
+        CachedThread::Found(row) => Ok((*row, Source::Cache)),
+        CachedThread::Gone => Err(ApiError::not_found("thread", id)),
         CachedThread::Miss => {
             let row = db::threads::find(&app.pool, id)
                 .await?
                 .ok_or_else(|| ApiError::not_found("thread", id))?;
             app.cache.put_thread(&row).await;
-            row
+            Ok((row, Source::Postgres))
         }
-    };
-    match allowed(&row) {
+    }
+}
+
+/// `row` if the caller may have it, else `404` as if there were none.
+fn allowed(row: ThreadRow, id: ThreadId, may: impl Fn(&ThreadRow) -> bool) -> ApiResult<ThreadRow> {
+    match may(&row) {
         true => Ok(row),
         false => Err(ApiError::not_found("thread", id)),
     }

@@ -125,11 +125,22 @@ pub async fn upsert_catalog(pool: &PgPool, agents: &[AgentSpec]) -> Result<(), s
 
 /// The agents that are not deleted, by id.
 pub async fn list(pool: &PgPool) -> Result<Vec<Agent>, sqlx::Error> {
+    select_live(pool, false).await
+}
+
+/// The agents that take runs (not deleted, not inactive), by id: what a
+/// client can call, such as OpenAI's models.
+pub async fn list_active(pool: &PgPool) -> Result<Vec<Agent>, sqlx::Error> {
+    select_live(pool, true).await
+}
+
+async fn select_live(pool: &PgPool, active_only: bool) -> Result<Vec<Agent>, sqlx::Error> {
     let rows: Vec<AgentRow> = sqlx::query_as(concat!(
         "select ",
         agent_columns!(),
-        " from agents where deleted_at is null order by id"
+        " from agents where deleted_at is null and (not $1 or status = 'active') order by id"
     ))
+    .bind(active_only)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(Agent::from).collect())
