@@ -69,6 +69,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+mod api_agents;
 mod auth;
 mod cors;
 mod limits;
@@ -77,6 +78,7 @@ mod priority;
 mod sweeper;
 mod upstream;
 
+pub use api_agents::ApiAgentPolicy;
 pub use auth::{AuthMethod, AuthSettings, OidcSettings};
 pub use cors::{CorsSettings, LOCALHOST_ORIGINS, OriginRule, PREFLIGHT_MAX_AGE};
 pub use limits::{LimitPolicy, Limits};
@@ -86,6 +88,7 @@ pub use local::{
 };
 pub use priority::DEFAULT_PRIORITY_AGING;
 pub use sweeper::{LeaseSettings, SweeperLeader};
+use upstream::is_env_name;
 pub use upstream::{DEFAULT_UPSTREAM_TIMEOUT_SECS, Upstream, UpstreamProtocol};
 
 use crate::domain::{
@@ -249,6 +252,9 @@ impl Config {
                 }
             }
         };
+        catalog
+            .api_agents
+            .refuse_server_secrets(&catalog.providers, &lookup)?;
         let positive = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             match number(name, default)? {
                 0 => Err(ConfigError::Invalid {
@@ -294,6 +300,19 @@ impl Config {
     }
 }
 
+/// A lookup over fixed `(name, value)` pairs, for tests.
+#[cfg(test)]
+pub(crate) fn lookup_of(
+    pairs: &'static [(&'static str, &'static str)],
+) -> impl Fn(&str) -> Option<String> {
+    move |name| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
 /// A `true`/`false` (or `1`/`0`) variable; `default` when unset or empty.
 fn flag(
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -321,6 +340,8 @@ pub struct Catalog {
     pub prices: HashMap<String, Price>,
     /// Per-user limits (`[limits]`).
     pub limits: LimitPolicy,
+    /// What agents written over the API may reach (`[api_agents]`).
+    pub api_agents: ApiAgentPolicy,
 }
 
 /// What a model costs, in US dollars per million tokens.
@@ -938,6 +959,8 @@ struct CatalogFile {
     prices: HashMap<String, Price>,
     #[serde(default)]
     limits: Option<Spanned<limits::LimitsFile>>,
+    #[serde(default)]
+    api_agents: Option<Spanned<ApiAgentPolicy>>,
 }
 
 /// The tools every deployment has.
@@ -1051,7 +1074,11 @@ impl HttpRequestSettings {
                         list the hosts the http_request tool may call"
                 .into());
         }
-        if let Some(bad) = self.allow_hosts.iter().find(|h| !is_host_pattern(h)) {
+        if let Some(bad) = self
+            .allow_hosts
+            .iter()
+            .find(|h| !crate::net::is_host_pattern(h))
+        {
             return Err(format!(
                 "tool_settings.http_request.allow_hosts: {bad:?} is not a host \
                  (write a name such as \"api.example.com\", a wildcard such as \
@@ -1082,10 +1109,7 @@ impl SqlQuerySettings {
 
     fn validate(&self) -> Result<(), String> {
         let var = &self.database_url_env;
-        if var.is_empty()
-            || var.starts_with(|c: char| c.is_ascii_digit())
-            || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if !is_env_name(var) {
             return Err(format!(
                 "tool_settings.sql_query.database_url_env: {var:?} is not an environment \
                  variable name (the URL itself belongs in the environment, not here)"
@@ -1105,28 +1129,6 @@ impl SqlQuerySettings {
         }
         Ok(())
     }
-}
-
-/// Whether `pattern` is an `allow_hosts` entry: an ASCII host name, `*.`
-/// and a host name, or an IP address (IPv6 with or without brackets).
-fn is_host_pattern(pattern: &str) -> bool {
-    let unbracketed = pattern
-        .strip_prefix('[')
-        .and_then(|p| p.strip_suffix(']'))
-        .unwrap_or(pattern);
-    if unbracketed.parse::<std::net::IpAddr>().is_ok() {
-        return true;
-    }
-    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
-    let name = name.strip_suffix('.').unwrap_or(name);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 /// The text of the built-in catalog (see [`Catalog::builtin`]).
@@ -1273,12 +1275,24 @@ impl Catalog {
             }
             None => LimitPolicy::default(),
         };
+        let api_agents = match file.api_agents {
+            Some(spanned) => {
+                let span = spanned.span();
+                let policy = spanned.into_inner();
+                if let Some(problem) = policy.problem() {
+                    return Err(at(span, problem));
+                }
+                policy
+            }
+            None => ApiAgentPolicy::default(),
+        };
         let agents = declared.into_iter().map(|(_, agent)| agent).collect();
         Ok(Self {
             providers,
             agents,
             prices: file.prices,
             limits,
+            api_agents,
         })
     }
 

@@ -6,6 +6,7 @@
 //! - [`domain`]: ids, statuses and the resources of the HTTP contract.
 //! - [`events`]: [`events::RunEvent`], the one enum every run event comes from.
 //! - [`db`]: PostgreSQL, the source of truth, one module per aggregate.
+//! - [`net`]: public addresses and host allow-lists.
 //! - [`redis_conn`]: Redis connections with the timeouts Switchyard needs.
 //! - [`cache`]: write-through, cache-aside copies of threads and messages in Redis.
 //! - [`bus`]: run events: numbered, coalesced, stored in PostgreSQL and
@@ -20,6 +21,7 @@ pub mod db;
 pub mod domain;
 pub mod events;
 pub mod metrics;
+pub mod net;
 pub mod queue;
 pub mod redis_conn;
 pub mod telemetry;

@@ -16,7 +16,7 @@ use axum::routing::post;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use switchyard_fake_llm::{FakeLlm, Reply};
-use switchyard_tests::{Options, SseEvent, TestApp, deltas_of};
+use switchyard_tests::{Options, SCRIPTED_CATALOG, SseEvent, TestApp, deltas_of};
 use tokio::sync::mpsc;
 
 /// The variable holding the upstream's credentials in the test that
@@ -562,7 +562,14 @@ async fn an_upstream_asking_its_client_to_run_a_tool_fails_the_run() {
 #[tokio::test]
 async fn http_agents_written_over_the_api_are_checked() {
     let (route, url, _closes) = Route::start().await;
-    let app = TestApp::spawn().await;
+    // Agents written over the API reach only what the operator lists.
+    let app = TestApp::spawn_with(Options {
+        catalog: format!(
+            "{SCRIPTED_CATALOG}\n[api_agents]\nhosts = [\"127.0.0.1\"]\nallow_private = true\n"
+        ),
+        ..Options::default()
+    })
+    .await;
     let agent = |upstream: Value| {
         json!({"id": "migrating", "name": "Migrating", "model": "legacy-1",
                "workflow": {"kind": "http", "upstream": upstream}})

@@ -105,7 +105,8 @@ impl Worker {
             config: config.clone(),
             providers,
             http,
-            toolbox: tools::Toolbox::new().context("building the tools' HTTP clients")?,
+            toolbox: tools::Toolbox::new(&config.database_url)
+                .context("building the tools' HTTP clients")?,
             active: active_runs.clone(),
             worker_id: worker_id.clone(),
             redis: conn.clone(),

@@ -16,7 +16,9 @@ use switchyard_common::bus::{self, EventWriter, RunEvents};
 use switchyard_common::cache::{Cache, RECENT_MESSAGES};
 use switchyard_common::config::Config;
 use switchyard_common::db::{self, messages::MessageRow, runs::CancelReason, runs::RunRow};
-use switchyard_common::domain::{AgentSpec, MessageId, MessageRole, RunError, WorkflowKind};
+use switchyard_common::domain::{
+    Agent, AgentSource, AgentSpec, MessageId, MessageRole, RunError, WorkflowKind,
+};
 use switchyard_common::events::RunEvent;
 use switchyard_common::queue::{self, RunJob, RunQueue};
 use switchyard_common::redis_conn::Keys;
@@ -193,7 +195,11 @@ impl Runner {
                     "worker_lost",
                     format!("the run's worker was lost {max_attempts} times"),
                 )),
-                Some(agent) => self.answer(&scope, agent.spec, position).await,
+                Some(agent) => {
+                    let upstream_http = self.upstream_http(&agent);
+                    let spec = self.vet(agent)?;
+                    self.answer(&scope, spec, upstream_http, position).await
+                }
                 None => Err(Failure::agent_gone(&run.agent_id)),
             }
         };
@@ -250,10 +256,41 @@ impl Runner {
     }
 
     /// Run the agent's workflow on the thread's conversation.
+    /// `agent`'s definition, if it may run: an agent written over the API
+    /// must still keep within `[api_agents]`, which may have been
+    /// tightened since it was written.
+    pub(crate) fn vet(&self, agent: Agent) -> Result<AgentSpec, Failure> {
+        if agent.source == AgentSource::Api
+            && let Err(problem) = self.config.catalog.api_agents.check(&agent.spec)
+        {
+            return Err(Failure::new(
+                "agent_unavailable",
+                format!(
+                    "agent {:?} was written over the API and no longer keeps within the \
+                     deployment's [api_agents]: {}: {}",
+                    agent.spec.id, problem.field, problem.message
+                ),
+            ));
+        }
+        Ok(agent.spec)
+    }
+
+    /// The client an `http` agent's upstream is called with: one that only
+    /// connects to public addresses for an agent written over the API,
+    /// unless `[api_agents]` allows private ones.
+    fn upstream_http(&self, agent: &Agent) -> reqwest::Client {
+        if agent.source == AgentSource::Api && !self.config.catalog.api_agents.allow_private {
+            self.toolbox.public_only_http()
+        } else {
+            self.http.clone()
+        }
+    }
+
     async fn answer(
         &self,
         scope: &Scope<'_>,
         entry: AgentSpec,
+        upstream_http: reqwest::Client,
         position: Position,
     ) -> Result<(), Failure> {
         let run = scope.run;
@@ -275,7 +312,8 @@ impl Runner {
                 workflow::planner::run(scope, entry, model, &conversation).await
             }
             WorkflowKind::Http => {
-                workflow::http::run(scope, &entry, run.model.clone(), &conversation).await
+                let model = run.model.clone();
+                workflow::http::run(scope, &entry, upstream_http, model, &conversation).await
             }
         }
     }

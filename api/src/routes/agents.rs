@@ -135,14 +135,15 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Check a definition against the deployment's providers and the stored
-/// agents it hands off to (read in one query).
+/// Check a definition against the deployment's providers, the stored
+/// agents it hands off to (read in one query), and what `[api_agents]`
+/// lets agents written here reach.
 async fn validate(app: &AppState, spec: &AgentSpec) -> ApiResult<()> {
     let live = db::agents::existing(&app.pool, &spec.workflow.handoffs).await?;
-    config::check_agent(spec, &app.config.catalog.providers, |id| {
-        live.iter().any(|l| l == id)
-    })
-    .map_err(|problem| ApiError::Validation(format!("{}: {}", problem.field, problem.message)))
+    let catalog = &app.config.catalog;
+    config::check_agent(spec, &catalog.providers, |id| live.iter().any(|l| l == id))
+        .and_then(|()| catalog.api_agents.check(spec))
+        .map_err(|problem| ApiError::Validation(format!("{}: {}", problem.field, problem.message)))
 }
 
 /// The answer to a write the store refused.

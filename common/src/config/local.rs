@@ -185,14 +185,7 @@ mod tests {
 
     #[test]
     fn the_model_dir_follows_the_environment() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
+        let env = crate::config::lookup_of;
         assert_eq!(
             model_dir(env(&[(MODEL_DIR_ENV, "/m"), ("HOME", "/h")])),
             PathBuf::from("/m")

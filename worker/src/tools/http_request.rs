@@ -19,8 +19,6 @@
 //!   and the result marked `truncated`), the whole request at
 //!   `timeout_secs` (the tool's time limit in [`super::invoke`]).
 
-mod address;
-
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -32,6 +30,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 use switchyard_common::config::HttpRequestSettings;
+use switchyard_common::net::{self as address, host_matches, ip_literal};
 
 use super::{Tool, ToolError};
 
@@ -71,6 +70,11 @@ impl Clients {
             public_only: builder().dns_resolver(PublicOnly).build()?,
             any_address: builder().build()?,
         })
+    }
+
+    /// The client that connects only to public addresses.
+    pub fn public_only(&self) -> reqwest::Client {
+        self.public_only.clone()
     }
 }
 
@@ -222,33 +226,6 @@ impl Inner {
             "truncated": truncated,
         }))
     }
-}
-
-/// Whether `host` (as the URL parser normalised it: lower case, IPv6 in
-/// brackets) is allowed by the `allow_hosts` entry `pattern`.
-fn host_matches(pattern: &str, host: &str) -> bool {
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let pattern = pattern.strip_suffix('.').unwrap_or(pattern);
-    if let (Some(wanted), Some(ip)) = (ip_literal(pattern), ip_literal(host)) {
-        return wanted == ip;
-    }
-    match pattern.strip_prefix("*.") {
-        Some(parent) => host
-            .to_ascii_lowercase()
-            .strip_suffix(&parent.to_ascii_lowercase())
-            .and_then(|head| head.strip_suffix('.'))
-            .is_some_and(|subdomain| !subdomain.is_empty()),
-        None => host.eq_ignore_ascii_case(pattern),
-    }
-}
-
-/// The IP address `host` spells, if it is one (`[…]` around IPv6 allowed).
-fn ip_literal(host: &str) -> Option<IpAddr> {
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-        .parse()
-        .ok()
 }
 
 fn request_headers(headers: &Value) -> Result<HeaderMap, ToolError> {

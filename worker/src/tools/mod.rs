@@ -56,14 +56,24 @@ pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Toolbox {
     http: http_request::Clients,
     pools: sql_query::Pools,
+    /// Switchyard's own database, which `sql_query` never reads.
+    own_database: Option<sql_query::Database>,
 }
 
 impl Toolbox {
-    pub fn new() -> Result<Self, reqwest::Error> {
+    /// The tools of a process whose own database is at `database_url`.
+    pub fn new(database_url: &str) -> Result<Self, reqwest::Error> {
         Ok(Self {
             http: http_request::Clients::new()?,
             pools: sql_query::Pools::default(),
+            own_database: sql_query::Database::of(database_url),
         })
+    }
+
+    /// A client that connects only to public addresses and follows no
+    /// redirects (the one `http_request` uses without `allow_private`).
+    pub fn public_only_http(&self) -> reqwest::Client {
+        self.http.public_only()
     }
 
     /// The tools called `tools`, in that order, configured by `settings`.
@@ -113,6 +123,14 @@ impl Toolbox {
                         "sql_query: the environment variable {var} (database_url_env) is not set"
                     ))
                 })?;
+                if self.own_database.is_some()
+                    && sql_query::Database::of(url.trim()) == self.own_database
+                {
+                    return Err(ToolError(format!(
+                        "sql_query: the environment variable {var} (database_url_env) names \
+                         Switchyard's own database, which no agent may read"
+                    )));
+                }
                 let pool = self.pools.get(url.trim()).map_err(|problem| {
                     ToolError(format!(
                         "sql_query: the environment variable {var} (database_url_env): {problem}"
@@ -200,7 +218,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_tool_is_built_in_order_with_a_supported_schema() {
-        let toolbox = Toolbox::new().unwrap();
+        let toolbox = Toolbox::new("postgres://switchyard@db.invalid/switchyard").unwrap();
         let all: Vec<&str> = switchyard_common::config::BUILTIN_TOOLS.to_vec();
         let tools = toolbox
             .for_agent_with(&names(&all), &full_settings(), env)
@@ -227,7 +245,7 @@ mod tests {
 
     #[tokio::test]
     async fn agents_without_what_their_tools_need_are_refused() {
-        let toolbox = Toolbox::new().unwrap();
+        let toolbox = Toolbox::new("postgres://switchyard@db.invalid/switchyard").unwrap();
         let err = |tools: &[&str], settings: &ToolSettings| match toolbox.for_agent_with(
             &names(tools),
             settings,
@@ -261,8 +279,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sql_query_never_reads_switchyards_own_database() {
+        let toolbox = Toolbox::new("postgres://switchyard:pw@localhost:5432/switchyard").unwrap();
+        for own in [
+            "postgres://reader@127.0.0.1:5432/switchyard",
+            "postgresql://other:x@LOCALHOST/switchyard?sslmode=disable",
+        ] {
+            let refused = toolbox.for_agent_with(&names(&["sql_query"]), &full_settings(), |_| {
+                Some(own.to_owned())
+            });
+            let message = refused.err().map(|e| e.0).unwrap_or_default();
+            assert!(
+                message.contains("Switchyard's own database"),
+                "{own}: {message}"
+            );
+            assert!(
+                !message.contains("reader") && !message.contains("other:x"),
+                "{message}"
+            );
+        }
+        for elsewhere in [
+            "postgres://reader@127.0.0.1:5432/reports",
+            "postgres://reader@127.0.0.1:5433/switchyard",
+            "postgres://reader@db.internal/switchyard",
+        ] {
+            assert!(
+                toolbox
+                    .for_agent_with(&names(&["sql_query"]), &full_settings(), |_| {
+                        Some(elsewhere.to_owned())
+                    })
+                    .is_ok(),
+                "{elsewhere}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn arguments_are_checked_against_the_schema_before_the_call() {
-        let tools = Toolbox::new()
+        let tools = Toolbox::new("postgres://switchyard@db.invalid/switchyard")
             .unwrap()
             .for_agent(
                 &["calculator".into(), "current_time".into()],

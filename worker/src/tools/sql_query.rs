@@ -69,6 +69,28 @@ const CALL_ALLOWANCE: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Pools(Mutex<HashMap<String, PgPool>>);
 
+/// Which database a PostgreSQL URL names: its server (loopback names
+/// counted as one), port and database.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Database(String, u16, String);
+
+impl Database {
+    /// `None` for what is not a PostgreSQL URL.
+    pub fn of(url: &str) -> Option<Self> {
+        let options = PgConnectOptions::from_str(url).ok()?;
+        let host = match options.get_host() {
+            "localhost" | "127.0.0.1" | "::1" | "[::1]" => "localhost",
+            host => host,
+        };
+        let database = options.get_database().unwrap_or(options.get_username());
+        Some(Self(
+            host.to_ascii_lowercase(),
+            options.get_port(),
+            database.to_owned(),
+        ))
+    }
+}
+
 impl Pools {
     /// The pool for `url`; no connection is made until a query needs one.
     /// Errors never repeat the URL, which holds credentials.

@@ -33,10 +33,12 @@ use super::steps::{self, ToolStep};
 use crate::providers::upstream::{UpstreamClient, UpstreamEvent, UpstreamStream};
 use crate::providers::{ChatMessage, ChatRequest, ProviderError};
 
-/// Relay the upstream's answer to `conversation` as the run's answer.
+/// Relay the upstream's answer to `conversation` as the run's answer,
+/// calling the upstream with `http`.
 pub(crate) async fn run(
     scope: &Scope<'_>,
     agent: &AgentSpec,
+    http: reqwest::Client,
     model: String,
     conversation: &[ChatMessage],
 ) -> Result<(), Failure> {
@@ -51,8 +53,7 @@ pub(crate) async fn run(
         .upstream
         .as_ref()
         .ok_or_else(|| unavailable("an http workflow needs an upstream".into()))?;
-    let client = UpstreamClient::new(settings, scope.runner.http.clone())
-        .map_err(|e| unavailable(format!("{e:#}")))?;
+    let client = UpstreamClient::new(settings, http).map_err(|e| unavailable(format!("{e:#}")))?;
     let mut messages = Vec::with_capacity(conversation.len() + 1);
     if !agent.instructions.is_empty() {
         messages.push(ChatMessage::System {

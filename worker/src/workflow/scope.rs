@@ -203,13 +203,14 @@ impl<'a> Scope<'a> {
             .find_map(|(step_id, output)| reused.insert(step_id).then_some(output)))
     }
 
-    /// An agent by id, as stored now; deleted agents are unavailable.
+    /// An agent by id, as stored now; deleted agents, and agents written
+    /// over the API beyond what `[api_agents]` allows, are unavailable.
     pub async fn agent(&self, id: &str) -> Result<AgentSpec, Failure> {
-        db::agents::get(&self.runner.pool, id)
+        let agent = db::agents::get(&self.runner.pool, id)
             .await
             .map_err(|e| internal("loading an agent", e))?
-            .map(|agent| agent.spec)
-            .ok_or_else(|| Failure::agent_gone(id))
+            .ok_or_else(|| Failure::agent_gone(id))?;
+        self.runner.vet(agent)
     }
 
     /// The provider an agent runs on.

@@ -1,0 +1,186 @@
+//! The boundaries of SECURITY.md that no other suite owns: what agents
+//! written over the API may reach.
+//!
+//! The rest of the security suite: `isolation.rs` (one user's resources
+//! are invisible to another on every surface), `auth.rs` (forged and
+//! expired credentials), `tools.rs` (the SSRF guard of `http_request`),
+//! `inputs.rs` (NUL and bounds at the door), `limits.rs` (rates, streams
+//! and budgets).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use switchyard_tests::{Options, SCRIPTED_CATALOG, TestApp};
+
+/// A listener that counts the connections it gets and answers none.
+async fn listener() -> (String, Arc<AtomicUsize>) {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = socket.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (format!("{port}"), connections)
+}
+
+fn app_with_policy(policy: &str) -> Options {
+    Options {
+        catalog: format!("{SCRIPTED_CATALOG}\n[api_agents]\n{policy}\n"),
+        ..Options::default()
+    }
+}
+
+fn relay(url: &str, headers_env: Value) -> Value {
+    json!({"id": "relay", "name": "Relay", "model": "relay-1",
+           "workflow": {"kind": "http", "upstream": {
+               "url": url, "protocol": "ai-sdk", "headers_env": headers_env, "timeout_secs": 5}}})
+}
+
+fn with_tools(settings: Value) -> Value {
+    let tools: Vec<&String> = settings.as_object().unwrap().keys().collect();
+    json!({"id": "reader", "name": "Reader", "provider": "scripted", "model": "scripted-1",
+           "tools": tools, "tool_settings": settings})
+}
+
+async fn refused(app: &TestApp, body: Value, expected: &str) {
+    let (status, answer) = app.post("/v1/agents", body.clone()).await;
+    assert_eq!(status, 422, "{body}: {answer}");
+    assert_eq!(answer["error"]["code"], "validation_failed", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains(expected), "{body}: {message}");
+}
+
+#[tokio::test]
+async fn agents_written_over_the_api_reach_only_what_the_operator_allows() {
+    let (port, connections) = listener().await;
+    let app = TestApp::spawn_with(app_with_policy(
+        "env = [\"PARTNER_TOKEN\"]\nhosts = [\"localhost\", \"*.partner.example\"]",
+    ))
+    .await;
+    let loopback = format!("http://127.0.0.1:{port}/api/chat");
+    // The server's secrets, as headers to an upstream or as the SQL tool's
+    // database, whatever the host.
+    for secret in ["DATABASE_URL", "REDIS_URL", "SWITCHYARD_OIDC_ISSUER"] {
+        refused(
+            &app,
+            relay(
+                "https://chat.partner.example/api",
+                json!({ "x-db": secret }),
+            ),
+            &format!("{secret:?} is not one of them"),
+        )
+        .await;
+        refused(
+            &app,
+            with_tools(json!({"sql_query": {"database_url_env": secret}})),
+            &format!("{secret:?} is not one of them"),
+        )
+        .await;
+    }
+    // Hosts beyond the list, private addresses, and tools asking for them.
+    refused(
+        &app,
+        relay(&loopback, json!({})),
+        "\"127.0.0.1\" is not among",
+    )
+    .await;
+    refused(
+        &app,
+        relay("https://evil.example/api", json!({})),
+        "\"evil.example\" is not among",
+    )
+    .await;
+    refused(
+        &app,
+        with_tools(json!({"http_request": {"allow_hosts": ["*.example"]}})),
+        "\"*.example\" is not among",
+    )
+    .await;
+    refused(
+        &app,
+        with_tools(json!({"http_request": {"allow_hosts": ["localhost"], "allow_private": true}})),
+        "allow_private",
+    )
+    .await;
+    let (_, agents) = app.get("/v1/agents").await;
+    let ids: Vec<&str> = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["assistant"], "nothing was written");
+
+    // What the policy lists is accepted …
+    let (status, body) = app
+        .post(
+            "/v1/agents",
+            relay(
+                "https://chat.partner.example/api",
+                json!({"authorization": "PARTNER_TOKEN"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(app.delete("/v1/agents/relay").await.0, 204);
+    let (status, body) = app
+        .post(
+            "/v1/agents",
+            with_tools(json!({"http_request": {"allow_hosts": ["api.partner.example"]}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // … and a listed name is still checked where it is connected to: no
+    // private address without allow_private.
+    let (status, body) = app
+        .post(
+            "/v1/agents",
+            relay(&format!("http://localhost:{port}/api/chat"), json!({})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let thread = app.create_thread(json!({"agent_id": "relay"})).await;
+    let run = app.start_run(thread["id"].as_str().unwrap(), "Hi").await;
+    let run = app.wait_for_run(run["id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let message = run["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("loopback"), "{run}");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "no request reached the loopback listener"
+    );
+}
+
+#[tokio::test]
+async fn agents_stored_before_the_policy_tightened_do_not_run() {
+    let (port, connections) = listener().await;
+    let app = TestApp::spawn().await;
+    // Written when the deployment allowed it (or straight into the table):
+    // the worker checks again before it runs the agent.
+    let spec: switchyard_common::domain::AgentSpec = serde_json::from_value(relay(
+        &format!("http://127.0.0.1:{port}/api/chat"),
+        json!({"x-db": "DATABASE_URL"}),
+    ))
+    .unwrap();
+    switchyard_common::db::agents::create(&app.pool, &spec)
+        .await
+        .unwrap()
+        .unwrap();
+    let thread = app.create_thread(json!({"agent_id": "relay"})).await;
+    let run = app.start_run(thread["id"].as_str().unwrap(), "Hi").await;
+    let run = app.wait_for_run(run["id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error"]["code"], "agent_unavailable", "{run}");
+    let message = run["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no longer keeps within") && message.contains("DATABASE_URL"),
+        "{message}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 0);
+}
