@@ -712,3 +712,28 @@ async fn dev_runs_its_own_when_a_server_refuses_a_user_without_a_password() {
     remove_database(&database).await;
     std::fs::remove_dir_all(&data).ok();
 }
+
+#[test]
+fn development_mode_refuses_to_start_where_others_could_reach_it() {
+    for (auth, listen, expected) in [
+        ("dev", "0.0.0.0:0", "listen on a loopback address"),
+        ("api_key,dev", "127.0.0.1:0", "dev beside api_key"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("api")
+            .env("DATABASE_URL", admin_url())
+            .env("REDIS_URL", "redis://127.0.0.1:6379")
+            .env("SWITCHYARD_AUTH", auth)
+            .env("SWITCHYARD_LISTEN", listen)
+            .env_remove("SWITCHYARD_DEV_FORCE")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("running switchyard api");
+        assert_eq!(output.status.code(), Some(1), "{auth} on {listen}");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            said.contains(expected) && said.contains("SWITCHYARD_DEV_FORCE"),
+            "{auth} on {listen}: {said}"
+        );
+    }
+}

@@ -255,6 +255,8 @@ impl Config {
         catalog
             .api_agents
             .refuse_server_secrets(&catalog.providers, &lookup)?;
+        let auth = AuthSettings::from_lookup(&lookup, defaults.auth)?;
+        auth.refuse_unsafe_dev(listen, flag(&lookup, "SWITCHYARD_DEV_FORCE", false)?)?;
         let positive = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             match number(name, default)? {
                 0 => Err(ConfigError::Invalid {
@@ -283,7 +285,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(number("SWITCHYARD_SHUTDOWN_GRACE_SECS", 30)?),
             priority_aging: priority::priority_aging(&lookup)?,
             sweeper_leader,
-            auth: AuthSettings::from_lookup(&lookup, defaults.auth)?,
+            auth,
             cors: CorsSettings::from_lookup(&lookup, defaults.cors_origins)?,
             show_func_result: flag(&lookup, "SWITCHYARD_SHOW_FUNC_RESULT", true)?,
             metrics_listen: match lookup("SWITCHYARD_METRICS_LISTEN").filter(|v| !v.is_empty()) {

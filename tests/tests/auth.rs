@@ -434,9 +434,12 @@ async fn development_mode_alone_takes_any_token_as_the_development_user() {
         .unwrap();
     assert_eq!(users, 1, "only the development user exists");
 
-    // With another authenticator on, a token is checked again.
+    // Forced beside another authenticator, a token is checked again.
     let app = TestApp::spawn_with(Options {
-        env: vec![("SWITCHYARD_AUTH", "dev,api_key".into())],
+        env: vec![
+            ("SWITCHYARD_AUTH", "dev,api_key".into()),
+            ("SWITCHYARD_DEV_FORCE", "true".into()),
+        ],
         ..Options::default()
     })
     .await;

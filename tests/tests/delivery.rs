@@ -435,6 +435,28 @@ fn the_tiltfile_runs_in_tilts_interpreter_and_deploys_what_it_builds() {
     let images = check_tilt_record("default mode", &record);
     assert!(images.iter().any(|i| i.starts_with("postgres:")));
     assert!(images.iter().any(|i| i.starts_with("redis:")));
+    // No development mode in a cluster: an administrator key is made in
+    // the API's pod and printed, once the API is up.
+    let key = record["local_resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "api-key")
+        .expect("an api-key resource");
+    let words: Vec<&str> = key["cmd"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(words[..3], ["kubectl", "exec", "deploy/switchyard-api"]);
+    assert!(words.ends_with(&["keys", "create", "--admin", "--user", "developer"]));
+    assert!(
+        !serde_json::to_string(&record["objects"])
+            .unwrap()
+            .contains(r#""name":"SWITCHYARD_AUTH","value":"dev""#),
+        "the laptop's cluster does not run in development mode"
+    );
     let compile = &record["local_resources"][0];
     let command = compile["cmd"].as_str().unwrap();
     for dep in compile["deps"].as_array().unwrap() {

@@ -270,7 +270,10 @@ until a worker takes them), the queue being <prefix>:queue:runs. */}}
 {{- define "switchyard.authEnv" -}}
 {{- $auth := .Values.auth }}
 {{- if not $auth.methods }}
-{{- fail "auth.methods: name at least one of api_key, oidc, easy_auth, dev; the API refuses to start without one" }}
+{{- fail "auth.methods: name at least one of api_key, oidc, easy_auth; the API refuses to start without one" }}
+{{- end }}
+{{- if has "dev" $auth.methods }}
+{{- fail "auth.methods: dev lets anyone in as an administrator and is for `switchyard dev` on a laptop; the chart cannot turn it on (use api_key)" }}
 {{- end }}
 - name: SWITCHYARD_AUTH
   value: {{ join "," $auth.methods | quote }}

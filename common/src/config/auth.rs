@@ -4,6 +4,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `SWITCHYARD_AUTH` | comma list of `api_key`, `oidc`, `easy_auth`, `dev` | none: `switchyard api` refuses to start (`switchyard dev`: `dev`) |
+//! | `SWITCHYARD_DEV_FORCE` | `true` lets `dev` run beside another authenticator or on a non-loopback address, which start-up otherwise refuses | `false` |
 //! | `SWITCHYARD_ADMIN_ROLE` | the role (OIDC or Easy Auth) that makes a user an administrator | `admin` |
 //! | `SWITCHYARD_SERVICE_ROLE` | the role (OIDC or Easy Auth) that makes a caller a service, which may name the end user each request acts for (as a key made with `switchyard keys create --service` may) | `service` |
 //! | `SWITCHYARD_OIDC_ISSUER` | with `oidc`: the exact `iss` of accepted tokens | required |
@@ -12,6 +13,7 @@
 //! | `SWITCHYARD_OIDC_ROLES_CLAIM` | with `oidc`: the claim that lists a user's roles | `roles` |
 //! | `SWITCHYARD_OIDC_LEEWAY_SECS` | with `oidc`: clock skew allowed on `exp` and `nbf` | `60` |
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::ConfigError;
@@ -71,6 +73,54 @@ pub struct OidcSettings {
 impl AuthSettings {
     pub fn enabled(&self, method: AuthMethod) -> bool {
         self.methods.contains(&method)
+    }
+
+    /// `dev` makes every caller without credentials the administrator
+    /// `local`: refused beside another authenticator (where it would let
+    /// anyone skip that one) and on an address other machines reach,
+    /// unless `forced` (`SWITCHYARD_DEV_FORCE=true`).
+    pub(super) fn refuse_unsafe_dev(
+        &self,
+        listen: SocketAddr,
+        forced: bool,
+    ) -> Result<(), ConfigError> {
+        if !self.enabled(AuthMethod::Dev) || forced {
+            return Ok(());
+        }
+        let others: Vec<&str> = self
+            .methods
+            .iter()
+            .filter(|m| **m != AuthMethod::Dev)
+            .map(|m| m.as_str())
+            .collect();
+        if !others.is_empty() {
+            return Err(ConfigError::Invalid {
+                name: "SWITCHYARD_AUTH",
+                value: self
+                    .methods
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                problem: format!(
+                    "dev beside {} would make every request without credentials the \
+                     administrator `local`; use dev alone on a laptop (or set \
+                     SWITCHYARD_DEV_FORCE=true to mean it)",
+                    others.join(", ")
+                ),
+            });
+        }
+        if !listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                name: "SWITCHYARD_LISTEN",
+                value: listen.to_string(),
+                problem: "with SWITCHYARD_AUTH=dev anyone reaching this address is the \
+                          administrator `local`: listen on a loopback address (127.0.0.1, \
+                          ::1), or set SWITCHYARD_DEV_FORCE=true to mean it"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     /// Read the settings; `default_methods` applies when `SWITCHYARD_AUTH`
@@ -189,5 +239,29 @@ mod tests {
         let mut bad_url = oidc.to_vec();
         bad_url[3].1 = "login.example.com/keys";
         assert!(read(&bad_url, None).is_err());
+    }
+
+    #[test]
+    fn dev_runs_alone_on_loopback_unless_forced() {
+        let on = |methods: &str, listen: &str, forced: bool| {
+            read(&[("SWITCHYARD_AUTH", methods)], None)
+                .unwrap()
+                .refuse_unsafe_dev(listen.parse().unwrap(), forced)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(on("dev", "127.0.0.1:8080", false), Ok(()));
+        assert_eq!(on("dev", "[::1]:8080", false), Ok(()));
+        assert_eq!(on("api_key", "0.0.0.0:8080", false), Ok(()));
+        let beside = on("api_key,dev", "127.0.0.1:8080", false).unwrap_err();
+        assert!(
+            beside.contains("dev beside api_key") && beside.contains("SWITCHYARD_DEV_FORCE"),
+            "{beside}"
+        );
+        let exposed = on("dev", "0.0.0.0:8080", false).unwrap_err();
+        assert!(
+            exposed.contains("SWITCHYARD_LISTEN") && exposed.contains("loopback"),
+            "{exposed}"
+        );
+        assert_eq!(on("dev,api_key", "0.0.0.0:8080", true), Ok(()));
     }
 }
