@@ -184,3 +184,64 @@ async fn agents_stored_before_the_policy_tightened_do_not_run() {
     );
     assert_eq!(connections.load(Ordering::SeqCst), 0);
 }
+
+/// A server answering every GET with a body holding NUL characters.
+async fn nul_server() -> String {
+    let app = axum::Router::new().route("/data", axum::routing::get(|| async { "row\0one\0" }));
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(socket, app).await });
+    format!("http://{address}/data")
+}
+
+#[tokio::test]
+async fn nul_in_model_and_tool_output_is_made_safe_not_fatal() {
+    use switchyard_fake_llm::{FakeLlm, Reply};
+    let fake = FakeLlm::start().await;
+    let url = nul_server().await;
+    let arguments = json!({ "url": url, "headers": {"x-note": "a"} }).to_string();
+    fake.push(Reply::tool_call(
+        "call\u{0}1",
+        "http_request",
+        &[&arguments],
+        None,
+    ));
+    fake.push(Reply::text(&["It says ", "row\u{0}one."], Some((10, 3))));
+    let catalog = switchyard_tests::one_agent_catalog(
+        &fake.base_url(),
+        "model = \"m\"\ntools = [\"http_request\"]\n\
+         [agents.tool_settings.http_request]\nallow_hosts = [\"127.0.0.1\"]\nallow_private = true\n",
+    );
+    let app = TestApp::spawn_with(Options {
+        catalog,
+        ..Options::default()
+    })
+    .await;
+    let (run, events) = app.run_to_end("What does it say?").await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let finished = events
+        .iter()
+        .find(|e| e.event == "tool.finished")
+        .expect("the tool ran");
+    assert_eq!(
+        finished.data["result"]["body"], "row\u{FFFD}one\u{FFFD}",
+        "{:?}",
+        finished.data
+    );
+    let thread_id = run["thread_id"].as_str().unwrap();
+    let (_, messages) = app.get(&format!("/v1/threads/{thread_id}/messages")).await;
+    let answer = messages["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "assistant")
+        .expect("the answer is stored");
+    assert_eq!(answer["content"], "It says row\u{FFFD}one.", "{answer}");
+    let (_, steps) = app
+        .get(&format!("/v1/runs/{}/steps", run["id"].as_str().unwrap()))
+        .await;
+    assert!(
+        steps.to_string().contains("row\u{FFFD}one"),
+        "the step's output is stored: {steps}"
+    );
+}

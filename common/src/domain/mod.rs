@@ -4,6 +4,7 @@ mod agent;
 mod ids;
 mod resources;
 mod status;
+pub mod text;
 
 pub use agent::{
     Agent, AgentSource, AgentSpec, DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_ITERATIONS, Workflow,

@@ -24,6 +24,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use switchyard_common::config::ToolSettings;
+use switchyard_common::domain::text;
 
 use crate::providers::ToolSpec;
 
@@ -167,7 +168,9 @@ pub async fn invoke(tool: &dyn Tool, raw_arguments: &str) -> Result<Value, ToolE
     schema::validate(&tool.parameters(), &arguments).map_err(ToolError)?;
     let limit = tool.timeout();
     match tokio::time::timeout(limit, tool.call(arguments)).await {
-        Ok(result) => result,
+        // What a tool brings back is outside text, stored as the step's output.
+        Ok(Ok(result)) => Ok(text::json_without_nul(result)),
+        Ok(Err(ToolError(message))) => Err(ToolError(text::without_nul(message))),
         Err(_) => Err(ToolError(format!(
             "{} did not finish within {}",
             tool.name(),

@@ -165,7 +165,7 @@ impl Relay {
     }
 
     async fn apply(&mut self, scope: &Scope<'_>, event: UpstreamEvent) -> Result<(), Failure> {
-        match event {
+        match without_nul(event) {
             UpstreamEvent::Text(text) => {
                 scope.say(&text);
                 self.text.push_str(&text);
@@ -255,4 +255,29 @@ fn failure(error: &ProviderError) -> Failure {
     };
     let message = error.to_string().replace("the provider", "the upstream");
     Failure::new(code, message)
+}
+
+/// `event` with no NUL in what is streamed and stored (see
+/// [`switchyard_common::domain::text`]).
+fn without_nul(event: UpstreamEvent) -> UpstreamEvent {
+    use switchyard_common::domain::text::{json_without_nul, without_nul};
+    match event {
+        UpstreamEvent::Text(text) => UpstreamEvent::Text(without_nul(text)),
+        UpstreamEvent::ToolInput { id, name, input } => UpstreamEvent::ToolInput {
+            id: without_nul(id),
+            name: without_nul(name),
+            input: json_without_nul(input),
+        },
+        UpstreamEvent::ToolOutput {
+            id,
+            output,
+            is_error,
+        } => UpstreamEvent::ToolOutput {
+            id: without_nul(id),
+            output: json_without_nul(output),
+            is_error,
+        },
+        UpstreamEvent::Failed(message) => UpstreamEvent::Failed(without_nul(message)),
+        other @ (UpstreamEvent::StepFinished | UpstreamEvent::Usage(_)) => other,
+    }
 }

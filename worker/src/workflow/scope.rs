@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use switchyard_common::bus::RunEvents;
 use switchyard_common::db::{self, messages::ToolTurn, runs::RunRow};
-use switchyard_common::domain::{AgentSpec, MessageId, StepId, Usage};
+use switchyard_common::domain::{AgentSpec, MessageId, StepId, Usage, text};
 use switchyard_common::events::RunEvent;
 
 use crate::providers::{Provider, ProviderError};
@@ -23,10 +23,12 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// `message` often quotes a provider, an upstream or a tool: it is
+    /// stored as the run's error, so a NUL in it is replaced.
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
-            message: message.into(),
+            message: text::without_nul(message.into()),
         }
     }
 

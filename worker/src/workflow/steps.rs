@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 use switchyard_common::db;
-use switchyard_common::domain::{StepId, StepKind, StepStatus};
+use switchyard_common::domain::{StepId, StepKind, StepStatus, text};
 use switchyard_common::events::RunEvent;
 
 use super::scope::{Failure, Scope, internal};
@@ -90,7 +90,10 @@ pub(crate) async fn finish(
 
 /// The JSON a tool call's arguments are recorded as: parsed if they parse.
 pub(crate) fn arguments_value(call: &ToolCall) -> Value {
-    serde_json::from_str(&call.arguments).unwrap_or_else(|_| Value::String(call.arguments.clone()))
+    serde_json::from_str(&call.arguments).map_or_else(
+        |_| Value::String(call.arguments.clone()),
+        text::json_without_nul,
+    )
 }
 
 /// A step that clients see as a tool call: announced by `tool.started`

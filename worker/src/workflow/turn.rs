@@ -6,6 +6,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde_json::json;
 use switchyard_common::db;
+use switchyard_common::domain::text::without_nul;
 use switchyard_common::domain::{StepKind, StepStatus, Usage};
 use switchyard_common::metrics;
 use tracing::Instrument as _;
@@ -118,6 +119,7 @@ async fn stream(
         match scope.next_flushing(&mut stream, speaks).await {
             None => break,
             Some(Ok(ProviderEvent::TextDelta(text))) => {
+                let text = without_nul(text);
                 if first_token.is_none() {
                     first_token = Some(std::time::Instant::now());
                 }
@@ -126,7 +128,11 @@ async fn stream(
                 }
                 turn.text.push_str(&text);
             }
-            Some(Ok(ProviderEvent::ToolCall(call))) => turn.tool_calls.push(call),
+            Some(Ok(ProviderEvent::ToolCall(call))) => turn.tool_calls.push(ToolCall {
+                id: without_nul(call.id),
+                name: without_nul(call.name),
+                arguments: without_nul(call.arguments),
+            }),
             Some(Ok(ProviderEvent::Usage(reported))) => *usage += reported,
             Some(Err(error)) => {
                 if speaks {
