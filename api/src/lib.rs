@@ -22,6 +22,7 @@ mod http_trace;
 pub mod limits;
 pub mod openapi;
 pub mod routes;
+mod server;
 pub mod state;
 
 use std::time::Duration;
@@ -31,7 +32,6 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -145,16 +145,8 @@ async fn bound_headers(request: Request, next: Next) -> Response {
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let tasks = state.tasks.clone();
-    // Events are small writes that must leave at once: without TCP_NODELAY
-    // Nagle's algorithm holds each one back until the previous is acked.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    let header_timeout = state.config.header_timeout;
+    server::run(listener, router(state), header_timeout, shutdown).await;
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     Ok(())

@@ -19,6 +19,7 @@
 //! | `SWITCHYARD_MAX_ATTEMPTS` | attempts of a run whose worker is lost, before `worker_lost` | `3` |
 //! | `SWITCHYARD_PRIORITY_AGING_SECS` | how much later a queued run ranks for each step of `priority` above 1 | `60` |
 //! | `SWITCHYARD_SHUTDOWN_GRACE_SECS` | on SIGTERM, how long a worker lets its runs finish before releasing them | `30` |
+//! | `SWITCHYARD_HEADER_TIMEOUT_SECS` | how long the API waits for a request's headers, from the connection's opening or the end of the previous response (so also how long an idle keep-alive connection stays open); keep a proxy's upstream idle timeout below it | `30` |
 //! | `SWITCHYARD_METRICS_LISTEN` | a worker process's `/metrics` and `/health` address | none (the API serves them on its port) |
 //! | `SWITCHYARD_AUTH` and `SWITCHYARD_OIDC_*` | who may call the API: see [`auth`] | none (`switchyard dev`: `dev`) |
 //! | `SWITCHYARD_CORS_ORIGINS`, `SWITCHYARD_CORS_CREDENTIALS` | which web pages may call the API from a browser: see [`cors`] | none (`switchyard dev`: pages on `localhost`) |
@@ -132,6 +133,10 @@ pub struct Config {
     /// Where a worker process serves `/metrics` and `/health`; the API
     /// serves them on its own port.
     pub metrics_listen: Option<SocketAddr>,
+    /// How long the API waits for a request's headers, from a connection's
+    /// opening or the end of its previous response: it also closes idle
+    /// keep-alive connections.
+    pub header_timeout: Duration,
 }
 
 /// A problem with the configuration, worded for the operator.
@@ -288,6 +293,7 @@ impl Config {
             auth,
             cors: CorsSettings::from_lookup(&lookup, defaults.cors_origins)?,
             show_func_result: flag(&lookup, "SWITCHYARD_SHOW_FUNC_RESULT", true)?,
+            header_timeout: Duration::from_secs(positive("SWITCHYARD_HEADER_TIMEOUT_SECS", 30)?),
             metrics_listen: match lookup("SWITCHYARD_METRICS_LISTEN").filter(|v| !v.is_empty()) {
                 None => None,
                 Some(raw) => Some(raw.parse().map_err(|e: std::net::AddrParseError| {

@@ -245,3 +245,58 @@ async fn nul_in_model_and_tool_output_is_made_safe_not_fatal() {
         "the step's output is stored: {steps}"
     );
 }
+
+/// Read from `stream` until the server closes it; what it sent. Gives up
+/// (panics) after `WAIT`.
+async fn until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut said = Vec::new();
+    tokio::time::timeout(switchyard_tests::WAIT, stream.read_to_end(&mut said))
+        .await
+        .expect("the server closed the connection")
+        .ok();
+    String::from_utf8_lossy(&said).into_owned()
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed_but_streams_are_not() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(Options {
+        env: vec![("SWITCHYARD_HEADER_TIMEOUT_SECS", "1".into())],
+        ..Options::slow_scripted(150)
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+
+    // Headers that never end.
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: switchyard\r\nX-Slow: 1")
+        .await
+        .unwrap();
+    let said = until_closed(&mut slow).await;
+    assert!(!said.contains("200 OK"), "{said}");
+
+    // A kept-alive connection, idle after its answer.
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: switchyard\r\n\r\n")
+        .await
+        .unwrap();
+    let said = until_closed(&mut idle).await;
+    assert!(said.starts_with("HTTP/1.1 200 OK"), "{said}");
+
+    // An event stream that goes on longer than the header timeout.
+    let (run, events) = app
+        .run_to_end("Tell me a story of some twenty words or so please")
+        .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(
+        events.last().map(|e| e.event.as_str()),
+        Some("run.completed")
+    );
+    let started = chrono::DateTime::parse_from_rfc3339(run["started_at"].as_str().unwrap());
+    let finished = chrono::DateTime::parse_from_rfc3339(run["finished_at"].as_str().unwrap());
+    assert!(
+        (finished.unwrap() - started.unwrap()).num_milliseconds() > 1500,
+        "the stream outlived the header timeout: {run}"
+    );
+}
