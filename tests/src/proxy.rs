@@ -19,6 +19,22 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// A proxy to the server a `postgres://` or `redis://` URL names.
+    pub async fn to_url(url: &str) -> Self {
+        let host = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(['/', '?']).next())
+            .and_then(|authority| authority.rsplit('@').next())
+            .expect("a host:port in the URL");
+        let target = tokio::net::lookup_host(host)
+            .await
+            .expect("resolving")
+            .next()
+            .expect("an address");
+        Self::start(target).await
+    }
+
     /// Forward `127.0.0.1:<new port>` to `target`.
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");

@@ -7,23 +7,9 @@ use serde_json::json;
 use switchyard_tests::proxy::Proxy;
 use switchyard_tests::{Options, TestApp, WAIT};
 
-async fn target(url: &str) -> std::net::SocketAddr {
-    let host = url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split(['/', '?']).next())
-        .and_then(|authority| authority.rsplit('@').next())
-        .expect("a host:port in the URL");
-    tokio::net::lookup_host(host)
-        .await
-        .expect("resolving")
-        .next()
-        .expect("an address")
-}
-
 #[tokio::test]
 async fn with_redis_down_runs_are_accepted_and_run_once_it_returns() {
-    let redis = Proxy::start(target(&switchyard_tests::redis_url()).await).await;
+    let redis = Proxy::to_url(&switchyard_tests::redis_url()).await;
     let app = TestApp::spawn_with(Options {
         redis_via: Some(redis.address()),
         ..Options::default()
@@ -61,7 +47,7 @@ async fn with_redis_down_runs_are_accepted_and_run_once_it_returns() {
 
 #[tokio::test]
 async fn with_postgres_down_requests_answer_unavailable_until_it_returns() {
-    let postgres = Proxy::start(target(&switchyard_tests::admin_url()).await).await;
+    let postgres = Proxy::to_url(&switchyard_tests::admin_url()).await;
     let app = TestApp::spawn_with(Options {
         postgres_via: Some(postgres.address()),
         worker: false,
@@ -104,7 +90,7 @@ async fn with_postgres_down_requests_answer_unavailable_until_it_returns() {
 
 #[tokio::test]
 async fn a_run_streaming_when_redis_goes_away_completes_and_its_stream_is_whole() {
-    let redis = Proxy::start(target(&switchyard_tests::redis_url()).await).await;
+    let redis = Proxy::to_url(&switchyard_tests::redis_url()).await;
     let mut options = Options::slow_scripted(100);
     options.redis_via = Some(redis.address());
     let app = TestApp::spawn_with(options).await;

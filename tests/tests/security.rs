@@ -300,3 +300,70 @@ async fn slow_headers_and_idle_connections_are_closed_but_streams_are_not() {
         "the stream outlived the header timeout: {run}"
     );
 }
+
+#[tokio::test]
+async fn made_up_api_keys_are_refused_before_they_reach_the_database() {
+    let postgres = switchyard_tests::proxy::Proxy::to_url(&switchyard_tests::admin_url()).await;
+    let app = TestApp::spawn_with(Options {
+        env: vec![("SWITCHYARD_AUTH", "api_key".into())],
+        postgres_via: Some(postgres.address()),
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let valid = app.api_key("alice", false).await;
+    let me = |token: String| {
+        let request = app.http.get(app.url("/v1/me")).bearer_auth(token);
+        async move {
+            let response = request.send().await.unwrap();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, retry_after, body)
+        }
+    };
+    assert_eq!(me(valid.clone()).await.0, 200);
+
+    // A flood of made-up keys, 50 at a time: a burst of them is looked up
+    // (401), then only as many as the budget refills; the rest are answered
+    // 429 without a lookup (each key is new, so a 401 is a lookup).
+    let made_up = |n: u32| format!("sy_{n:064x}");
+    let started = std::time::Instant::now();
+    let mut answers = std::collections::BTreeMap::<u16, u32>::new();
+    for wave in 0..8 {
+        let requests = (wave * 50..(wave + 1) * 50).map(|n| me(made_up(n)));
+        for (status, retry_after, body) in futures::future::join_all(requests).await {
+            if status == 429 {
+                assert_eq!(body["error"]["limit"], "unknown_api_keys", "{body}");
+                assert!(retry_after.is_some());
+            }
+            *answers.entry(status).or_default() += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(
+        answers.keys().copied().collect::<Vec<_>>(),
+        [401, 429],
+        "{answers:?}"
+    );
+    let looked_up = f64::from(answers[&401]);
+    let budget = 100.0 + 10.0 * elapsed;
+    assert!(
+        (100.0..=budget + 1.0).contains(&looked_up),
+        "{answers:?} in {elapsed:.2} s: at most {budget:.0} lookups"
+    );
+
+    // With the database gone, nothing but a key seen valid reaches it: a
+    // token that is not a key and a key known to be unknown are answered
+    // without it.
+    postgres.cut();
+    let (status, _, body) = me("not-a-switchyard-key".into()).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _, body) = me(made_up(0)).await;
+    assert_eq!(status, 401, "{body}");
+    // The valid key is still looked up (a revocation takes effect at once):
+    // with the database gone, that is a 503.
+    let (status, _, body) = me(valid.clone()).await;
+    assert_eq!(status, 503, "{body}");
+    postgres.restore();
+}

@@ -29,12 +29,14 @@
 
 pub mod easy_auth;
 pub mod end_user;
+mod key_guard;
 pub mod oidc;
 
 pub use end_user::{END_USER_HEADER, for_end_user};
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -158,6 +160,8 @@ pub struct Authenticator {
     /// `dev` is the only authenticator: credentials are not looked at.
     dev_only: bool,
     users: Mutex<Remembered>,
+    /// Which keys are looked up in the database (see [`key_guard`]).
+    keys: key_guard::KeyGuard,
 }
 
 impl Authenticator {
@@ -203,6 +207,7 @@ impl Authenticator {
             local_user,
             dev_only,
             users: Mutex::new(HashMap::new()),
+            keys: key_guard::KeyGuard::default(),
         })
     }
 
@@ -268,9 +273,22 @@ impl Authenticator {
                 "API keys are not accepted here".into(),
             ));
         }
-        let owner = db::api_keys::owner(&self.pool, key)
-            .await?
-            .ok_or_else(|| ApiError::Unauthorized("the API key is unknown or revoked".into()))?;
+        let unknown = || ApiError::Unauthorized("the API key is unknown or revoked".into());
+        let hash = db::api_keys::hash(key);
+        match self.keys.before_lookup(key, &hash) {
+            key_guard::Verdict::Lookup => {}
+            key_guard::Verdict::Unknown => return Err(unknown()),
+            key_guard::Verdict::Throttled => {
+                return Err(ApiError::RateLimited {
+                    limit: "unknown_api_keys",
+                    message: "too many unknown API keys were sent lately; retry shortly".into(),
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+        }
+        let owner = db::api_keys::owner(&self.pool, key).await?;
+        self.keys.after_lookup(&hash, owner.is_some());
+        let owner = owner.ok_or_else(unknown)?;
         // A key's grants are roles too, so that `[limits.roles.…]` sets
         // their figures (a service's requests are all its users').
         let roles = [
