@@ -2,6 +2,7 @@
 //! endpoint, Easy Auth headers, and development mode, each with good and
 //! bad credentials.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -81,31 +82,51 @@ fn good_claims(sub: &str) -> Value {
     })
 }
 
-/// A local JWKS endpoint whose keys a test can change.
+/// A local JWKS endpoint whose keys a test can change, that counts its
+/// requests and can be made to hang.
 struct Issuer {
     url: String,
     keys: Arc<Mutex<Vec<Value>>>,
+    requests: Arc<AtomicUsize>,
+    hanging: Arc<AtomicBool>,
 }
 
 impl Issuer {
     async fn start(keys: Vec<Value>) -> Self {
         let keys = Arc::new(Mutex::new(keys));
-        let served = keys.clone();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let hanging = Arc::new(AtomicBool::new(false));
+        let (served, counted, hangs) = (keys.clone(), requests.clone(), hanging.clone());
         let app = axum::Router::new().route(
             "/keys",
             get(move || {
-                let served = served.clone();
-                async move { Json(json!({"keys": *served.lock().unwrap()})) }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (served, hangs) = (served.clone(), hangs.clone());
+                async move {
+                    if hangs.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
+                    Json(json!({"keys": *served.lock().unwrap()}))
+                }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/keys", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, keys }
+        Self {
+            url,
+            keys,
+            requests,
+            hanging,
+        }
     }
 
     fn publish(&self, keys: Vec<Value>) {
         *self.keys.lock().unwrap() = keys;
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 }
 
@@ -311,6 +332,45 @@ async fn a_rotated_signing_key_is_fetched_on_first_sight() {
         me(&app, &stranger.sign(&good_claims("u-2"))).await,
         "unknown",
     );
+}
+
+#[tokio::test]
+async fn a_hanging_issuer_is_asked_once_and_cached_keys_keep_serving() {
+    let known = SigningKey::new("2026-a");
+    let issuer = Issuer::start(vec![known.jwk()]).await;
+    let app = Arc::new(oidc_app(&issuer, &[]).await);
+    assert_eq!(issuer.requests(), 1, "the keys are fetched at start-up");
+
+    // The issuer stops answering; six tokens signed with a key it has not
+    // published (yet) wait for one fetch together …
+    issuer.hanging.store(true, Ordering::SeqCst);
+    let rotated = SigningKey::new("2026-b");
+    let waiting: Vec<_> = (0..6)
+        .map(|n| {
+            let (app, token) = (app.clone(), rotated.sign(&good_claims(&format!("u-{n}"))));
+            tokio::spawn(async move { me(&app, &token).await })
+        })
+        .collect();
+    // … while tokens signed with a cached key are served meanwhile.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, body) = me(&app, &known.sign(&good_claims("u-known"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "the fetch is still under way"
+    );
+    for answer in futures::future::join_all(waiting).await {
+        let (status, body) = answer.unwrap();
+        assert_eq!(status, 503, "{body}");
+    }
+    assert_eq!(issuer.requests(), 2, "one fetch for all six");
+
+    // Right after a failed fetch none is tried: an unknown key is refused
+    // at once, a known one still served.
+    let (status, body) = me(&app, &rotated.sign(&good_claims("u-7"))).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(me(&app, &known.sign(&good_claims("u-known"))).await.0, 200);
+    assert_eq!(issuer.requests(), 2, "no fetch while backing off");
 }
 
 #[tokio::test]

@@ -4,24 +4,46 @@
 //! Only asymmetric algorithms are accepted, and only with a published key of
 //! the matching kind: `alg: none` cannot even be parsed, and a token signed
 //! with HMAC using a public key as the secret is refused before any
-//! signature check. The key set is cached; a token naming an unknown `kid`
-//! (the issuer rotated its keys) makes one refresh, at most every
-//! [`MIN_REFRESH`], so that made-up kids cannot hammer the issuer.
+//! signature check.
+//!
+//! The key set is cached, and fetched by one request at a time that every
+//! token waiting for it shares:
+//!
+//! - a set older than [`MAX_AGE`] is refreshed in the background while the
+//!   cached keys keep serving;
+//! - a token naming an unknown `kid` (the issuer rotated its keys) waits
+//!   for a fetch, at most one every [`MIN_REFRESH`], so that made-up kids
+//!   cannot hammer the issuer;
+//! - after a failed fetch, none is tried for a while ([`backoff`]): tokens
+//!   that need the issuer are refused at once (`503`) rather than queued
+//!   behind it, and tokens signed with cached keys are not affected.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
 use switchyard_common::config::OidcSettings;
-use tokio::sync::{Mutex, RwLock};
 
-/// Least time between two fetches of the key set.
+/// Least time between two fetches of the key set for unknown kids.
 const MIN_REFRESH: Duration = Duration::from_secs(10);
-/// A key set older than this is fetched again on the next token.
+/// A key set older than this is refreshed in the background.
 const MAX_AGE: Duration = Duration::from_secs(3600);
+/// Longest one fetch of the key set may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest pause after failed fetches.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How long to wait before fetching again after `failures` failed fetches
+/// in a row: 1 s, doubling, at most [`MAX_BACKOFF`].
+pub fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(6);
+    (Duration::from_secs(1) * 2u32.pow(exponent)).min(MAX_BACKOFF)
+}
 
 /// Why a token was refused, worded for the client.
 #[derive(Debug, thiserror::Error)]
@@ -66,45 +88,68 @@ struct PublishedKey {
 struct KeySet {
     keys: HashMap<String, Arc<PublishedKey>>,
     fetched: Instant,
-    /// Counts fetches: a refresh asked for by a reader of an older set is
-    /// skipped if another reader refreshed meanwhile.
-    generation: u64,
 }
 
 /// Why the key set is fetched.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Refresh {
-    /// At start-up, or the set is older than [`MAX_AGE`].
+    /// At start-up, none is cached, or the set is older than [`MAX_AGE`].
     Due,
     /// A token named a key the set lacks: rate-limited by [`MIN_REFRESH`].
     UnknownKey,
 }
 
+/// A fetch of the key set every waiter shares; `true` when it succeeded.
+type Fetch = Shared<BoxFuture<'static, bool>>;
+
+/// Whether a fetch can be waited for.
+enum Fetching {
+    Under(Fetch),
+    /// The last fetch failed; the next is not due yet.
+    BackingOff,
+    /// One was made for an unknown key less than [`MIN_REFRESH`] ago.
+    TooSoon,
+}
+
 pub struct Verifier {
     settings: OidcSettings,
+    keys: Arc<Keys>,
+}
+
+/// The issuer's published keys, as cached, and their fetching.
+struct Keys {
+    jwks_url: String,
     http: reqwest::Client,
-    keys: RwLock<Option<KeySet>>,
-    /// When an unknown key last caused a fetch; its lock serialises fetches.
-    last_unknown_key: Mutex<Option<Instant>>,
+    cached: RwLock<Option<KeySet>>,
+    fetching: Mutex<FetchState>,
+}
+
+#[derive(Default)]
+struct FetchState {
+    under_way: Option<Fetch>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_unknown_key: Option<Instant>,
 }
 
 impl Verifier {
     pub fn new(settings: OidcSettings) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
+        let http = reqwest::Client::builder().timeout(FETCH_TIMEOUT).build()?;
         Ok(Self {
+            keys: Arc::new(Keys {
+                jwks_url: settings.jwks_url.clone(),
+                http,
+                cached: RwLock::new(None),
+                fetching: Mutex::new(FetchState::default()),
+            }),
             settings,
-            http,
-            keys: RwLock::new(None),
-            last_unknown_key: Mutex::new(None),
         })
     }
 
     /// Fetch the key set now; at start-up, so that a wrong URL shows early.
     pub async fn prefetch(&self) {
-        if let Err(error) = self.refresh(0, Refresh::Due).await {
-            tracing::warn!(error = %format!("{error:#}"), url = %self.settings.jwks_url, "fetching the OIDC signing keys failed; will retry on the first token");
+        if let Fetching::Under(fetch) = self.keys.fetch(Refresh::Due) {
+            fetch.await;
         }
     }
 
@@ -125,15 +170,19 @@ impl Verifier {
             return Err(TokenError::Algorithm(header.alg));
         }
         let kid = header.kid.as_deref().unwrap_or_default();
-        let key = match self.key(kid).await? {
-            (Some(key), _) => key,
-            (None, generation) => {
-                // Perhaps the issuer rotated its keys.
-                self.refresh(generation, Refresh::UnknownKey)
-                    .await
-                    .map_err(|_| TokenError::KeysUnavailable)?;
-                self.key(kid).await?.0.ok_or(TokenError::UnknownKey)?
-            }
+        let key = match self.keys.key(kid).await? {
+            Some(key) => key,
+            // Perhaps the issuer rotated its keys.
+            None => match self.keys.fetch(Refresh::UnknownKey) {
+                Fetching::Under(fetch) => {
+                    if !fetch.await {
+                        return Err(TokenError::KeysUnavailable);
+                    }
+                    self.keys.cached(kid)?.ok_or(TokenError::UnknownKey)?
+                }
+                Fetching::BackingOff => return Err(TokenError::KeysUnavailable),
+                Fetching::TooSoon => return Err(TokenError::UnknownKey),
+            },
         };
         if key.key.family() != header.alg.family() || key.alg.is_some_and(|a| a != header.alg) {
             return Err(TokenError::Algorithm(header.alg));
@@ -170,57 +219,110 @@ impl Verifier {
             roles,
         })
     }
+}
 
-    /// The cached key `kid` (`""`: the only key, when the token names
-    /// none), `None` when the cache lacks it, and the generation of the set
-    /// looked at. A stale set is refreshed first.
-    async fn key(&self, kid: &str) -> Result<(Option<Arc<PublishedKey>>, u64), TokenError> {
-        let stale = match &*self.keys.read().await {
-            Some(set) if set.fetched.elapsed() < MAX_AGE => None,
-            Some(set) => Some(set.generation),
-            None => Some(0),
-        };
-        if let Some(generation) = stale {
-            // An old key set still serves if the issuer is unreachable.
-            if let Err(error) = self.refresh(generation, Refresh::Due).await {
-                tracing::warn!(error = %format!("{error:#}"), "refreshing the OIDC signing keys failed");
-            }
+impl Keys {
+    /// The key `kid` (`""`: the only key, when the token names none), or
+    /// `None` when the set lacks it. A stale set is refreshed in the
+    /// background; with none cached yet, this waits for a fetch.
+    async fn key(self: &Arc<Self>, kid: &str) -> Result<Option<Arc<PublishedKey>>, TokenError> {
+        let age = self.read().as_ref().map(|set| set.fetched.elapsed());
+        match age {
+            Some(age) if age < MAX_AGE => {}
+            // An old key set still serves meanwhile, and if the issuer is
+            // unreachable.
+            Some(_) => drop(self.fetch(Refresh::Due)),
+            None => match self.fetch(Refresh::Due) {
+                Fetching::Under(fetch) => drop(fetch.await),
+                Fetching::BackingOff | Fetching::TooSoon => {}
+            },
         }
-        let keys = self.keys.read().await;
-        let Some(set) = keys.as_ref() else {
-            return Err(TokenError::KeysUnavailable);
-        };
-        let key = if kid.is_empty() && set.keys.len() == 1 {
+        self.cached(kid)
+    }
+
+    /// The cached key `kid`, without fetching.
+    fn cached(&self, kid: &str) -> Result<Option<Arc<PublishedKey>>, TokenError> {
+        let cached = self.read();
+        let set = cached.as_ref().ok_or(TokenError::KeysUnavailable)?;
+        Ok(if kid.is_empty() && set.keys.len() == 1 {
             set.keys.values().next().cloned()
         } else {
             set.keys.get(kid).cloned()
-        };
-        Ok((key, set.generation))
+        })
     }
 
-    /// Fetch the key set, unless someone did since generation `seen` was
-    /// read, or (for an unknown key) one was fetched for that reason less
-    /// than [`MIN_REFRESH`] ago.
-    async fn refresh(&self, seen: u64, why: Refresh) -> anyhow::Result<()> {
-        let mut last_unknown_key = self.last_unknown_key.lock().await;
-        let current = self
-            .keys
-            .read()
-            .await
-            .as_ref()
-            .map_or(0, |set| set.generation);
-        if current != seen {
-            return Ok(());
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<KeySet>> {
+        self.cached.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The fetch under way, or a new one (run by its own task, so that it
+    /// ends even if every waiter leaves), unless the last failed too
+    /// recently or `why` is an unknown key and one was fetched for that
+    /// less than [`MIN_REFRESH`] ago.
+    fn fetch(self: &Arc<Self>, why: Refresh) -> Fetching {
+        let mut state = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(fetch) = &state.under_way {
+            return Fetching::Under(fetch.clone());
+        }
+        let now = Instant::now();
+        if state.retry_at.is_some_and(|at| now < at) {
+            return Fetching::BackingOff;
         }
         if why == Refresh::UnknownKey {
-            if last_unknown_key.is_some_and(|at| at.elapsed() < MIN_REFRESH) {
-                return Ok(());
+            if state
+                .last_unknown_key
+                .is_some_and(|at| now - at < MIN_REFRESH)
+            {
+                return Fetching::TooSoon;
             }
-            *last_unknown_key = Some(Instant::now());
+            state.last_unknown_key = Some(now);
         }
+        let keys = self.clone();
+        let fetch = async move {
+            let result = keys.download().await;
+            keys.fetched(result)
+        }
+        .boxed()
+        .shared();
+        state.under_way = Some(fetch.clone());
+        tokio::spawn(fetch.clone());
+        Fetching::Under(fetch)
+    }
+
+    /// Record a fetch's result: the new set, or the next time to try.
+    fn fetched(&self, result: anyhow::Result<HashMap<String, Arc<PublishedKey>>>) -> bool {
+        let mut state = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
+        state.under_way = None;
+        match result {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), "fetched the OIDC signing keys");
+                *self.cached.write().unwrap_or_else(PoisonError::into_inner) = Some(KeySet {
+                    keys,
+                    fetched: Instant::now(),
+                });
+                state.failures = 0;
+                state.retry_at = None;
+                true
+            }
+            Err(error) => {
+                state.failures += 1;
+                let pause = backoff(state.failures);
+                state.retry_at = Some(Instant::now() + pause);
+                tracing::warn!(
+                    error = %format!("{error:#}"),
+                    url = %self.jwks_url,
+                    retry_in_secs = pause.as_secs(),
+                    "fetching the OIDC signing keys failed; cached keys keep serving"
+                );
+                false
+            }
+        }
+    }
+
+    async fn download(&self) -> anyhow::Result<HashMap<String, Arc<PublishedKey>>> {
         let set: JwkSet = self
             .http
-            .get(&self.settings.jwks_url)
+            .get(&self.jwks_url)
             .send()
             .await?
             .error_for_status()?
@@ -248,13 +350,7 @@ impl Verifier {
                 Arc::new(PublishedKey { key, alg }),
             );
         }
-        tracing::info!(keys = keys.len(), "fetched the OIDC signing keys");
-        *self.keys.write().await = Some(KeySet {
-            keys,
-            fetched: Instant::now(),
-            generation: seen + 1,
-        });
-        Ok(())
+        Ok(keys)
     }
 }
 
@@ -269,5 +365,17 @@ fn token_error(kind: jsonwebtoken::errors::ErrorKind) -> TokenError {
         K::MissingRequiredClaim(claim) => TokenError::MissingClaim(claim),
         K::InvalidAlgorithm => TokenError::Signature,
         _ => TokenError::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn failed_fetches_back_off_doubling_to_a_minute() {
+        let pauses: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
     }
 }
