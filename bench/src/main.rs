@@ -313,6 +313,7 @@ async fn run_scenario(args: &Args, params: &Params) -> anyhow::Result<Report> {
         pg_url_options: args.pg_url_options.clone(),
         startup_timeout: Duration::from_secs(args.startup_timeout_secs),
         keep: args.keep,
+        catalog_extra: String::new(),
     });
     let result = tokio::select! {
         result = measure(&mut stack, &fake, args, params) => result,

@@ -41,6 +41,8 @@ pub struct StackConfig {
     pub startup_timeout: Duration,
     /// Keep the database, the Redis keys and the logs afterwards.
     pub keep: bool,
+    /// TOML appended to the catalog (e.g. a `[limits]` table).
+    pub catalog_extra: String,
 }
 
 /// A child process with its log file; killed when dropped.
@@ -225,8 +227,11 @@ impl Stack {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         self.fake_base_url = fake_base_url.to_owned();
-        std::fs::write(self.catalog_path(None), catalog_toml(fake_base_url, None))
-            .context("writing the catalog")?;
+        std::fs::write(
+            self.catalog_path(None),
+            catalog_toml(fake_base_url, None, &self.config.catalog_extra),
+        )
+        .context("writing the catalog")?;
 
         let mut admin = tokio::time::timeout(
             Duration::from_secs(10),
@@ -341,7 +346,7 @@ impl Stack {
         let name = format!("worker-{}", self.workers_started);
         std::fs::write(
             self.catalog_path(Some(&name)),
-            catalog_toml(&self.fake_base_url, Some(&name)),
+            catalog_toml(&self.fake_base_url, Some(&name), &self.config.catalog_extra),
         )
         .with_context(|| format!("writing the catalog of {name}"))?;
         let (mut cmd, log) = self.command("worker", Some(&name))?;
@@ -537,7 +542,7 @@ async fn delete_keys(redis_url: &str, prefix: &str) -> anyhow::Result<usize> {
 
 /// One OpenAI-compatible provider at the fake, one agent on it, no tools;
 /// a worker's copy names the worker in [`WORKER_HEADER`].
-fn catalog_toml(fake_base_url: &str, worker: Option<&str>) -> String {
+fn catalog_toml(fake_base_url: &str, worker: Option<&str>, extra: &str) -> String {
     let headers = worker.map_or_else(String::new, |name| {
         format!("headers = {{ \"{WORKER_HEADER}\" = \"{name}\" }}\n")
     });
@@ -557,7 +562,7 @@ description = "An agent on the benchmark's fake LLM."
 provider = "fake"
 model = "fake-bench"
 instructions = "You are a benchmark."
-"#
+{extra}"#
     )
 }
 

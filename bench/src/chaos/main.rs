@@ -202,6 +202,7 @@ async fn run(args: Args) -> ExitCode {
         pg_settings: Vec::new(),
         startup_timeout: Duration::from_secs(args.startup_timeout_secs),
         keep: args.keep,
+        catalog_extra: String::new(),
     });
     let result = tokio::select! {
         result = chaos(&mut stack, &fake, &args) => result,
