@@ -313,7 +313,12 @@ async fn run_scenario(args: &Args, params: &Params) -> anyhow::Result<Report> {
         pg_url_options: args.pg_url_options.clone(),
         startup_timeout: Duration::from_secs(args.startup_timeout_secs),
         keep: args.keep,
-        catalog_extra: String::new(),
+        // Every client holds a stream; the default per-user stream limit
+        // (one user runs them all) is raised above that.
+        catalog_extra: format!(
+            "\n[limits]\nopen_streams = {}\n",
+            params.concurrency * 2 + 100
+        ),
     });
     let result = tokio::select! {
         result = measure(&mut stack, &fake, args, params) => result,

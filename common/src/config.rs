@@ -82,7 +82,7 @@ mod upstream;
 pub use api_agents::ApiAgentPolicy;
 pub use auth::{AuthMethod, AuthSettings, OidcSettings};
 pub use cors::{CorsSettings, LOCALHOST_ORIGINS, OriginRule, PREFLIGHT_MAX_AGE};
-pub use limits::{LimitPolicy, Limits};
+pub use limits::{DEFAULT_OPEN_STREAMS, LimitPolicy, Limits};
 pub use local::{
     DEFAULT_MODEL_FILE, LocalSettings, MAX_CONTEXT_TOKENS, MODEL_DIR_ENV, Requantize,
     default_model_path, model_dir,

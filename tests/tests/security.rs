@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 use switchyard_tests::{Options, SCRIPTED_CATALOG, TestApp};
 
@@ -366,4 +367,115 @@ async fn made_up_api_keys_are_refused_before_they_reach_the_database() {
     let (status, _, body) = me(valid.clone()).await;
     assert_eq!(status, 503, "{body}");
     postgres.restore();
+}
+
+#[tokio::test]
+async fn streams_are_limited_by_default_and_waiting_requests_count() {
+    // No [limits] at all.
+    let app = TestApp::spawn_with(Options {
+        env: vec![("SWITCHYARD_AUTH", "api_key".into())],
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let user = app.client_with_token(&app.api_key("watcher", false).await);
+    let (status, thread) = app
+        .call(user.post(app.url("/v1/threads")).json(&json!({})))
+        .await;
+    assert_eq!(status, 201, "{thread}");
+    let thread_id = thread["id"].as_str().unwrap();
+    let (status, run) = app
+        .call(
+            user.post(app.url(&format!("/v1/threads/{thread_id}/runs")))
+                .json(&json!({"input": {"content": "wait"}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{run}");
+    let events = app.url(&format!("/v1/runs/{}/events", run["id"].as_str().unwrap()));
+    let limit = switchyard_common::config::DEFAULT_OPEN_STREAMS as usize;
+    let mut open = Vec::new();
+    for _ in 0..limit {
+        let response = user.get(&events).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        open.push(response);
+    }
+    let (status, body) = app.call(user.get(&events)).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["limit"], "open_streams", "{body}");
+    // A request the server answers when the run ends holds a stream too,
+    // streamed or not.
+    let runs_before: i64 = sqlx::query_scalar("select count(*) from runs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let (status, body) = app
+        .call(user.post(app.url("/v1/chat/completions")).json(&json!({
+            "model": "assistant", "stream": false,
+            "messages": [{"role": "user", "content": "Hello"}]})))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["limit"], "open_streams", "{body}");
+    let runs_after: i64 = sqlx::query_scalar("select count(*) from runs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs_after, runs_before, "nothing was started");
+    drop(open);
+}
+
+#[tokio::test]
+async fn a_quiet_stream_does_not_read_the_database() {
+    let postgres = switchyard_tests::proxy::Proxy::to_url(&switchyard_tests::admin_url()).await;
+    let app = TestApp::spawn_with(Options {
+        postgres_via: Some(postgres.address()),
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let thread = app.create_thread(json!({})).await;
+    let run = app.start_run(thread["id"].as_str().unwrap(), "Hello").await;
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    let response = app
+        .http
+        .get(app.url(&format!("/v1/runs/{run_id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Read up to the backlog's `run.queued`, then keep reading aside.
+    let mut body = response.bytes_stream();
+    let mut said = String::new();
+    while !said.contains("event: run.queued") {
+        let chunk = tokio::time::timeout(switchyard_tests::WAIT, body.next())
+            .await
+            .expect("the backlog comes")
+            .expect("the stream is open")
+            .unwrap();
+        said.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let stream = tokio::spawn(async move {
+        while let Some(Ok(chunk)) = body.next().await {
+            said.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        said
+    });
+    // Let the relay finish reading the backlog from PostgreSQL.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // With PostgreSQL gone, the quiet stream's checks (after 1, 2 and 4 s)
+    // read only Redis: it stays open, where a check of PostgreSQL would
+    // have ended it.
+    postgres.cut();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    postgres.restore();
+    assert!(!stream.is_finished(), "the stream is still open");
+    // The run then goes ahead, and the stream relays it to its end.
+    app.start_worker().await;
+    let said = tokio::time::timeout(switchyard_tests::WAIT, stream)
+        .await
+        .expect("the stream ends with the run")
+        .unwrap();
+    assert!(
+        said.contains("event: run.started") && said.contains("event: run.completed"),
+        "{said}"
+    );
 }

@@ -112,7 +112,7 @@ pub async fn chat(
         }
     };
     let stream = request.stream.unwrap_or(true);
-    let request_run = StartRun::message(thread.id, &request.message, stream);
+    let request_run = StartRun::message(thread.id, &request.message);
     let started = super::start_or_discard(&app, &user, request_run, created).await?;
     let run_id = started.run.id.to_string();
     let thread_id = thread.id.to_string();

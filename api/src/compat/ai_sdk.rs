@@ -137,7 +137,7 @@ pub async fn chat(app: &AppState, user: &CurrentUser, body: Value) -> ApiResult<
             }
         }
     };
-    let request_run = StartRun::message(thread_id, &last, true);
+    let request_run = StartRun::message(thread_id, &last);
     let started = super::start_or_discard(app, user, request_run, created).await?;
     if let Some(visibility) = new_visibility {
         let patch = db::threads::ThreadPatch {

@@ -62,8 +62,13 @@ const LIST_LIMIT: i64 = 100;
 const MESSAGE_LIMIT: i64 = 500;
 /// How long a thinking stream waits for a run to start.
 const THINKING_WAIT: Duration = Duration::from_secs(300);
-/// How often a waiting thinking stream looks for the run.
+/// How soon a waiting thinking stream first looks for the run (a UI opens
+/// it just before posting the message); each later look waits twice as
+/// long, up to [`THINKING_POLL_MAX`], so a stream left waiting costs the
+/// database next to nothing.
 const THINKING_POLL: Duration = Duration::from_millis(200);
+/// The longest wait between two looks.
+const THINKING_POLL_MAX: Duration = Duration::from_secs(10);
 
 /// A message as these UIs show it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -275,7 +280,7 @@ pub async fn post_message(
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse as _;
     threads::load(&app, user.id, id).await?;
-    let request = StartRun::message(id, &body.message, false);
+    let request = StartRun::message(id, &body.message);
     let started = super::start_or_discard(&app, &user, request, false).await?;
     let asked_at = started.run.created_at;
     let answer = match super::answer(&app, started).await {
@@ -317,6 +322,7 @@ pub async fn thinking(
     let tasks = app.tasks.clone();
     tasks.spawn(async move {
         let deadline = tokio::time::Instant::now() + THINKING_WAIT;
+        let mut poll = THINKING_POLL;
         let run_id = loop {
             match db::runs::active_or_after(&app.pool, id, seen).await {
                 Ok(Some(run_id)) => break run_id,
@@ -326,10 +332,15 @@ pub async fn thinking(
                     return;
                 }
             }
-            if tx.is_closed() || tokio::time::Instant::now() > deadline {
+            if tokio::time::Instant::now() > deadline {
                 return;
             }
-            tokio::time::sleep(THINKING_POLL).await;
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                // A client that left gives its stream slot back at once.
+                () = tx.closed() => return,
+            }
+            poll = (poll * 2).min(THINKING_POLL_MAX);
         };
         let mut events = events::follow(app, run_id, events::Start::After(0), slot);
         loop {

@@ -213,7 +213,7 @@ pub async fn completions(
         Visibility::Private,
     )
     .await?;
-    let request_run = StartRun::message(thread.id, &last, request.stream);
+    let request_run = StartRun::message(thread.id, &last);
     let started = super::start_or_discard(&app, &user, request_run, true).await?;
     let ids = super::ids_headers(&started);
     let id = format!("chatcmpl-{}", started.run.id);

@@ -107,7 +107,7 @@ pub async fn chat(
     }
     let request = parse(body)?;
     let user = auth::for_end_user(&app, user, request.user_id.as_deref(), "user_id").await?;
-    let started = match begin(&app, &user, &request, false).await? {
+    let started = match begin(&app, &user, &request).await? {
         Begun::Cleared(thread) => {
             return Ok(JsonBody(SimpleChatAnswer {
                 response: CLEARED.into(),
@@ -211,7 +211,7 @@ pub async fn chat_stream(
 ) -> ApiResult<Response> {
     let format = params.format.unwrap_or_default();
     let user = auth::for_end_user(&app, user, request.user_id.as_deref(), "user_id").await?;
-    let said = match begin(&app, &user, &request, true).await? {
+    let said = match begin(&app, &user, &request).await? {
         Begun::Cleared(thread) => vec![
             Said::Token(CLEARED.into()),
             Said::Done(json!({"conversation_id": thread.id, "request_id": null})),
@@ -273,7 +273,6 @@ async fn begin(
     app: &AppState,
     user: &CurrentUser,
     request: &SimpleChatRequest,
-    stream: bool,
 ) -> ApiResult<Begun> {
     let existing = match request.conversation_id {
         Some(id) => Some(threads::load(app, user.id, id).await?),
@@ -298,7 +297,7 @@ async fn begin(
     };
     let request_run = StartRun {
         priority: request.priority,
-        ..StartRun::message(thread.id, &request.message, stream)
+        ..StartRun::message(thread.id, &request.message)
     };
     let started = super::start_or_discard(app, user, request_run, created).await?;
     Ok(Begun::Run(Box::new(started)))

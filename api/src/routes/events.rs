@@ -5,9 +5,17 @@
 //! replays the durable backlog from PostgreSQL, then relays what arrives
 //! live. Sequence numbers make the seam exact: anything at or below the last
 //! sent id is dropped, and a gap is filled from the run's Redis stream or,
-//! failing that, PostgreSQL before going on. When nothing arrives for a
-//! while the relay looks for itself, so a lost stream or a lost message
-//! cannot stall a client.
+//! failing that, PostgreSQL before going on.
+//!
+//! A quiet stream costs next to nothing: when nothing arrives the relay
+//! looks for itself after [`FIRST_QUIET_CHECK`], then twice as long each
+//! time up to [`LAST_QUIET_CHECK`], in the run's Redis stream; PostgreSQL
+//! is read only when that stream is missing or does not continue where the
+//! client is, and otherwise every [`DATABASE_CHECK`] (so that a run whose
+//! end reached PostgreSQL but not Redis still ends its streams). The hub
+//! cuts every relay loose when its connection to Redis drops or comes
+//! back, and a relay cut loose reads PostgreSQL at once: what was
+//! published while the hub could not hear is not waited for.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -39,8 +47,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Comment lines keep idle connections open through proxies.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// How long the relay waits for a live event before checking by itself.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// How long the relay waits for a live event before checking by itself;
+/// doubled after each quiet check, back to this after an event.
+const FIRST_QUIET_CHECK: Duration = Duration::from_secs(1);
+/// The longest wait between two checks of a quiet stream.
+const LAST_QUIET_CHECK: Duration = Duration::from_secs(60);
+/// How often a quiet stream reads PostgreSQL even though Redis answers.
+const DATABASE_CHECK: Duration = Duration::from_secs(600);
 /// Backlog page size.
 const PAGE: i64 = 500;
 
@@ -194,22 +207,32 @@ impl Relay {
         if ended {
             return Ok(());
         }
+        let mut quiet_for = FIRST_QUIET_CHECK;
+        let mut database_checked = tokio::time::Instant::now();
         loop {
             let received = tokio::select! {
                 event = live.recv() => event,
-                () = tokio::time::sleep(IDLE_CHECK) => {
-                    if self.catch_up().await? {
+                () = tokio::time::sleep(quiet_for) => {
+                    let ended = if database_checked.elapsed() >= DATABASE_CHECK {
+                        database_checked = tokio::time::Instant::now();
+                        Box::pin(self.catch_up()).await?
+                    } else {
+                        Box::pin(self.look_quietly()).await?
+                    };
+                    if ended {
                         return Ok(());
                     }
+                    quiet_for = (quiet_for * 2).min(LAST_QUIET_CHECK);
                     continue;
                 }
                 () = self.tx.closed() => return Err(RelayEnd::ClientGone),
                 () = self.app.shutdown.cancelled() => return Err(RelayEnd::Shutdown),
             };
+            quiet_for = FIRST_QUIET_CHECK;
             match received {
                 Some(event) if event.seq <= self.last => {}
                 Some(event) => {
-                    if event.seq > self.last + 1 && self.catch_up().await? {
+                    if event.seq > self.last + 1 && Box::pin(self.catch_up()).await? {
                         return Ok(());
                     }
                     if event.seq == self.last + 1 && self.send(&event).await? {
@@ -217,14 +240,37 @@ impl Relay {
                     }
                 }
                 None => {
-                    // Cut loose (too slow) or the reader stopped: follow
-                    // again, then read what was missed.
+                    // Cut loose (too slow, or the hub's connection dropped
+                    // or came back) or the hub stopped: follow again, then
+                    // read what was missed.
                     live = self.app.tail.subscribe(self.run_id).await;
-                    if self.catch_up().await? {
+                    if Box::pin(self.catch_up()).await? {
                         return Ok(());
                     }
                 }
             }
+        }
+    }
+
+    /// Send what the run's Redis stream holds after `last`, reading
+    /// PostgreSQL only when the stream is missing, unreadable or does not
+    /// continue where the client is. Returns whether the terminal event
+    /// was sent.
+    async fn look_quietly(&mut self) -> Result<bool, RelayEnd> {
+        match self.app.tail.news_after(self.run_id, self.last).await {
+            Ok(Some(news)) if news.first().is_none_or(|e| e.seq == self.last + 1) => {
+                for event in news {
+                    if event.seq != self.last + 1 {
+                        // A gap inside the stream: PostgreSQL has it all.
+                        return self.catch_up().await;
+                    }
+                    if self.send(&event).await? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            _ => self.catch_up().await,
         }
     }
 

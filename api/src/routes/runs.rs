@@ -105,7 +105,7 @@ pub async fn create(
             priority: body.priority,
             multitask: body.multitask.unwrap_or_default(),
             idempotency,
-            stream,
+            follows: stream,
         },
     )
     .await?;
@@ -133,16 +133,19 @@ pub struct StartRun<'a> {
     pub multitask: Multitask,
     /// An `Idempotency-Key` and the hash of the request it came with.
     pub idempotency: Option<(String, String)>,
-    /// The caller will follow the run's events: a stream slot is taken
-    /// (before anything is stored).
-    pub stream: bool,
+    /// The caller will follow the run's events, to stream them or to
+    /// answer when the run ends: a stream slot is taken (before anything is
+    /// stored), so that waiting requests count against `open_streams` like
+    /// streams do.
+    pub follows: bool,
 }
 
 impl<'a> StartRun<'a> {
     /// A message on a thread, run by the thread's agent and model at the
-    /// default priority, queued behind the thread's active runs: what the
-    /// compatible surfaces send.
-    pub fn message(thread_id: ThreadId, content: &'a str, stream: bool) -> Self {
+    /// default priority, queued behind the thread's active runs, and
+    /// followed to its end: what the compatible surfaces send, which answer
+    /// when the run ends whether they stream or not.
+    pub fn message(thread_id: ThreadId, content: &'a str) -> Self {
         Self {
             thread_id,
             content,
@@ -151,7 +154,7 @@ impl<'a> StartRun<'a> {
             priority: None,
             multitask: Multitask::Enqueue,
             idempotency: None,
-            stream,
+            follows: true,
         }
     }
 }
@@ -261,7 +264,7 @@ pub async fn start(
     };
     let multitask = request.multitask;
     // Limits last: a request refused for its content counts against none.
-    let slot = match request.stream {
+    let slot = match request.follows {
         true => Some(app.limiter.open_stream(user).await?),
         false => None,
     };
@@ -321,16 +324,20 @@ pub async fn start(
                     .announce_cancel(requested, CancelReason::Interrupted)
                     .await;
             }
+            let queued = SequencedEvent {
+                seq: 1,
+                event: queued,
+            };
+            // The run's stream starts with its `run.queued`, before a worker
+            // can add to it: a quiet follower then finds the run in Redis
+            // rather than asking PostgreSQL.
+            announce(app, run.id, &queued).await;
             if enqueue {
                 app.queue
                     .enqueue(&app.pool, RunJob::traced(run.id, trace))
                     .await;
             }
             switchyard_common::metrics::METRICS.runs_created.inc();
-            let queued = SequencedEvent {
-                seq: 1,
-                event: queued,
-            };
             (run, Some(queued))
         }
         db::runs::Created::Replayed(run) => (run, None),

@@ -202,7 +202,9 @@ async fn run(args: Args) -> ExitCode {
         pg_settings: Vec::new(),
         startup_timeout: Duration::from_secs(args.startup_timeout_secs),
         keep: args.keep,
-        catalog_extra: String::new(),
+        // A few hundred streams in flight, all one user's: the default
+        // per-user stream limit is raised above that.
+        catalog_extra: format!("\n[limits]\nopen_streams = {}\n", args.in_flight * 2 + 100),
     });
     let result = tokio::select! {
         result = chaos(&mut stack, &fake, &args) => result,

@@ -58,6 +58,27 @@ pub async fn stream_after(
     Ok(reply.ids.iter().filter_map(decode_entry).collect())
 }
 
+/// What a run's Redis stream holds after event `after`, or `None` when
+/// there is no such stream (never written, or expired).
+pub async fn stream_news(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    run_id: RunId,
+    after: i64,
+) -> redis::RedisResult<Option<Vec<SequencedEvent>>> {
+    let key = keys.run_events(run_id);
+    let (exists, reply): (bool, StreamRangeReply) = redis::pipe()
+        .cmd("EXISTS")
+        .arg(&key)
+        .cmd("XRANGE")
+        .arg(&key)
+        .arg(format!("({}", entry_id(after)))
+        .arg("+")
+        .query_async(conn)
+        .await?;
+    Ok(exists.then(|| reply.ids.iter().filter_map(decode_entry).collect()))
+}
+
 /// Take over the events a lost worker published but did not store: copy
 /// what the run's Redis stream holds after `stored` (the last event in
 /// PostgreSQL) into PostgreSQL. Returns the run's last event, from which a

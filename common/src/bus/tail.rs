@@ -9,14 +9,15 @@
 //! first and then reads what came before (the stream, [`TailHub::range_after`],
 //! or PostgreSQL), drops what it already has by sequence number, and fills
 //! any gap the same way. A client whose buffer fills up is cut loose and
-//! recovers the same way too.
+//! recovers the same way too, and so is every client when the Pub/Sub
+//! connection drops or comes back: no client waits for a message that was
+//! published while the hub could not hear it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, PubSubSink};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -131,6 +132,16 @@ impl TailHub {
         super::stream_after(&mut conn, &self.inner.keys, run_id, after).await
     }
 
+    /// [`TailHub::range_after`], or `None` when the run has no stream.
+    pub async fn news_after(
+        &self,
+        run_id: RunId,
+        after: i64,
+    ) -> redis::RedisResult<Option<Vec<SequencedEvent>>> {
+        let mut conn = self.inner.conn.clone();
+        super::stream_news(&mut conn, &self.inner.keys, run_id, after).await
+    }
+
     fn followers(&self) -> std::sync::MutexGuard<'_, Followers> {
         // Every critical section is a plain map update: a panic cannot leave
         // the map half-changed.
@@ -161,7 +172,7 @@ impl TailHub {
                 pubsub = client.get_async_pubsub() => pubsub,
                 () = shutdown.cancelled() => break,
             };
-            let (mut sink, mut messages) = match pubsub {
+            let (sink, mut messages) = match pubsub {
                 Ok(pubsub) => pubsub.split(),
                 Err(error) => {
                     tracing::warn!(%error, "live run events: cannot reach Redis; retrying");
@@ -171,20 +182,11 @@ impl TailHub {
                     }
                 }
             };
-            // New subscriptions use the new connection from now on; follow
-            // again every run followed while it was down (a run subscribed
-            // twice is harmless).
-            self.set_sink(Some(sink.clone()));
-            let runs: Vec<String> = self
-                .followers()
-                .keys()
-                .map(|r| self.inner.keys.run_live(*r))
-                .collect();
-            if !runs.is_empty()
-                && let Err(error) = sink.subscribe(runs).await
-            {
-                tracing::debug!(%error, "resubscribing failed");
-            }
+            // New subscriptions use the new connection from now on. Those
+            // made while it was down are cut loose: their clients subscribe
+            // again, on this connection, and read what they missed.
+            self.set_sink(Some(sink));
+            self.followers().clear();
             loop {
                 tokio::select! {
                     message = messages.next() => match message {
@@ -194,7 +196,11 @@ impl TailHub {
                     () = shutdown.cancelled() => break,
                 }
             }
+            // Whatever was published from now on is lost to this
+            // connection: every client reads it from the stream or
+            // PostgreSQL instead of waiting for it.
             self.set_sink(None);
+            self.followers().clear();
             if !shutdown.is_cancelled() {
                 tracing::warn!("live run events: connection lost; reconnecting");
             }
@@ -295,21 +301,20 @@ pub fn live_item(seq: i64, kind: &str, data: Value) -> Value {
     serde_json::json!([seq, kind, data])
 }
 
-/// Announce one stored event to a run's live followers (the event is
-/// durable already; a lost announcement only delays it until the
-/// followers' next look at PostgreSQL).
+/// Announce one event stored by this process (not by a run's worker): add
+/// it to the run's stream and publish it to the run's live followers, as
+/// the worker's writer does with its events. The event is durable
+/// already; a lost announcement only delays it until the followers look
+/// at PostgreSQL.
 pub async fn announce(
     conn: &mut ConnectionManager,
     keys: &Keys,
     run_id: RunId,
     event: &SequencedEvent,
 ) -> redis::RedisResult<()> {
-    let batch = Value::Array(vec![live_item(
-        event.seq,
-        event.event.kind(),
-        event.event.data(),
-    )]);
-    conn.publish(keys.run_live(run_id), batch.to_string()).await
+    let mut pipe = redis::pipe();
+    super::writer::append_events(&mut pipe, keys, run_id, &[(event.seq, &event.event)]);
+    pipe.query_async(conn).await
 }
 
 fn decode_batch(payload: &str) -> Option<Vec<SequencedEvent>> {

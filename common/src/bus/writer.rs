@@ -120,31 +120,48 @@ fn append_and_publish(pipe: &mut redis::Pipeline, keys: &Keys, group: &[Item]) {
     let Some(first) = group.first() else {
         return;
     };
-    let key = keys.run_events(first.run_id);
-    let mut live = Vec::with_capacity(group.len());
-    for item in group {
-        let data = item.event.data();
+    let events: Vec<(i64, &RunEvent)> = group.iter().map(|i| (i.seq, &*i.event)).collect();
+    append_events(pipe, keys, first.run_id, &events);
+}
+
+/// Add to `pipe`: append `events` (consecutive, of one run) to the run's
+/// stream, then publish them on its live channel.
+pub(super) fn append_events(
+    pipe: &mut redis::Pipeline,
+    keys: &Keys,
+    run_id: RunId,
+    events: &[(i64, &RunEvent)],
+) {
+    let key = keys.run_events(run_id);
+    let mut live = Vec::with_capacity(events.len());
+    for (seq, event) in events {
+        let data = event.data();
         pipe.cmd("XADD")
             .arg(&key)
             .arg("MAXLEN")
             .arg("~")
             .arg(STREAM_MAX_LEN)
-            .arg(entry_id(item.seq))
+            .arg(entry_id(*seq))
             .arg("k")
-            .arg(item.event.kind())
+            .arg(event.kind())
             .arg("d")
             .arg(data.to_string())
             .ignore();
-        // A stream's expiry is set when its run starts (so that the
-        // stream of a run whose worker died still goes away) and renewed
-        // when it ends; not on every event.
-        if matches!(*item.event, RunEvent::RunStarted { .. }) || item.event.is_terminal() {
+        // A stream's expiry is set when its run is queued and when it
+        // starts (so that the stream of a run that never ran, or whose
+        // worker died, still goes away) and renewed when it ends; not on
+        // every event.
+        if matches!(
+            event,
+            RunEvent::RunQueued { .. } | RunEvent::RunStarted { .. }
+        ) || event.is_terminal()
+        {
             pipe.cmd("EXPIRE").arg(&key).arg(STREAM_TTL_SECS).ignore();
         }
-        live.push(live_item(item.seq, item.event.kind(), data));
+        live.push(live_item(*seq, event.kind(), data));
     }
     pipe.cmd("PUBLISH")
-        .arg(keys.run_live(first.run_id))
+        .arg(keys.run_live(run_id))
         .arg(serde_json::Value::Array(live).to_string())
         .ignore();
 }

@@ -13,8 +13,11 @@
 //! requests_per_minute = 1200
 //! ```
 //!
-//! A limit left out is not enforced. A user with several roles gets, for
-//! each limit, the most generous figure among their roles that set it (for
+//! A limit left out is not enforced, except `open_streams`, which is
+//! [`DEFAULT_OPEN_STREAMS`] unless set: an open stream holds a connection
+//! and memory, and a request that waits for a run's answer on the server
+//! counts as one. A user with several roles gets, for each limit, the most
+//! generous figure among their roles that set it (for
 //! `most_urgent_priority`, the lowest).
 
 use std::collections::BTreeMap;
@@ -35,11 +38,28 @@ pub struct Limits {
     pub most_urgent_priority: Option<u8>,
 }
 
+/// Event streams (and waiting requests) a user may hold open when
+/// `[limits]` does not say.
+pub const DEFAULT_OPEN_STREAMS: u32 = 100;
+
 /// The figures for everyone and for each role.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitPolicy {
     pub everyone: Limits,
     pub roles: BTreeMap<String, Limits>,
+}
+
+impl Default for LimitPolicy {
+    /// No limit but the default stream limit.
+    fn default() -> Self {
+        Self {
+            everyone: Limits {
+                open_streams: Some(DEFAULT_OPEN_STREAMS),
+                ..Limits::default()
+            },
+            roles: BTreeMap::new(),
+        }
+    }
 }
 
 /// `[limits]` as written.
@@ -70,10 +90,6 @@ impl Limits {
                 .most_urgent_priority
                 .is_some_and(|p| !(1..=10).contains(&p))
     }
-
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
 }
 
 impl LimitPolicy {
@@ -83,7 +99,7 @@ impl LimitPolicy {
             messages_per_day: file.messages_per_day,
             active_runs: file.active_runs,
             tokens_per_day: file.tokens_per_day,
-            open_streams: file.open_streams,
+            open_streams: file.open_streams.or(Some(DEFAULT_OPEN_STREAMS)),
             most_urgent_priority: file.most_urgent_priority,
         };
         if everyone.is_zero_anywhere() {
@@ -105,9 +121,9 @@ impl LimitPolicy {
         })
     }
 
-    /// No limit is set anywhere.
+    /// No limit is set anywhere but the default stream limit.
     pub fn is_unlimited(&self) -> bool {
-        self.everyone.is_empty() && self.roles.values().all(Limits::is_empty)
+        *self == Self::default()
     }
 
     /// The figures that apply to a holder of `roles`.
@@ -166,6 +182,12 @@ mod tests {
         assert_eq!(both.tokens_per_day, Some(1000));
         assert!(!policy.is_unlimited());
         assert!(LimitPolicy::default().is_unlimited());
+        assert_eq!(user.open_streams, Some(DEFAULT_OPEN_STREAMS));
+        assert_eq!(
+            LimitPolicy::default().for_roles(&[]).open_streams,
+            Some(DEFAULT_OPEN_STREAMS),
+            "streams are limited even without [limits]"
+        );
     }
 
     #[test]
