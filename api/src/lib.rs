@@ -65,7 +65,9 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         ));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(v1)
-        .merge(routes::service::router())
+        .merge(routes::service::router(
+            state.config.metrics_listen.is_none(),
+        ))
 }
 
 /// The whole API.
@@ -146,6 +148,15 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     let shutdown = state.shutdown.clone();
     let tasks = state.tasks.clone();
     let header_timeout = state.config.header_timeout;
+    if let Some(address) = state.config.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(address).await?;
+        tracing::info!(%address, "API metrics at /metrics");
+        let (router, shutdown) = (
+            routes::service::metrics_router(state.clone()),
+            shutdown.clone(),
+        );
+        tokio::spawn(server::run(metrics, router, header_timeout, shutdown));
+    }
     server::run(listener, router(state), header_timeout, shutdown).await;
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;

@@ -20,7 +20,7 @@
 //! | `SWITCHYARD_PRIORITY_AGING_SECS` | how much later a queued run ranks for each step of `priority` above 1 | `60` |
 //! | `SWITCHYARD_SHUTDOWN_GRACE_SECS` | on SIGTERM, how long a worker lets its runs finish before releasing them | `30` |
 //! | `SWITCHYARD_HEADER_TIMEOUT_SECS` | how long the API waits for a request's headers, from the connection's opening or the end of the previous response (so also how long an idle keep-alive connection stays open); keep a proxy's upstream idle timeout below it | `30` |
-//! | `SWITCHYARD_METRICS_LISTEN` | a worker process's `/metrics` and `/health` address | none (the API serves them on its port) |
+//! | `SWITCHYARD_METRICS_LISTEN` | where `/metrics` and `/health` are served apart: a worker's only HTTP port, and for the API a port of their own, `/metrics` then leaving the public port | none (the API serves `/metrics` on its port) |
 //! | `SWITCHYARD_AUTH` and `SWITCHYARD_OIDC_*` | who may call the API: see [`auth`] | none (`switchyard dev`: `dev`) |
 //! | `SWITCHYARD_CORS_ORIGINS`, `SWITCHYARD_CORS_CREDENTIALS` | which web pages may call the API from a browser: see [`cors`] | none (`switchyard dev`: pages on `localhost`) |
 //! | `SWITCHYARD_SWEEPER_LEADER` | how the one worker that takes back lost runs is chosen: `postgres` (advisory lock), `kubernetes` (a Lease) or `auto` (`kubernetes` when `KUBERNETES_SERVICE_HOST` is set) | `auto` |

@@ -479,3 +479,28 @@ async fn a_quiet_stream_does_not_read_the_database() {
         "{said}"
     );
 }
+
+#[tokio::test]
+async fn metrics_leave_the_public_port_when_they_have_their_own() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = TestApp::spawn_with(Options {
+        env: vec![("SWITCHYARD_METRICS_LISTEN", format!("127.0.0.1:{port}"))],
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let (status, body) = app.get("/metrics").await;
+    assert_eq!(status, 404, "{body}");
+    let (_, openapi) = app.get("/openapi.json").await;
+    assert!(openapi["paths"].get("/metrics").is_none());
+    let scraped = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    let text = scraped.text().await.unwrap();
+    assert!(text.contains("switchyard_"), "{text}");
+}

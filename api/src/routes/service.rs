@@ -1,4 +1,4 @@
-//! `/health`, `/ready`, `/openapi.json` and `/docs`.
+//! `/health`, `/ready` and `/metrics`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,11 +9,25 @@ use utoipa_axum::routes;
 
 use crate::state::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+/// `/health` and `/ready`, and `/metrics` unless it has a listener of its
+/// own (`SWITCHYARD_METRICS_LISTEN`): then the public port does not serve
+/// it, so that an ingress routing `/` to the API cannot expose it.
+pub fn router(with_metrics: bool) -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
         .routes(routes!(health))
-        .routes(routes!(ready))
-        .routes(routes!(metrics))
+        .routes(routes!(ready));
+    match with_metrics {
+        true => router.routes(routes!(metrics)),
+        false => router,
+    }
+}
+
+/// What the metrics listener serves: `/metrics` and `/health`.
+pub fn metrics_router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/health", axum::routing::get(health))
+        .with_state(state)
 }
 
 /// The process is up.
