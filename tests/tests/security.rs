@@ -504,3 +504,58 @@ async fn metrics_leave_the_public_port_when_they_have_their_own() {
     let text = scraped.text().await.unwrap();
     assert!(text.contains("switchyard_"), "{text}");
 }
+
+#[tokio::test]
+async fn users_see_what_an_agent_is_not_how_it_is_made() {
+    let mut options = app_with_policy("hosts = [\"*.partner.example\"]");
+    options.env = vec![("SWITCHYARD_AUTH", "api_key".into())];
+    let app = TestApp::spawn_with(options).await;
+    let admin = app.client_with_token(&app.api_key("ops", true).await);
+    let user = app.client_with_token(&app.api_key("alice", false).await);
+    let mut reader = with_tools(json!({"http_request": {"allow_hosts": ["api.partner.example"]}}));
+    reader["instructions"] = json!("Internal: escalate to ops@partner.example.");
+    let (status, body) = app
+        .call(admin.post(app.url("/v1/agents")).json(&reader))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .call(
+            admin
+                .post(app.url("/v1/agents"))
+                .json(&relay("https://chat.partner.example/api", json!({}))),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    for path in ["/v1/agents/reader", "/api/agents/reader"] {
+        let (_, seen) = app.call(admin.get(app.url(path))).await;
+        assert_eq!(seen["instructions"], reader["instructions"], "{seen}");
+        assert_eq!(
+            seen["tool_settings"]["http_request"]["allow_hosts"],
+            json!(["api.partner.example"]),
+            "{seen}"
+        );
+        let (status, seen) = app.call(user.get(app.url(path))).await;
+        assert_eq!(status, 200, "{seen}");
+        assert_eq!(
+            (&seen["name"], &seen["tools"]),
+            (&json!("Reader"), &json!(["http_request"]))
+        );
+        assert_eq!(seen["instructions"], "", "{seen}");
+        assert_eq!(seen["tool_settings"], json!({}), "{seen}");
+    }
+    for path in ["/v1/agents", "/api/agents"] {
+        let (_, listed) = app.call(user.get(app.url(path))).await;
+        let text = listed.to_string();
+        assert!(
+            text.contains("\"relay\"") && text.contains("\"reader\""),
+            "{text}"
+        );
+        for secret in ["partner.example", "escalate"] {
+            assert!(
+                !text.contains(secret),
+                "{path} shows {secret:?} to a user: {text}"
+            );
+        }
+    }
+}

@@ -32,15 +32,27 @@ pub struct AgentList {
     pub agents: Vec<Agent>,
 }
 
-/// The agents this deployment offers.
+/// The agents this deployment offers. Administrators see whole
+/// definitions; other callers see them without `instructions`,
+/// `tool_settings` and `workflow.upstream` (empty).
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", responses((status = 200, body = AgentList)))]
 pub async fn list(
     State(app): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
 ) -> ApiResult<JsonBody<AgentList>> {
+    let agents = db::agents::list(&app.pool).await?;
     Ok(JsonBody(AgentList {
-        agents: db::agents::list(&app.pool).await?,
+        agents: agents.into_iter().map(|a| visible(&user, a)).collect(),
     }))
+}
+
+/// What `user` sees of `agent`: all of it for an administrator, the rest
+/// without its instructions, tool settings and upstream.
+fn visible(user: &CurrentUser, agent: Agent) -> Agent {
+    match user.is_admin {
+        true => agent,
+        false => agent.for_users(),
+    }
 }
 
 #[utoipa::path(get, path = "/v1/agents/{agent_id}", tag = "agents",
@@ -48,12 +60,12 @@ pub async fn list(
     responses((status = 200, body = Agent), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(app): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     Path(agent_id): Path<String>,
 ) -> ApiResult<JsonBody<Agent>> {
     db::agents::get(&app.pool, &agent_id)
         .await?
-        .map(JsonBody)
+        .map(|agent| JsonBody(visible(&user, agent)))
         .ok_or_else(|| ApiError::not_found("agent", &agent_id))
 }
 

@@ -142,3 +142,16 @@ pub struct Agent {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+impl Agent {
+    /// The agent as a caller who does not administer it sees it: what it
+    /// is and how to call it, without how it is made (its instructions,
+    /// its tools' settings, its upstream), which an administrator wrote
+    /// for the deployment, not for its users.
+    pub fn for_users(mut self) -> Self {
+        self.spec.instructions.clear();
+        self.spec.tool_settings = Default::default();
+        self.spec.workflow.upstream = None;
+        self
+    }
+}

@@ -172,10 +172,11 @@ impl Inner {
             .host_str()
             .ok_or_else(|| ToolError(format!("{raw_url:?} has no host")))?
             .to_owned();
+        // The allow-list is not repeated: it may name internal hosts the
+        // model (and so the user) has no business learning.
         if !self.allow_hosts.iter().any(|p| host_matches(p, &host)) {
             return Err(ToolError(format!(
-                "{host} is not among the hosts this agent may call ({})",
-                self.allow_hosts.join(", ")
+                "{host} is not among the hosts this agent may call"
             )));
         }
         if let Some(ip) = ip_literal(&host)
