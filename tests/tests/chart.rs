@@ -3,14 +3,17 @@
 //! validated against the Kubernetes schemas; and what matters checked
 //! against the program itself: the probes' routes answer on a running API,
 //! the rendered configuration is accepted by the configuration parser, the
-//! KEDA triggers watch the Redis keys where waiting runs really are, and no
-//! secret is written into a manifest.
+//! KEDA triggers watch the Redis keys where waiting runs really are, the
+//! API's `/metrics` is served on its metrics port, behind a ClusterIP Service
+//! of its own, and not on the public one the Ingress and the main Service
+//! (whatever its type) route to, no secret is written into a manifest, and each
+//! pod holds only the Secrets it uses.
 //!
 //! Needs `helm` and `kubernetes-validate`: `scripts/install-test-tools.sh`
 //! puts them in `.tools/` (or set `SWITCHYARD_HELM` and
 //! `SWITCHYARD_KUBERNETES_VALIDATE`). Without them these tests fail, saying so.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -149,6 +152,12 @@ fn cases() -> Vec<Case> {
             &["charts/switchyard/ci/full-values.yaml"],
             &[],
         ),
+        // The API's /metrics on its http port, as before `api.metricsPort`.
+        Case::new(
+            "API metrics on the http port",
+            &["charts/switchyard/ci/full-values.yaml"],
+            &["api.metricsPort=null"],
+        ),
         // What the Tiltfile installs with in-cluster dependencies.
         Case::new(
             "development values",
@@ -240,6 +249,49 @@ fn int(value: &Value) -> i64 {
         .as_i64()
         .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
         .unwrap_or_else(|| panic!("{value} is not an integer"))
+}
+
+/// The variables a container takes from Secrets: name → (Secret, key).
+fn secret_refs(container: &Value) -> BTreeMap<String, (String, String)> {
+    env_of(container)
+        .into_iter()
+        .filter_map(|e| {
+            let reference = &e["valueFrom"]["secretKeyRef"];
+            reference.is_object().then(|| {
+                (
+                    e["name"].as_str().expect("an env name").to_owned(),
+                    (
+                        reference["name"].as_str().expect("a Secret").to_owned(),
+                        reference["key"].as_str().expect("a key").to_owned(),
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A workload's container port names.
+fn port_names(container: &Value) -> Vec<&str> {
+    container["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["name"].as_str().expect("a named port"))
+        .collect()
+}
+
+/// A NetworkPolicy's ingress rules that open `port` (a port name).
+fn rules_on<'a>(policy: &'a Value, port: &str) -> Vec<&'a Value> {
+    policy["spec"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|rule| {
+            rule["ports"]
+                .as_array()
+                .is_some_and(|ports| ports.iter().any(|p| p["port"] == port))
+        })
+        .collect()
 }
 
 /// The rendered manifests pass the Kubernetes schemas (strictly: no
@@ -481,7 +533,35 @@ fn check(rendered: &Rendered, read_only_root: bool) -> BTreeSet<String> {
         let get = &container[probe]["httpGet"];
         let port = get["port"].as_str().expect("a named port");
         assert!(ports.contains_key(port), "{case}: {probe} port {port}");
+        // The public port is the one that must answer (and /ready is
+        // served there only).
+        assert_eq!(port, "http", "{case}: {probe} is on the public port");
         probe_paths.insert(get["path"].as_str().expect("a path").to_owned());
+    }
+    // /metrics: on a port of its own (api.metricsPort), the public port then
+    // answering 404 there; or, without one, on the public port.
+    let api_metrics = config.metrics_listen;
+    match api_metrics {
+        Some(listen) => {
+            assert!(
+                listen.ip().is_unspecified(),
+                "{case}: the API's metrics listener is reachable from outside the pod"
+            );
+            assert_eq!(
+                ports.get("metrics"),
+                Some(&i64::from(listen.port())),
+                "{case}: the API declares its metrics listener's port as `metrics`"
+            );
+            assert_ne!(
+                listen.port(),
+                config.listen.port(),
+                "{case}: /metrics apart from the public port"
+            );
+        }
+        None => assert!(
+            !ports.contains_key("metrics"),
+            "{case}: no `metrics` port without a metrics listener"
+        ),
     }
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/health");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/ready");
@@ -497,20 +577,95 @@ fn check(rendered: &Rendered, read_only_root: bool) -> BTreeSet<String> {
         false
     );
 
-    // The API's Service and Ingress lead to its pods' port.
+    // The API's Service and Ingress lead to its pods' port. The main
+    // Service carries the public port only, whatever `api.service.type`: a
+    // LoadBalancer or a NodePort must not expose the metrics port.
     let service = rendered.one("Service", "-api");
     assert!(
         selects(&service["spec"]["selector"], api),
         "{case}: Service → API pods"
     );
-    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    let service_ports = service["spec"]["ports"].as_array().unwrap();
+    assert_eq!(
+        service_ports.len(),
+        1,
+        "{case}: the API's Service ({}) has its http port only: {service_ports:?}",
+        service["spec"]["type"]
+    );
+    assert_eq!(service_ports[0]["name"], "http");
+    assert_eq!(service_ports[0]["targetPort"], "http");
+    // The metrics port: a ClusterIP Service of its own, with that port only.
+    let metrics_service = rendered.named("Service", "-api-metrics");
+    match (api_metrics, metrics_service) {
+        (Some(listen), Some(metrics_service)) => {
+            assert!(
+                selects(&metrics_service["spec"]["selector"], api),
+                "{case}: the API's metrics Service → API pods"
+            );
+            assert_eq!(
+                metrics_service["spec"]["type"], "ClusterIP",
+                "{case}: the API's metrics stay inside the cluster"
+            );
+            assert!(
+                metrics_service["spec"]["clusterIP"].is_null(),
+                "{case}: a plain ClusterIP Service"
+            );
+            assert_eq!(
+                metrics_service["spec"]["ports"],
+                json!([{
+                    "name": "metrics",
+                    "port": listen.port(),
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                }]),
+                "{case}: the API's metrics Service has the metrics port only"
+            );
+        }
+        (Some(_), None) => panic!("{case}: no Service for the API's metrics port"),
+        (None, Some(_)) => panic!("{case}: an API metrics Service without a metrics port"),
+        (None, None) => {}
+    }
+    // The Ingress routes to the public port only, never to `metrics`.
     if let Some(ingress) = rendered.named("Ingress", "-api") {
         for rule in ingress["spec"]["rules"].as_array().unwrap() {
             for path in rule["http"]["paths"].as_array().unwrap() {
                 let backend = &path["backend"]["service"];
                 assert_eq!(backend["name"], service["metadata"]["name"]);
-                assert_eq!(backend["port"]["name"], service["spec"]["ports"][0]["name"]);
+                assert_eq!(
+                    backend["port"]["name"], "http",
+                    "{case}: the Ingress leads to the public port only"
+                );
+                assert!(
+                    backend["port"]["number"].is_null(),
+                    "{case}: the Ingress names its port"
+                );
             }
+        }
+    }
+    // The API's NetworkPolicy: `api.from` reaches the public port only; the
+    // metrics port, when there is one, is reached by its own rule.
+    if let Some(policy) = rendered.named("NetworkPolicy", "-api") {
+        let rules = policy["spec"]["ingress"].as_array().expect("ingress rules");
+        for rule in rules {
+            let rule_ports = rule["ports"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{case}: an API rule opens every port: {rule}"));
+            assert_eq!(rule_ports.len(), 1, "{case}: one port per rule: {rule}");
+            let port = rule_ports[0]["port"].as_str().expect("a named port");
+            assert!(ports.contains_key(port), "{case}: the API has port {port}");
+        }
+        let on_http = rules_on(policy, "http");
+        let on_metrics = rules_on(policy, "metrics");
+        match api_metrics {
+            Some(_) => {
+                assert_eq!(
+                    on_http.len(),
+                    1,
+                    "{case}: only api.from reaches the public port"
+                );
+                assert_eq!(on_metrics.len(), 1, "{case}: the metrics port has its rule");
+            }
+            None => assert!(on_metrics.is_empty(), "{case}"),
         }
     }
 
@@ -637,6 +792,13 @@ fn check(rendered: &Rendered, read_only_root: bool) -> BTreeSet<String> {
             !serde_json::to_string(spec).unwrap().contains("configMap"),
             "{case}: the hook runs before the ConfigMap exists"
         );
+        // The migrations hold the connections' Secrets and no other.
+        for name in secret_refs(container).keys() {
+            assert!(
+                ["DATABASE_URL", "REDIS_URL"].contains(&name.as_str()),
+                "{case}: the migration Job is given the Secret of {name}"
+            );
+        }
         parse_config(rendered, job);
     } else {
         panic!("{case}: no migration Job");
@@ -656,6 +818,40 @@ fn check(rendered: &Rendered, read_only_root: bool) -> BTreeSet<String> {
                     .all(|(k, v)| &s["metadata"]["labels"][k] == v)
             })
             .collect();
+        let endpoints: Vec<&str> = monitor["spec"]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["port"].as_str().expect("a named port"))
+            .collect();
+        assert_eq!(
+            endpoints.iter().collect::<BTreeSet<_>>().len(),
+            endpoints.len(),
+            "{case}: each port is scraped once (an endpoint applies to every selected Service)"
+        );
+        match api_metrics {
+            Some(_) => {
+                assert!(
+                    endpoints.contains(&"metrics"),
+                    "{case}: the API's metrics port is scraped"
+                );
+                assert!(
+                    services.iter().any(|s| s["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with("-api-metrics")),
+                    "{case}: the ServiceMonitor selects the API's metrics Service"
+                );
+                assert!(
+                    !endpoints.contains(&"http"),
+                    "{case}: the public port, which no longer serves /metrics, is not scraped"
+                );
+            }
+            None => assert!(
+                endpoints.contains(&"http"),
+                "{case}: without a metrics port, the API's /metrics is on its http port"
+            ),
+        }
         for endpoint in monitor["spec"]["endpoints"].as_array().unwrap() {
             assert!(
                 services.iter().any(|s| s["spec"]["ports"]
@@ -707,17 +903,131 @@ fn the_full_featured_values_turn_every_feature_on() {
             .is_none()
     );
     let api = rendered.container(rendered.one("Deployment", "-api"));
-    for (name, secret) in [
-        ("DATABASE_URL", "switchyard-postgres"),
-        ("REDIS_URL", "switchyard-redis"),
-        ("OPENAI_API_KEY", "llm-keys"),
-    ] {
-        assert_eq!(
-            env_value(api, name).unwrap()["valueFrom"]["secretKeyRef"]["name"],
-            secret,
-            "{name} comes from its Secret"
+    let worker = rendered.container(rendered.one("Deployment", "-worker"));
+    let migrate = rendered.container(rendered.one("Job", "-migrate"));
+
+    // Each pod holds the Secrets it uses and no other: the providers' keys
+    // (`secretEnv`) on the workers only, `api.secretEnv` on the API only,
+    // the connections' on all three.
+    let refs = |entries: &[(&str, &str, &str)]| -> BTreeMap<String, (String, String)> {
+        entries
+            .iter()
+            .map(|(name, secret, key)| (name.to_string(), (secret.to_string(), key.to_string())))
+            .collect()
+    };
+    let connections = [
+        ("DATABASE_URL", "switchyard-postgres", "url"),
+        ("REDIS_URL", "switchyard-redis", "url"),
+    ];
+    let worker_secrets = [
+        ("OPENAI_API_KEY", "llm-keys", "openai"),
+        ("ANTHROPIC_API_KEY", "llm-keys", "anthropic"),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "otel-collector-auth",
+            "worker-headers",
+        ),
+    ];
+    let api_secrets = [(
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "otel-collector-auth",
+        "api-headers",
+    )];
+    assert_eq!(
+        secret_refs(worker),
+        refs(&[&connections[..], &worker_secrets[..]].concat()),
+        "the workers get the connections and `secretEnv`"
+    );
+    assert_eq!(
+        secret_refs(api),
+        refs(&[&connections[..], &api_secrets[..]].concat()),
+        "the API gets the connections and `api.secretEnv`, no provider key"
+    );
+    assert_eq!(
+        secret_refs(migrate),
+        refs(&connections),
+        "the migrations get the connections only"
+    );
+    for (container, what) in [(api, "the API"), (migrate, "the migration Job")] {
+        for name in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"] {
+            assert!(
+                env_value(container, name).is_none(),
+                "{what} is given {name}"
+            );
+        }
+        assert!(
+            !serde_json::to_string(container)
+                .unwrap()
+                .contains("llm-keys"),
+            "{what} refers to the providers' Secret"
         );
     }
+    for (container, what) in [(worker, "the workers"), (migrate, "the migration Job")] {
+        assert!(
+            !serde_json::to_string(container)
+                .unwrap()
+                .contains("api-headers"),
+            "{what} are given the API's own Secret"
+        );
+    }
+
+    // /metrics on the API's metrics port: declared, listened on, in the
+    // Service, scraped there; the Ingress and `api.from` reach the http
+    // port only, `metricsFrom` the metrics port only.
+    assert_eq!(port_names(api), ["http", "metrics"]);
+    assert_eq!(
+        env_str(api, "SWITCHYARD_METRICS_LISTEN"),
+        Some("0.0.0.0:9090")
+    );
+    let service = rendered.one("Service", "-api");
+    assert_eq!(service["metadata"]["name"], "sy-switchyard-api");
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]),
+        "the API's main Service: http only"
+    );
+    let metrics_service = rendered.one("Service", "-api-metrics");
+    assert_eq!(
+        metrics_service["metadata"]["name"],
+        "sy-switchyard-api-metrics"
+    );
+    assert_eq!(metrics_service["spec"]["type"], "ClusterIP");
+    assert_eq!(
+        metrics_service["spec"]["ports"],
+        json!([{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]),
+        "the API's metrics Service: metrics only"
+    );
+    let monitor = rendered.one("ServiceMonitor", "sy-switchyard");
+    let scraped: Vec<&Value> = monitor["spec"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["port"])
+        .collect();
+    assert_eq!(
+        scraped,
+        [&json!("metrics")],
+        "the API's and the workers' metrics ports"
+    );
+    let policy = rendered.one("NetworkPolicy", "-api");
+    let ingress_controller = json!([{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "ingress-nginx"}}}]);
+    let monitoring = json!([{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}]);
+    let from = |port: &str| -> Vec<&Value> {
+        rules_on(policy, port)
+            .into_iter()
+            .map(|rule| &rule["from"])
+            .collect()
+    };
+    assert_eq!(from("http"), [&ingress_controller], "api.from → http only");
+    assert_eq!(from("metrics"), [&monitoring], "metricsFrom → metrics only");
+    let worker_policy = rendered.one("NetworkPolicy", "-worker");
+    assert_eq!(
+        worker_policy["spec"]["ingress"],
+        json!([{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": monitoring}]),
+        "metricsFrom → the workers' metrics port only"
+    );
     assert_eq!(
         env_str(api, "OTEL_EXPORTER_OTLP_ENDPOINT"),
         Some("http://otel-collector.observability.svc:4318")
@@ -735,6 +1045,92 @@ fn the_full_featured_values_turn_every_feature_on() {
     assert!(!config.cors.allows("http://localhost:3000"));
     assert!(config.cors.credentials);
     assert_eq!(config.auth.service_role, "Switchyard.Service");
+}
+
+#[test]
+fn without_a_metrics_port_the_api_serves_metrics_on_its_http_port() {
+    let rendered = cases()
+        .into_iter()
+        .find(|c| c.name == "API metrics on the http port")
+        .unwrap()
+        .render();
+    let api = rendered.container(rendered.one("Deployment", "-api"));
+    assert_eq!(port_names(api), ["http"]);
+    assert!(env_value(api, "SWITCHYARD_METRICS_LISTEN").is_none());
+    assert_eq!(
+        parse_config(&rendered, rendered.one("Deployment", "-api")).metrics_listen,
+        None
+    );
+    let service = rendered.one("Service", "-api");
+    assert_eq!(service["spec"]["ports"].as_array().unwrap().len(), 1);
+    assert!(
+        rendered.named("Service", "-api-metrics").is_none(),
+        "no metrics Service without a metrics port"
+    );
+    let monitor = rendered.one("ServiceMonitor", "sy-switchyard");
+    let scraped: Vec<&Value> = monitor["spec"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["port"])
+        .collect();
+    assert_eq!(
+        scraped,
+        [&json!("http"), &json!("metrics")],
+        "the API's http port and the workers' metrics port"
+    );
+    // metricsFrom adds to api.from on the http port.
+    let policy = rendered.one("NetworkPolicy", "-api");
+    let from: Vec<&Value> = rules_on(policy, "http")
+        .into_iter()
+        .map(|rule| &rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+        .collect();
+    assert_eq!(
+        from,
+        [&json!("ingress-nginx"), &json!("monitoring")],
+        "api.from and metricsFrom on the http port"
+    );
+    assert!(rules_on(policy, "metrics").is_empty());
+}
+
+#[test]
+fn a_load_balancer_or_node_port_api_service_exposes_only_the_http_port() {
+    for service_type in ["LoadBalancer", "NodePort"] {
+        let setting = format!("api.service.type={service_type}");
+        let case = Case::new(
+            "full-featured values, public API Service",
+            &["charts/switchyard/ci/full-values.yaml"],
+            &[setting.as_str()],
+        );
+        case.lint();
+        let rendered = case.render();
+        validate(&rendered);
+        check(&rendered, true);
+        let service = rendered.one("Service", "-api");
+        assert_eq!(service["spec"]["type"], service_type);
+        assert_eq!(
+            service["spec"]["ports"],
+            json!([{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]),
+            "the {service_type} Service exposes the http port only"
+        );
+        // The metrics port stays on its ClusterIP Service, scraped there.
+        let metrics_service = rendered.one("Service", "-api-metrics");
+        assert_eq!(metrics_service["spec"]["type"], "ClusterIP");
+        assert_eq!(
+            metrics_service["spec"]["ports"],
+            json!([{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}])
+        );
+        // No other Service of the release is exposed outside the cluster.
+        for other in rendered.all("Service") {
+            if other["metadata"]["name"] != service["metadata"]["name"] {
+                assert!(
+                    other["spec"]["type"].is_null() || other["spec"]["type"] == "ClusterIP",
+                    "{service_type}: {} is exposed",
+                    other["metadata"]["name"]
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -797,6 +1193,27 @@ fn the_chart_refuses_what_would_break_a_deployment() {
             "env",
         ),
         (vec!["worker.sweeperLeader=etcd"], "sweeperLeader"),
+        (
+            vec!["api.port=9090", "api.metricsPort=9090"],
+            "api.metricsPort (9090) must differ from api.port",
+        ),
+        (vec!["api.metricsPort=0"], "metricsPort"),
+        (vec!["api.metricsPort=65536"], "metricsPort"),
+        (
+            vec![
+                "api.secretEnv[0].name=SWITCHYARD_AUTH",
+                "api.secretEnv[0].secretName=s",
+                "api.secretEnv[0].secretKey=k",
+            ],
+            "api.secretEnv",
+        ),
+        (
+            vec![
+                "api.secretEnv[0].name=TOKEN",
+                "api.secretEnv[0].secretName=s",
+            ],
+            "secretKey is required",
+        ),
         (vec!["redis.prefix=a b"], "prefix"),
         (vec!["workers.replicas=3"], "workers"),
     ] {
@@ -809,25 +1226,72 @@ fn the_chart_refuses_what_would_break_a_deployment() {
     }
 }
 
+/// A port free on the loopback now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 #[tokio::test]
 async fn the_probes_point_at_routes_the_api_serves_without_credentials() {
-    let rendered = cases()
-        .into_iter()
-        .find(|c| c.name == "minimal values")
-        .unwrap()
-        .render();
+    // The minimal values, scraped by a ServiceMonitor.
+    let rendered = Case::new(
+        "minimal values, scraped",
+        &["charts/switchyard/ci/minimal-values.yaml"],
+        &["metrics.serviceMonitor.enabled=true"],
+    )
+    .render();
     let paths = check(&rendered, true);
     assert!(!paths.is_empty());
+    let config = parse_config(&rendered, rendered.one("Deployment", "-api"));
+    let listen = config
+        .metrics_listen
+        .expect("the API has a metrics listener by default");
+    // The rendered listener, on a free port of the loopback here.
+    let metrics_port = free_port();
     let app = TestApp::spawn_with(Options {
         worker: false,
+        env: vec![(
+            "SWITCHYARD_METRICS_LISTEN",
+            format!("127.0.0.1:{metrics_port}"),
+        )],
         ..Default::default()
     })
     .await;
+    assert!(listen.ip().is_unspecified());
     for path in paths {
         // The kubelet sends no credentials.
         let response = reqwest::get(app.url(&path)).await.expect("the API answers");
         assert_eq!(response.status(), 200, "GET {path}");
     }
+    // What the ServiceMonitor scrapes is served on the metrics port, and
+    // not on the public port the Ingress routes to.
+    let endpoints = rendered.one("ServiceMonitor", "sy-switchyard")["spec"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0]["port"], "metrics");
+    let path = endpoints[0]["path"].as_str().unwrap();
+    let public = reqwest::get(app.url(path)).await.expect("the API answers");
+    assert_eq!(public.status(), 404, "GET {path} on the public port");
+    let scraped = format!("http://127.0.0.1:{metrics_port}{path}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let response = loop {
+        // The listener is bound as the API starts serving.
+        match reqwest::get(&scraped).await {
+            Ok(response) => break response,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "{scraped}: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(response.status(), 200, "GET {scraped}");
+    let text = response.text().await.unwrap();
+    assert!(text.contains("switchyard_"), "{text}");
 }
 
 /// The ScaledObject's formula applied to the Redis the app uses: each

@@ -4,7 +4,8 @@
 //! build stage replaced by one that copies the binary this workspace built),
 //! the chart is rendered, and its migration Job, API and worker Deployments
 //! run as podman pods against the real PostgreSQL and Redis. A run is
-//! streamed through them; the probes, and the user, capabilities, privileges
+//! streamed through them; the probes, the API's `/metrics` (on its metrics
+//! port, not on its public one), and the user, capabilities, privileges
 //! and root filesystem of the processes are checked from outside; and the
 //! worker's ScaledObject is evaluated against the real queue, as KEDA
 //! evaluates it, with the workers stopped, before that many workers are
@@ -1113,9 +1114,10 @@ async fn the_image_runs_the_charts_pods_and_the_queue_scales_the_workers() {
     progress("the image is built");
 
     // The chart, rendered for these pods: the test's database, Redis prefix
-    // and image; the scripted model; one API replica; the workers' sweeper
-    // on PostgreSQL (no Kubernetes API answers here for a Lease), their
-    // metrics port (so that they have a probe), and KEDA on the queue.
+    // and image; the scripted model; one API replica (with the chart's
+    // default metrics port); the workers' sweeper on PostgreSQL (no
+    // Kubernetes API answers here for a Lease), their metrics port (so that
+    // they have a probe), and KEDA on the queue.
     let (db_host, db_port) = host_and_port(&admin_url(), 5432);
     for url in [admin_url(), redis_url()] {
         assert!(
@@ -1218,6 +1220,27 @@ async fn the_image_runs_the_charts_pods_and_the_queue_scales_the_workers() {
         .await;
     assert_eq!(cluster.check_probes(&api, &api_pod).await, 3);
     assert_eq!(cluster.check_probes(&worker, &first_worker).await, 1);
+    // The API's /metrics is on its metrics port (bound before the public
+    // one answers), which the ServiceMonitor scrapes; the public port, which
+    // the Ingress routes to, answers 404 there.
+    let scraped = http_client()
+        .get(api_pod.url("metrics", "/metrics"))
+        .send()
+        .await
+        .expect("the API's metrics port answers");
+    assert_eq!(scraped.status(), 200, "/metrics on the API's metrics port");
+    let text = scraped.text().await.expect("the metrics");
+    assert!(text.contains("switchyard_"), "{text}");
+    let public = http_client()
+        .get(api_pod.url("http", "/metrics"))
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(
+        public.status(),
+        404,
+        "/metrics is not served on the API's public port"
+    );
     cluster.check_confinement(&api, &api_pod.container, "api");
     cluster.check_confinement(&worker, &first_worker.container, "worker");
 

@@ -120,7 +120,8 @@ named, else <fullname>-<what>). Argument: [root, what, ENV_NAME].
 /etc/switchyard/catalog.toml
 {{- end }}
 
-{{/* Settings shared by the API and the workers. Argument: [root, component]. */}}
+{{/* Settings shared by the API and the workers, with the component's own
+Secrets. Argument: [root, component] (api or worker). */}}
 {{- define "switchyard.serverEnv" -}}
 {{- $root := index . 0 }}{{- $component := index . 1 }}
 {{- $values := $root.Values }}
@@ -170,15 +171,31 @@ named, else <fullname>-<what>). Argument: [root, what, ENV_NAME].
 - name: OTEL_SERVICE_NAME
   value: {{ printf "switchyard-%s" $component | quote }}
 {{- end }}
-{{- range $values.secretEnv }}
+{{- /* Each component's own Secrets: the providers' keys and what tools and
+       upstreams read are the workers' (`secretEnv`); the API's are
+       `api.secretEnv`. */}}
+{{- if eq $component "worker" }}
+{{- include "switchyard.secretEnv" $values.secretEnv }}
+{{- else }}
+{{- include "switchyard.secretEnv" $values.api.secretEnv }}
+{{- end }}
+{{- with $values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Variables filled from Secrets: a list of {name, secretName, secretKey}.
+`secretEnv` goes to the workers only, `api.secretEnv` to the API only: a
+pod holds the secrets it uses and no other.
+*/}}
+{{- define "switchyard.secretEnv" -}}
+{{- range . }}
 - name: {{ .name }}
   valueFrom:
     secretKeyRef:
       name: {{ .secretName }}
       key: {{ .secretKey }}
-{{- end }}
-{{- with $values.extraEnv }}
-{{ toYaml . }}
 {{- end }}
 {{- end }}
 
