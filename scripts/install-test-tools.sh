@@ -7,6 +7,7 @@
 #   .tools/venv: openai                    OpenAI's Python SDK, a real client
 #                                          of the OpenAI-compatible surface
 #   .tools/venv: httpx, httpx-sse          the HTTP and SSE clients Python front ends read
+#   .tools/schemathesis/bin/schemathesis   property-based fuzzing of /openapi.json (a venv of its own)
 #                                          sse-starlette streams with
 #   .tools/node: ai                        the Vercel AI SDK (npm), whose own
 #                                          client parses the UI message stream
@@ -48,6 +49,14 @@ os.chmod(target + ".part", 0o755)
 os.replace(target + ".part", target)
 PY
     echo "helm: $("$tools/bin/helm" version --short)"
+fi
+
+if "$tools/schemathesis/bin/schemathesis" --version >/dev/null 2>&1; then
+    echo "$("$tools/schemathesis/bin/schemathesis" --version)"
+else
+    [ -x "$tools/schemathesis/bin/python" ] || python3 -m venv "$tools/schemathesis"
+    "$tools/schemathesis/bin/python" -m pip install --quiet --disable-pip-version-check schemathesis==4.32.5
+    echo "$("$tools/schemathesis/bin/schemathesis" --version)"
 fi
 
 if "$tools/venv/bin/python" -c "import kubernetes_validate, starlark_go, yaml, openai, httpx, httpx_sse" 2>/dev/null; then

@@ -34,14 +34,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 false => ApiError::BadRequest(e.body_text()),
             }
         })?;
-        if escapes_nul(&bytes) {
-            return Err(nul_refused());
-        }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Validation(e.body_text())),
-            Err(e) => Err(ApiError::BadRequest(e.body_text())),
-        }
+        from_json(&bytes).map(Self)
+    }
+}
+
+/// A JSON body read by hand (for a route that also takes an empty one), with
+/// [`Json`]'s refusals: NUL, then `validation_failed` for JSON that does not
+/// fit and `bad_request` for what is not JSON.
+pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if escapes_nul(bytes) {
+        return Err(nul_refused());
+    }
+    match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(value)) => Ok(value),
+        Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Validation(e.body_text())),
+        Err(e) => Err(ApiError::BadRequest(e.body_text())),
     }
 }
 

@@ -42,6 +42,8 @@ async fn nul_characters_are_refused_wherever_they_come_in() {
             "/api/agents/assistant/chat",
             json!({"message": nul, "stream": false}),
         ),
+        ("/api/conversations", json!({"model": nul})),
+        ("/api/conversations", json!({"title": nul})),
     ];
     for (path, body) in bodies {
         let (status, answer) = app.post(path, body.clone()).await;
@@ -109,4 +111,40 @@ async fn thread_metadata_has_bounds() {
         )
         .await;
     assert_eq!(status, 422, "a patch is bounded too");
+}
+
+#[tokio::test]
+async fn numbers_a_double_cannot_give_back_are_refused_in_metadata() {
+    let app = TestApp::spawn().await;
+    let thread = app.create_thread(json!({"metadata": {"n": 1e307}})).await;
+    let id = thread["id"].as_str().unwrap();
+    // Stored as jsonb, this one would come back out of range and break
+    // every later read of the thread.
+    let edge: Value =
+        serde_json::from_str(r#"{"metadata": {"x": 1.7976931348623157e308}}"#).unwrap();
+    let (status, answer) = app.post("/v1/threads", edge.clone()).await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1e308"),
+        "{answer}"
+    );
+    let (status, answer) = app
+        .call(
+            app.http
+                .patch(app.url(&format!("/v1/threads/{id}")))
+                .json(&edge),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    let (status, listed) = app.get("/v1/threads").await;
+    assert_eq!(status, 200, "{listed}");
+    let (status, read) = app.get(&format!("/v1/threads/{id}")).await;
+    assert_eq!(
+        (status, &read["metadata"]),
+        (200, &json!({"n": 1e307})),
+        "{read}"
+    );
 }

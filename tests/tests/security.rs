@@ -559,3 +559,41 @@ async fn users_see_what_an_agent_is_not_how_it_is_made() {
         }
     }
 }
+
+/// schemathesis over `/openapi.json` with an ordinary user's key, bounded
+/// in time (`tests/fuzz/schemathesis.sh`): no request may answer 5xx.
+#[tokio::test(flavor = "multi_thread")]
+async fn schemathesis_finds_no_server_error_in_the_contract() {
+    let schemathesis = switchyard_tests::find_tool(
+        "SCHEMATHESIS",
+        Some(".tools/schemathesis/bin/schemathesis"),
+        "schemathesis",
+    )
+    .expect("schemathesis is needed: run scripts/install-test-tools.sh");
+    let app = TestApp::spawn_with(Options {
+        env: vec![("SWITCHYARD_AUTH", "api_key".into())],
+        ..Options::default()
+    })
+    .await;
+    let key = app.api_key("fuzzer", false).await;
+    let script = switchyard_tests::repo().join("tests/fuzz/schemathesis.sh");
+    let (address, schemathesis) = (app.address.clone(), schemathesis.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg(script)
+            .arg(address)
+            .arg(key)
+            .env("SCHEMATHESIS", schemathesis)
+            .output()
+            .expect("running tests/fuzz/schemathesis.sh")
+    })
+    .await
+    .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("OK: no 5xx"), "{said}");
+}

@@ -38,7 +38,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::CurrentUser;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{Json, Path};
 use crate::routes::events::{self, KEEP_ALIVE};
 use crate::routes::runs::StartRun;
@@ -169,7 +169,7 @@ pub async fn create(
     let body: ConversationChange = if body.iter().all(u8::is_ascii_whitespace) {
         ConversationChange::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
+        crate::extract::from_json(&body)?
     };
     threads::check_title(&body.title)?;
     let agent_id = match body.model {

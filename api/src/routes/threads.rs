@@ -119,6 +119,11 @@ fn check_metadata(metadata: &Option<Value>) -> ApiResult<()> {
             "metadata: must be a JSON object".into(),
         ));
     }
+    if switchyard_common::domain::text::has_unstorable_number(metadata) {
+        return Err(ApiError::Validation(
+            "metadata: numbers must be less than 1e308 in magnitude".into(),
+        ));
+    }
     let (keys, depth) = shape(metadata);
     let bytes = serde_json::to_vec(metadata).map_or(usize::MAX, |json| json.len());
     if bytes > MAX_METADATA_BYTES || keys > MAX_METADATA_KEYS || depth > MAX_METADATA_DEPTH {

@@ -169,7 +169,7 @@ pub async fn invoke(tool: &dyn Tool, raw_arguments: &str) -> Result<Value, ToolE
     let limit = tool.timeout();
     match tokio::time::timeout(limit, tool.call(arguments)).await {
         // What a tool brings back is outside text, stored as the step's output.
-        Ok(Ok(result)) => Ok(text::json_without_nul(result)),
+        Ok(Ok(result)) => Ok(text::storable_json(result)),
         Ok(Err(ToolError(message))) => Err(ToolError(text::without_nul(message))),
         Err(_) => Err(ToolError(format!(
             "{} did not finish within {}",

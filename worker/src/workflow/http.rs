@@ -260,13 +260,13 @@ fn failure(error: &ProviderError) -> Failure {
 /// `event` with no NUL in what is streamed and stored (see
 /// [`switchyard_common::domain::text`]).
 fn without_nul(event: UpstreamEvent) -> UpstreamEvent {
-    use switchyard_common::domain::text::{json_without_nul, without_nul};
+    use switchyard_common::domain::text::{storable_json, without_nul};
     match event {
         UpstreamEvent::Text(text) => UpstreamEvent::Text(without_nul(text)),
         UpstreamEvent::ToolInput { id, name, input } => UpstreamEvent::ToolInput {
             id: without_nul(id),
             name: without_nul(name),
-            input: json_without_nul(input),
+            input: storable_json(input),
         },
         UpstreamEvent::ToolOutput {
             id,
@@ -274,7 +274,7 @@ fn without_nul(event: UpstreamEvent) -> UpstreamEvent {
             is_error,
         } => UpstreamEvent::ToolOutput {
             id: without_nul(id),
-            output: json_without_nul(output),
+            output: storable_json(output),
             is_error,
         },
         UpstreamEvent::Failed(message) => UpstreamEvent::Failed(without_nul(message)),

@@ -92,7 +92,7 @@ pub(crate) async fn finish(
 pub(crate) fn arguments_value(call: &ToolCall) -> Value {
     serde_json::from_str(&call.arguments).map_or_else(
         |_| Value::String(call.arguments.clone()),
-        text::json_without_nul,
+        text::storable_json,
     )
 }
 
