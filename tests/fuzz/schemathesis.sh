@@ -50,6 +50,7 @@ if [[ -z $st ]] || ! command -v "$st" >/dev/null 2>&1; then
     echo "schemathesis not found: set SCHEMATHESIS or run scripts/install-test-tools.sh" >&2
     exit 2
 fi
+st=$(realpath "$(command -v "$st")")
 
 max_examples=${ST_MAX_EXAMPLES:-50}
 seed=${ST_SEED:-1}
@@ -58,6 +59,7 @@ hard_limit=${ST_HARD_LIMIT:-150}
 request_timeout=${ST_REQUEST_TIMEOUT:-10}
 report_dir=${ST_REPORT_DIR:-$(mktemp -d -t schemathesis-XXXXXX)}
 mkdir -p "$report_dir"
+report_dir=$(realpath "$report_dir")
 junit=$report_dir/junit.xml
 output=$report_dir/output.txt
 config=$report_dir/schemathesis.toml
@@ -84,6 +86,9 @@ fi
 
 start=$(date +%s)
 # SIGINT at the hard limit: schemathesis stops and still writes its report.
+# From the report's folder, where schemathesis keeps its cache of crashes
+# (`.schemathesis/`), not the caller's.
+cd "$report_dir" || exit 2
 timeout --signal=INT --kill-after=20 "$hard_limit" \
     "$st" --config-file "$config" run "$base_url/openapi.json" \
     --url "$base_url" \
