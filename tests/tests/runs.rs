@@ -560,3 +560,27 @@ async fn a_live_stream_follows_the_runs_channel_only_while_it_is_open() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupting_runs_that_workers_are_claiming_answers_no_error() {
+    // Bursts of interrupting runs on fresh threads: some interrupt a run
+    // just as a worker claims it, which must be seen in progress and asked
+    // to stop, not overwritten as cancelled.
+    let app = TestApp::spawn().await;
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for _ in 0..20 {
+        let thread = app.create_thread(json!({})).await;
+        let path = format!("/v1/threads/{}/runs", thread["id"].as_str().unwrap());
+        let burst = (0..10).map(|n| {
+            app.post(
+                &path,
+                json!({"input": {"content": format!("hi {n}")}, "multitask": "interrupt"}),
+            )
+        });
+        for (status, body) in futures::future::join_all(burst).await {
+            assert!(status < 500, "{status}: {body}");
+            *statuses.entry(status).or_default() += 1;
+        }
+    }
+    assert_eq!(statuses.get(&202), Some(&200), "{statuses:?}");
+}

@@ -107,6 +107,7 @@ macro_rules! select_runs {
     };
 }
 
+#[derive(Clone)]
 pub struct NewRun<'a> {
     pub owner: UserId,
     pub thread_id: ThreadId,
@@ -188,6 +189,25 @@ pub enum Created {
 /// Store the user message, the `queued` run and its `run.queued` event in
 /// one transaction.
 pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Error> {
+    // Interrupting takes the thread's lock, then its runs'; a worker
+    // starting or ending one of them takes them the other way round. When
+    // PostgreSQL breaks such a deadlock by aborting this transaction,
+    // nothing of it was stored and it is simply made again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match create_once(pool, new.clone()).await {
+            Err(sqlx::Error::Database(error))
+                if error.code().as_deref() == Some("40P01") && attempts < 3 =>
+            {
+                tracing::debug!(%error, "creating a run met a deadlock; trying again");
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn create_once(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let run_id = RunId::new();
     let message_id = MessageId::new();
@@ -263,9 +283,13 @@ pub async fn create(pool: &PgPool, new: NewRun<'_>) -> Result<Created, sqlx::Err
     }
     let mut interrupted = Interrupted::default();
     if new.multitask == Multitask::Interrupt && thread_ahead > 0 {
+        // Locked, so that a worker claiming one of them meanwhile is
+        // waited for (and its run seen in progress, to be asked to stop)
+        // rather than overwritten, and a claim not yet begun skips them.
         let active: Vec<(RunId, RunStatus)> = sqlx::query_as(
             "select id, status from runs
-             where thread_id = $1 and status in ('queued', 'in_progress') order by id",
+             where thread_id = $1 and status in ('queued', 'in_progress') order by id
+             for update",
         )
         .bind(new.thread_id)
         .fetch_all(&mut *tx)
