@@ -269,6 +269,15 @@ impl TestApp {
             .expect("an HTTP client")
     }
 
+    /// The one number `sql` (a `select count(*) …`) answers in this app's
+    /// database.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("counting rows")
+    }
+
     /// A new API key of the API-key user `user`.
     pub async fn api_key(&self, user: &str, admin: bool) -> String {
         let grants = db::api_keys::KeyGrants {

@@ -467,11 +467,11 @@ async fn spoofed_easy_auth_headers_log_no_one_in_while_disabled() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["name"], "local");
     assert_eq!(body["auth_method"], "dev");
-    let users: i64 = sqlx::query_scalar("select count(*) from users where name like 'ceo%'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(users, 0);
+    assert_eq!(
+        app.count("select count(*) from users where name like 'ceo%'")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -488,11 +488,11 @@ async fn development_mode_alone_takes_any_token_as_the_development_user() {
     let basic = app.client_with_headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
     let (status, body) = app.call(basic.get(app.url("/v1/me"))).await;
     assert_eq!((status, &body["name"]), (200, &json!("local")), "{body}");
-    let users: i64 = sqlx::query_scalar("select count(*) from users")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(users, 1, "only the development user exists");
+    assert_eq!(
+        app.count("select count(*) from users").await,
+        1,
+        "only the development user exists"
+    );
 
     // Forced beside another authenticator, a token is checked again.
     let app = TestApp::spawn_with(Options {

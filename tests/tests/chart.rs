@@ -818,12 +818,7 @@ fn check(rendered: &Rendered, read_only_root: bool) -> BTreeSet<String> {
                     .all(|(k, v)| &s["metadata"]["labels"][k] == v)
             })
             .collect();
-        let endpoints: Vec<&str> = monitor["spec"]["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["port"].as_str().expect("a named port"))
-            .collect();
+        let endpoints = scraped_ports(monitor);
         assert_eq!(
             endpoints.iter().collect::<BTreeSet<_>>().len(),
             endpoints.len(),
@@ -997,16 +992,9 @@ fn the_full_featured_values_turn_every_feature_on() {
         json!([{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]),
         "the API's metrics Service: metrics only"
     );
-    let monitor = rendered.one("ServiceMonitor", "sy-switchyard");
-    let scraped: Vec<&Value> = monitor["spec"]["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["port"])
-        .collect();
     assert_eq!(
-        scraped,
-        [&json!("metrics")],
+        scraped_ports(rendered.one("ServiceMonitor", "sy-switchyard")),
+        ["metrics"],
         "the API's and the workers' metrics ports"
     );
     let policy = rendered.one("NetworkPolicy", "-api");
@@ -1067,16 +1055,9 @@ fn without_a_metrics_port_the_api_serves_metrics_on_its_http_port() {
         rendered.named("Service", "-api-metrics").is_none(),
         "no metrics Service without a metrics port"
     );
-    let monitor = rendered.one("ServiceMonitor", "sy-switchyard");
-    let scraped: Vec<&Value> = monitor["spec"]["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["port"])
-        .collect();
     assert_eq!(
-        scraped,
-        [&json!("http"), &json!("metrics")],
+        scraped_ports(rendered.one("ServiceMonitor", "sy-switchyard")),
+        ["http", "metrics"],
         "the API's http port and the workers' metrics port"
     );
     // metricsFrom adds to api.from on the http port.
@@ -1334,11 +1315,19 @@ async fn queue_length_seen_by_keda(app: &TestApp, scaled: &Value) -> i64 {
     counted.iter().sum()
 }
 
-async fn queued_runs(app: &TestApp) -> i64 {
-    sqlx::query_scalar("select count(*) from runs where status = 'queued'")
-        .fetch_one(&app.pool)
-        .await
+/// The ports a ServiceMonitor's endpoints scrape, in order.
+fn scraped_ports(monitor: &Value) -> Vec<&str> {
+    monitor["spec"]["endpoints"]
+        .as_array()
         .unwrap()
+        .iter()
+        .map(|e| e["port"].as_str().expect("a named port"))
+        .collect()
+}
+
+async fn queued_runs(app: &TestApp) -> i64 {
+    app.count("select count(*) from runs where status = 'queued'")
+        .await
 }
 
 #[tokio::test]

@@ -65,10 +65,6 @@ fn start_run(app: &TestApp, client: &reqwest::Client, thread: &str) -> reqwest::
         .json(&json!({"input": {"content": "Hello"}}))
 }
 
-async fn count(app: &TestApp, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(&app.pool).await.unwrap()
-}
-
 #[tokio::test]
 async fn requests_per_minute_hold_per_user_and_a_flood_does_not_touch_others() {
     let app = app_with_limits(
@@ -121,8 +117,8 @@ async fn messages_per_day_count_stored_messages_only() {
     let third = send(start_run(&app, &user, &thread)).await;
     // The oldest message leaves the 24-hour window in about a day.
     assert_limited(&third, "messages_per_day", 86_000..=86_400);
-    assert_eq!(count(&app, "select count(*) from messages").await, 2);
-    assert_eq!(count(&app, "select count(*) from runs").await, 2);
+    assert_eq!(app.count("select count(*) from messages").await, 2);
+    assert_eq!(app.count("select count(*) from runs").await, 2);
 
     // Another user has their own allowance.
     let other = app.client_with_token(&app.api_key("quiet", false).await);
@@ -142,9 +138,9 @@ async fn active_runs_are_bounded_per_user() {
     let thread = new_thread(&app, &user).await;
     let refused = send(start_run(&app, &user, &thread)).await;
     assert_limited(&refused, "active_runs", 1..=10);
-    assert_eq!(count(&app, "select count(*) from runs").await, 2);
+    assert_eq!(app.count("select count(*) from runs").await, 2);
     assert_eq!(
-        count(&app, "select count(*) from messages").await,
+        app.count("select count(*) from messages").await,
         2,
         "the refused run's message is not stored"
     );
@@ -192,7 +188,7 @@ async fn the_daily_token_budget_stops_new_runs() {
         "{}",
         refused.1
     );
-    assert_eq!(count(&app, "select count(*) from runs").await, 1);
+    assert_eq!(app.count("select count(*) from runs").await, 1);
 }
 
 #[tokio::test]
@@ -218,14 +214,14 @@ async fn open_event_streams_are_bounded_and_given_back() {
     assert_limited(&second, "open_streams", 1..=10);
     // A streamed run start needs a stream too, and is refused before
     // anything is stored.
-    let runs_before = count(&app, "select count(*) from runs").await;
+    let runs_before = app.count("select count(*) from runs").await;
     let streamed = send(
         user.post(app.url(&format!("/v1/threads/{thread}/runs")))
             .json(&json!({"input": {"content": "again"}, "stream": true})),
     )
     .await;
     assert_limited(&streamed, "open_streams", 1..=10);
-    assert_eq!(count(&app, "select count(*) from runs").await, runs_before);
+    assert_eq!(app.count("select count(*) from runs").await, runs_before);
 
     // Closing the first stream gives its place back.
     drop(first);
@@ -288,7 +284,7 @@ async fn oversized_requests_get_clear_errors() {
     assert_eq!(status, 431, "{body}");
 
     // Nothing was stored by any of it.
-    assert_eq!(count(&app, "select count(*) from runs").await, 0);
+    assert_eq!(app.count("select count(*) from runs").await, 0);
 }
 
 #[tokio::test]
@@ -335,9 +331,10 @@ async fn the_compatible_surfaces_count_against_the_same_limits() {
     }
     // Refused calls leave no thread behind: the first call's and the
     // conversation's only.
-    assert_eq!(count(&app, "select count(*) from threads").await, 2);
+    assert_eq!(app.count("select count(*) from threads").await, 2);
     assert_eq!(
-        count(&app, "select count(*) from messages where role = 'user'").await,
+        app.count("select count(*) from messages where role = 'user'")
+            .await,
         1
     );
 }
@@ -385,7 +382,7 @@ async fn the_most_urgent_priorities_are_kept_for_the_roles_that_may_use_them() {
     let (status, body, _) = send(run(&admin, &theirs, Some(1))).await;
     assert_eq!((status, &body["priority"]), (202, &json!(1)), "{body}");
     assert_eq!(
-        count(&app, "select count(*) from runs").await,
+        app.count("select count(*) from runs").await,
         3,
         "the refused runs left nothing"
     );

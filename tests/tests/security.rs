@@ -404,10 +404,7 @@ async fn streams_are_limited_by_default_and_waiting_requests_count() {
     assert_eq!(body["error"]["limit"], "open_streams", "{body}");
     // A request the server answers when the run ends holds a stream too,
     // streamed or not.
-    let runs_before: i64 = sqlx::query_scalar("select count(*) from runs")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let runs_before = app.count("select count(*) from runs").await;
     let (status, body) = app
         .call(user.post(app.url("/v1/chat/completions")).json(&json!({
             "model": "assistant", "stream": false,
@@ -415,11 +412,11 @@ async fn streams_are_limited_by_default_and_waiting_requests_count() {
         .await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["limit"], "open_streams", "{body}");
-    let runs_after: i64 = sqlx::query_scalar("select count(*) from runs")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(runs_after, runs_before, "nothing was started");
+    assert_eq!(
+        app.count("select count(*) from runs").await,
+        runs_before,
+        "nothing was started"
+    );
     drop(open);
 }
 

@@ -89,12 +89,14 @@ impl KeyGuard {
     pub fn after_lookup(&self, hash: &[u8], valid: bool) {
         let now = Instant::now();
         let mut memory = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (remember, forget) = if valid {
-            let Memory { valid, unknown, .. } = &mut *memory;
-            (valid, unknown)
-        } else {
-            let Memory { valid, unknown, .. } = &mut *memory;
-            (unknown, valid)
+        let Memory {
+            valid: valid_keys,
+            unknown,
+            ..
+        } = &mut *memory;
+        let (remember, forget) = match valid {
+            true => (valid_keys, unknown),
+            false => (unknown, valid_keys),
         };
         forget.remove(hash);
         if remember.len() >= REMEMBERED_KEYS {

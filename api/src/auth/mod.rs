@@ -286,7 +286,7 @@ impl Authenticator {
                 });
             }
         }
-        let owner = db::api_keys::owner(&self.pool, key).await?;
+        let owner = db::api_keys::owner(&self.pool, &hash).await?;
         self.keys.after_lookup(&hash, owner.is_some());
         let owner = owner.ok_or_else(unknown)?;
         // A key's grants are roles too, so that `[limits.roles.…]` sets

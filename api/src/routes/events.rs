@@ -183,6 +183,16 @@ enum RelayEnd {
     Db(#[from] sqlx::Error),
 }
 
+/// How sending events in a row ended.
+enum Sent {
+    /// With the terminal event.
+    End,
+    /// With the last of them.
+    All,
+    /// At one that does not follow the event before.
+    Gap,
+}
+
 struct Relay {
     app: AppState,
     run_id: RunId,
@@ -258,19 +268,13 @@ impl Relay {
     /// was sent.
     async fn look_quietly(&mut self) -> Result<bool, RelayEnd> {
         match self.app.tail.news_after(self.run_id, self.last).await {
-            Ok(Some(news)) if news.first().is_none_or(|e| e.seq == self.last + 1) => {
-                for event in news {
-                    if event.seq != self.last + 1 {
-                        // A gap inside the stream: PostgreSQL has it all.
-                        return self.catch_up().await;
-                    }
-                    if self.send(&event).await? {
-                        return Ok(true);
-                    }
-                }
-                Ok(false)
-            }
-            _ => self.catch_up().await,
+            Ok(Some(news)) => match self.send_consecutive(news).await? {
+                Sent::End => Ok(true),
+                Sent::All => Ok(false),
+                // Where the stream does not continue, PostgreSQL has it all.
+                Sent::Gap => self.read_database().await,
+            },
+            _ => self.read_database().await,
         }
     }
 
@@ -281,6 +285,13 @@ impl Relay {
         if self.send_from_stream().await? {
             return Ok(true);
         }
+        self.read_database().await
+    }
+
+    /// Send what PostgreSQL stores after `last`. Returns whether the
+    /// terminal event was sent, or the client has everything of a run that
+    /// ended.
+    async fn read_database(&mut self) -> Result<bool, RelayEnd> {
         // A run stores its terminal events with its terminal status. Read
         // the status first: if the run had already finished, the events read
         // next include its end, and reading nothing means the client has it
@@ -309,15 +320,20 @@ impl Relay {
         let Ok(events) = self.app.tail.range_after(self.run_id, self.last).await else {
             return Ok(false);
         };
+        Ok(matches!(self.send_consecutive(events).await?, Sent::End))
+    }
+
+    /// Send `events` (in order) while each is the one after `last`.
+    async fn send_consecutive(&mut self, events: Vec<SequencedEvent>) -> Result<Sent, RelayEnd> {
         for event in events {
             if event.seq != self.last + 1 {
-                break;
+                return Ok(Sent::Gap);
             }
             if self.send(&event).await? {
-                return Ok(true);
+                return Ok(Sent::End);
             }
         }
-        Ok(false)
+        Ok(Sent::All)
     }
 
     /// Send one event; returns whether it was the terminal one.

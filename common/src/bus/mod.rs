@@ -49,13 +49,17 @@ pub async fn stream_after(
     run_id: RunId,
     after: i64,
 ) -> redis::RedisResult<Vec<SequencedEvent>> {
-    let reply: StreamRangeReply = redis::cmd("XRANGE")
-        .arg(keys.run_events(run_id))
-        .arg(format!("({}", entry_id(after)))
-        .arg("+")
-        .query_async(conn)
-        .await?;
+    let reply: StreamRangeReply = range_after(keys, run_id, after).query_async(conn).await?;
     Ok(reply.ids.iter().filter_map(decode_entry).collect())
+}
+
+/// `XRANGE` of a run's stream after event `after`.
+fn range_after(keys: &Keys, run_id: RunId, after: i64) -> redis::Cmd {
+    let mut cmd = redis::cmd("XRANGE");
+    cmd.arg(keys.run_events(run_id))
+        .arg(format!("({}", entry_id(after)))
+        .arg("+");
+    cmd
 }
 
 /// What a run's Redis stream holds after event `after`, or `None` when
@@ -66,14 +70,10 @@ pub async fn stream_news(
     run_id: RunId,
     after: i64,
 ) -> redis::RedisResult<Option<Vec<SequencedEvent>>> {
-    let key = keys.run_events(run_id);
     let (exists, reply): (bool, StreamRangeReply) = redis::pipe()
         .cmd("EXISTS")
-        .arg(&key)
-        .cmd("XRANGE")
-        .arg(&key)
-        .arg(format!("({}", entry_id(after)))
-        .arg("+")
+        .arg(keys.run_events(run_id))
+        .add_command(range_after(keys, run_id, after))
         .query_async(conn)
         .await?;
     Ok(exists.then(|| reply.ids.iter().filter_map(decode_entry).collect()))

@@ -49,6 +49,11 @@ pub struct ApiAgentPolicy {
 /// the API may name, whatever the policy lists.
 const SERVER_VARIABLES: &[&str] = &["DATABASE_URL", "REDIS_URL"];
 
+/// `DATABASE_URL`, `REDIS_URL` or a `SWITCHYARD_` variable.
+fn is_server_variable(name: &str) -> bool {
+    SERVER_VARIABLES.contains(&name) || name.starts_with("SWITCHYARD_")
+}
+
 impl ApiAgentPolicy {
     /// The file's own problems: names that are not variable names or hosts.
     pub(super) fn problem(&self) -> Option<String> {
@@ -83,7 +88,7 @@ impl ApiAgentPolicy {
             .filter(|value| !value.is_empty())
             .collect();
         for name in &self.env {
-            let own = name.starts_with("SWITCHYARD_") || secrets.contains(&name.as_str());
+            let own = is_server_variable(name) || secrets.contains(&name.as_str());
             let same_value = value_of(name).is_some_and(|v| secret_values.contains(&v));
             if own || same_value {
                 return Err(ConfigError::Invalid {
@@ -146,10 +151,7 @@ impl ApiAgentPolicy {
     }
 
     fn check_env(&self, field: &str, var: &str) -> Result<(), String> {
-        if self.env.iter().any(|allowed| allowed == var)
-            && !SERVER_VARIABLES.contains(&var)
-            && !var.starts_with("SWITCHYARD_")
-        {
+        if self.env.iter().any(|allowed| allowed == var) && !is_server_variable(var) {
             return Ok(());
         }
         Err(format!(

@@ -111,9 +111,9 @@ pub async fn revoke(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
     Ok(revoked.rows_affected() == 1)
 }
 
-/// The owner of a key that is valid now. Notes the use, at most once a
-/// minute per key, in the same statement.
-pub async fn owner(pool: &PgPool, key: &str) -> Result<Option<KeyOwner>, sqlx::Error> {
+/// The owner of the key whose [`hash`] is `hash`, if it is valid now.
+/// Notes the use, at most once a minute per key, in the same statement.
+pub async fn owner(pool: &PgPool, hash: &[u8]) -> Result<Option<KeyOwner>, sqlx::Error> {
     sqlx::query_as(
         "with k as (
              select id, user_id, admin, service, last_used_at from api_keys
@@ -126,7 +126,7 @@ pub async fn owner(pool: &PgPool, key: &str) -> Result<Option<KeyOwner>, sqlx::E
          select k.id as key_id, k.user_id, u.name as user_name, k.admin, k.service
          from k join users u on u.id = k.user_id",
     )
-    .bind(hash(key))
+    .bind(hash)
     .fetch_optional(pool)
     .await
 }

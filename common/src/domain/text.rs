@@ -9,7 +9,7 @@
 //! instead (see the API's extractors): a client can be told, a model
 //! cannot.
 
-use serde_json::Value;
+use serde_json::{Number, Value};
 
 /// What stands for a NUL in stored text.
 pub const NUL_REPLACEMENT: char = '\u{FFFD}';
@@ -26,10 +26,15 @@ pub fn without_nul(text: String) -> String {
 /// The magnitude from which a JSON number is not stored as one.
 pub const MAX_STORED_NUMBER: f64 = 1e308;
 
+/// Whether PostgreSQL may not give `number` back as one.
+fn unstorable(number: &Number) -> bool {
+    number.as_f64().is_none_or(|x| x.abs() >= MAX_STORED_NUMBER)
+}
+
 /// Whether `value` holds a number PostgreSQL may not give back as one.
 pub fn has_unstorable_number(value: &Value) -> bool {
     match value {
-        Value::Number(n) => n.as_f64().is_none_or(|x| x.abs() >= MAX_STORED_NUMBER),
+        Value::Number(n) => unstorable(n),
         Value::Array(items) => items.iter().any(has_unstorable_number),
         Value::Object(fields) => fields.values().any(has_unstorable_number),
         _ => false,
@@ -41,9 +46,7 @@ pub fn has_unstorable_number(value: &Value) -> bool {
 pub fn storable_json(value: Value) -> Value {
     match value {
         Value::String(text) => Value::String(without_nul(text)),
-        Value::Number(n) if has_unstorable_number(&Value::Number(n.clone())) => {
-            Value::String(n.to_string())
-        }
+        Value::Number(n) if unstorable(&n) => Value::String(n.to_string()),
         Value::Array(items) => Value::Array(items.into_iter().map(storable_json).collect()),
         Value::Object(fields) => Value::Object(
             fields
