@@ -11,6 +11,7 @@
 //! - [`cache`]: write-through, cache-aside copies of threads and messages in Redis.
 //! - [`bus`]: run events: numbered, coalesced, stored in PostgreSQL and
 //!   published to a Redis stream per run.
+//! - [`lifecycle`]: the transitions of a run, each with its effects.
 //! - [`queue`]: the apalis job that carries a run to a worker, and enqueueing.
 //! - [`telemetry`]: logging set-up.
 
@@ -20,6 +21,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod events;
+pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod queue;

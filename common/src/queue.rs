@@ -90,6 +90,13 @@ impl RunJob {
     }
 }
 
+/// A message on [`Keys::cancel_channel`]: `{"run_id", "reason"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelAnnouncement {
+    pub run_id: RunId,
+    pub reason: CancelReason,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
     #[error("pushing to the run queue failed: {0}")]
@@ -141,14 +148,17 @@ impl RunQueue {
 
     /// Tell the workers that an in-progress run was asked to stop. The
     /// request is stored already: a worker that misses this message finds
-    /// it in PostgreSQL within a second.
-    /// The message is `<run id> <reason>`, so that the worker stops the run
-    /// without reading PostgreSQL first.
+    /// it in PostgreSQL within a second. The message carries the reason, so
+    /// that the worker stops the run without reading PostgreSQL first.
     pub async fn announce_cancel(&self, run_id: RunId, reason: CancelReason) {
         let mut conn = self.conn.clone();
+        let announcement = CancelAnnouncement { run_id, reason };
+        let Ok(payload) = serde_json::to_string(&announcement) else {
+            return;
+        };
         if let Err(error) = redis::cmd("PUBLISH")
             .arg(&self.cancel_channel)
-            .arg(format!("{run_id} {}", reason.as_str()))
+            .arg(payload)
             .query_async::<i64>(&mut conn)
             .await
         {

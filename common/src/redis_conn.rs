@@ -52,6 +52,12 @@ impl Keys {
         format!("{}:run:{run}:events", self.prefix)
     }
 
+    /// The fence of a run's stream: the latest attempt that may write to it
+    /// (see [`crate::bus::wire`]).
+    pub fn run_fence(&self, run: RunId) -> String {
+        format!("{}:run:{run}:fence", self.prefix)
+    }
+
     /// The cached thread.
     pub fn thread(&self, thread: ThreadId) -> String {
         format!("{}:thread:{thread}", self.prefix)

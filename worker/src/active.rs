@@ -20,8 +20,9 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use switchyard_common::db::{self, runs::CancelReason};
 use switchyard_common::domain::RunId;
+use switchyard_common::queue::CancelAnnouncement;
 use switchyard_common::redis_conn::Keys;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How often the runs' cancel requests are looked up in PostgreSQL.
@@ -147,20 +148,55 @@ impl ActiveRuns {
     }
 
     /// Renew the leases of this process's runs every [`RENEW`] as
-    /// `worker`, until `shutdown`; stop the runs whose lease was taken back.
+    /// `worker`, until `shutdown`; stop the runs whose lease was taken back,
+    /// and those whose lease ran out by this process's own clock while
+    /// PostgreSQL could not be reached (a sweeper may take them back at
+    /// any moment: their work here stops before another attempt's starts,
+    /// as far as clocks allow; the fences refuse whatever comes later).
     pub async fn renew(self, pool: PgPool, worker: String, shutdown: CancellationToken) {
         let mut ticks = ticker(RENEW);
+        // When each run's lease was last granted (claim or renewal), by the
+        // time the request was sent.
+        let mut granted: HashMap<RunId, tokio::time::Instant> = HashMap::new();
         while let Some(running) = self.next_round(&mut ticks, &shutdown).await {
+            let asked = tokio::time::Instant::now();
+            granted.retain(|id, _| running.contains(id));
+            for id in &running {
+                // A run first seen now was claimed within the last round.
+                granted
+                    .entry(*id)
+                    .or_insert(asked.checked_sub(RENEW).unwrap_or(asked));
+            }
             match db::runs::renew_leases(&pool, &worker, &running, LEASE).await {
                 Ok(held) => {
-                    for run_id in running.into_iter().filter(|id| !held.contains(id)) {
-                        // Not renewed: finished meanwhile (no longer here) or taken back.
-                        if self.stop(run_id, Stop::Lost) {
+                    for run_id in running {
+                        if held.contains(&run_id) {
+                            granted.insert(run_id, asked);
+                        } else if self.stop(run_id, Stop::Lost) {
+                            // Not renewed: finished meanwhile (no longer
+                            // here) or taken back.
                             tracing::warn!(run.id = %run_id, "lease lost; stopping the run here");
                         }
                     }
                 }
-                Err(error) => tracing::warn!(%error, "renewing leases failed"),
+                Err(error) => {
+                    tracing::warn!(%error, "renewing leases failed");
+                    for (run_id, at) in &granted {
+                        if at.elapsed() >= LEASE && self.stop(*run_id, Stop::Lost) {
+                            tracing::warn!(run.id = %run_id, "lease ran out unrenewed; stopping the run here");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stop the runs whose writes were refused because a later attempt
+    /// holds them, as they are reported, until the writer stops.
+    pub async fn leave_fenced(self, mut fenced: mpsc::UnboundedReceiver<RunId>) {
+        while let Some(run_id) = fenced.recv().await {
+            if self.stop(run_id, Stop::Lost) {
+                tracing::warn!(run.id = %run_id, "a later attempt holds the run; stopping it here");
             }
         }
     }
@@ -181,7 +217,7 @@ impl ActiveRuns {
         }
     }
 
-    /// Follow the cancel announcements on Redis (`<run id> <reason>`)
+    /// Follow the cancel announcements on Redis
     /// until `shutdown`, reconnecting after a lost connection.
     pub async fn listen(self, client: redis::Client, keys: Keys, shutdown: CancellationToken) {
         let channel = keys.cancel_channel();
@@ -214,11 +250,11 @@ impl ActiveRuns {
                 let Ok(payload) = message.get_payload::<String>() else {
                     continue;
                 };
-                let Some((id, reason)) = payload.split_once(' ') else {
-                    continue;
-                };
-                if let Ok(run_id) = id.parse::<RunId>() {
-                    self.stop(run_id, Stop::Cancel(CancelReason::parse(reason)));
+                match serde_json::from_str::<CancelAnnouncement>(&payload) {
+                    Ok(cancel) => {
+                        self.stop(cancel.run_id, Stop::Cancel(cancel.reason));
+                    }
+                    Err(error) => tracing::warn!(%error, "an unreadable cancel announcement"),
                 }
             }
         }

@@ -89,9 +89,12 @@ impl Worker {
             providers.insert(provider.name.clone(), built);
         }
 
-        let writer = EventWriter::start(pool.clone(), conn.clone(), keys.clone(), &tracker);
-        let run_queue = RunQueue::new(conn.clone(), &keys);
         let active_runs = active::ActiveRuns::default();
+        // A run whose writes are refused (a later attempt holds it) stops here.
+        let (fenced, fenced_runs) = tokio::sync::mpsc::unbounded_channel();
+        let writer = EventWriter::start(pool.clone(), conn.clone(), keys.clone(), fenced, &tracker);
+        tracker.spawn(active_runs.clone().leave_fenced(fenced_runs));
+        let run_queue = RunQueue::new(conn.clone(), &keys);
         let worker_id = format!(
             "{}-{}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),

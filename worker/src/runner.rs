@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use switchyard_common::domain::RunErrorCode;
 
 use anyhow::Context as _;
 use redis::aio::ConnectionManager;
@@ -16,11 +17,10 @@ use switchyard_common::bus::{self, EventWriter, RunEvents};
 use switchyard_common::cache::{Cache, RECENT_MESSAGES};
 use switchyard_common::config::Config;
 use switchyard_common::db::{self, messages::MessageRow, runs::CancelReason, runs::RunRow};
-use switchyard_common::domain::{
-    Agent, AgentSource, AgentSpec, MessageId, MessageRole, RunError, WorkflowKind,
-};
+use switchyard_common::domain::{Agent, AgentSource, AgentSpec, MessageId, RunError, WorkflowKind};
 use switchyard_common::events::RunEvent;
-use switchyard_common::queue::{self, RunJob, RunQueue};
+use switchyard_common::lifecycle::{self, Ending, Finished};
+use switchyard_common::queue::{RunJob, RunQueue};
 use switchyard_common::redis_conn::Keys;
 use switchyard_common::{metrics, telemetry};
 use tokio_util::sync::CancellationToken;
@@ -57,8 +57,8 @@ pub struct Runner {
 
 /// How a run's work ended.
 enum End {
-    /// The agent answered; the answer's message id.
-    Answered(MessageId),
+    /// The agent answered.
+    Answered,
     Failed(Failure),
     Cancelled(CancelReason),
 }
@@ -156,9 +156,16 @@ impl Runner {
         if run.attempt > 1 {
             // An earlier attempt's worker was lost: keep what it published.
             let mut redis = self.redis.clone();
-            last_seq = bus::adopt_published(&mut redis, &self.keys, &self.pool, run.id, last_seq)
-                .await
-                .context("storing the lost attempt's events")?;
+            last_seq = bus::adopt_published(
+                &mut redis,
+                &self.keys,
+                &self.pool,
+                run.id,
+                run.attempt,
+                last_seq,
+            )
+            .await
+            .context("storing the lost attempt's events")?;
             let mut conn = self
                 .pool
                 .acquire()
@@ -170,6 +177,7 @@ impl Runner {
         }
         let mut events = RunEvents::new(
             run.id,
+            run.attempt,
             self.writer.clone(),
             last_seq,
             self.config.delta_flush_interval,
@@ -192,7 +200,7 @@ impl Runner {
         let work = async {
             match agent {
                 _ if run.attempt > max_attempts => Err(Failure::new(
-                    "worker_lost",
+                    RunErrorCode::WorkerLost,
                     format!("the run's worker was lost {max_attempts} times"),
                 )),
                 Some(agent) => {
@@ -217,10 +225,10 @@ impl Runner {
                 Stop::Release => Err(Leave::Release),
             },
             result = tokio::time::timeout(self.config.run_timeout, work) => Ok(match result {
-                Ok(Ok(())) => End::Answered(message_id),
+                Ok(Ok(())) => End::Answered,
                 Ok(Err(failure)) => End::Failed(failure),
                 Err(_) => End::Failed(Failure::new(
-                    "timeout",
+                    RunErrorCode::Timeout,
                     format!(
                         "the run did not finish within {} s",
                         self.config.run_timeout.as_secs()
@@ -264,7 +272,7 @@ impl Runner {
             && let Err(problem) = self.config.catalog.api_agents.check(&agent.spec)
         {
             return Err(Failure::new(
-                "agent_unavailable",
+                RunErrorCode::AgentUnavailable,
                 format!(
                     "agent {:?} was written over the API and no longer keeps within the \
                      deployment's [api_agents]: {}: {}",
@@ -340,8 +348,7 @@ impl Runner {
         Ok(history::conversation(rows, position.input_seq))
     }
 
-    /// End the run: one transaction for the answer, the status and the
-    /// terminal events; then the cache and the next run of the thread.
+    /// End the run (see [`lifecycle::finish`]).
     async fn finish(
         &self,
         run: &RunRow,
@@ -350,137 +357,28 @@ impl Runner {
         message_id: MessageId,
         produced: workflow::State,
     ) -> anyhow::Result<()> {
-        // Every delta is durable before the events that close the stream.
-        events.sync().await;
-        let usage = produced.usage;
-        let cost_usd = produced.cost_usd;
-        let mut tx = self.pool.begin().await.context("finishing the run")?;
-        let mut terminal = Vec::new();
-        // The answer, or what was said before a cancel.
-        let keep = match &end {
-            End::Answered(_) => true,
-            End::Cancelled(_) => !produced.content.is_empty(),
-            End::Failed(_) => false,
+        let ending = match end {
+            End::Answered => Ending::Answered,
+            End::Failed(failure) => Ending::Failed(RunError {
+                code: failure.code,
+                message: failure.message,
+            }),
+            End::Cancelled(reason) => Ending::Cancelled(reason),
         };
-        let mut appended = None;
-        if keep {
-            let tool_turns = produced.tool_turns;
-            let message = db::messages::append(
-                &mut tx,
-                db::messages::NewMessage {
-                    id: message_id,
-                    thread_id: run.thread_id,
-                    run_id: Some(run.id),
-                    role: MessageRole::Assistant,
-                    content: &produced.content,
-                    tool_calls: (!tool_turns.is_empty()).then_some(tool_turns.as_slice()),
-                },
-                0,
-            )
-            .await
-            .context("storing the answer")?;
-            appended = message.map(|(m, _)| m);
-            terminal.push(RunEvent::MessageCompleted {
-                message_id,
-                content: produced.content,
-            });
-        }
-        let finish = match end {
-            End::Answered(message_id) => {
-                terminal.push(RunEvent::Usage {
-                    input_tokens: usage.input_tokens,
-                    output_tokens: usage.output_tokens,
-                    cached_input_tokens: usage.cached_input_tokens,
-                    cost_usd,
-                });
-                terminal.push(RunEvent::RunCompleted {
-                    run_id: run.id,
-                    message_id,
-                    usage,
-                    cost_usd,
-                });
-                db::runs::Outcome::Completed { message_id }
-            }
-            End::Failed(failure) => {
-                tracing::warn!(code = failure.code, message = %failure.message, "run failed");
-                let error = RunError {
-                    code: failure.code.to_owned(),
-                    message: failure.message,
-                };
-                terminal.push(RunEvent::RunFailed {
-                    run_id: run.id,
-                    error: error.clone(),
-                });
-                db::runs::Outcome::Failed(error)
-            }
-            End::Cancelled(reason) => {
-                tracing::info!(reason = reason.as_str(), "run cancelled");
-                terminal.push(RunEvent::RunCancelled {
-                    run_id: run.id,
-                    reason: reason.as_str().to_owned(),
-                });
-                db::runs::Outcome::Cancelled {
-                    message_id: keep.then_some(message_id),
-                }
-            }
-        };
-        let numbered: Vec<(i64, RunEvent)> = terminal
-            .into_iter()
-            .map(|event| (events.reserve(), event))
-            .collect();
-        let records: Vec<db::events::EventRecord<'_>> = numbered
-            .iter()
-            .map(|(seq, event)| db::events::EventRecord {
-                run_id: run.id,
-                seq: *seq,
-                event,
-            })
-            .collect();
-        db::events::insert_batch(&mut tx, &records)
-            .await
-            .context("storing terminal events")?;
-        let status = match &finish {
-            db::runs::Outcome::Completed { .. } => "completed",
-            db::runs::Outcome::Failed(_) => "failed",
-            db::runs::Outcome::Cancelled { .. } => "cancelled",
-        };
-        let thread = db::runs::finish(
-            &mut tx,
-            db::runs::Finish {
-                run_id: run.id,
-                attempt: run.attempt,
-                outcome: finish,
-                usage,
-                cost_usd,
-            },
+        let finished = lifecycle::finish(
+            &self.pool,
+            &self.cache,
+            &self.queue,
+            run,
+            &mut events,
+            message_id,
+            ending,
+            produced,
         )
         .await
-        .context("storing the run's status")?;
-        let Some(thread) = thread else {
-            tracing::warn!("run was no longer in progress; its result is dropped");
-            return Ok(());
-        };
-        tx.commit().await.context("committing the run's end")?;
-        metrics::METRICS.finished(status);
-        for (seq, event) in numbered {
-            events.publish_stored(seq, event);
-        }
-        self.cache.put_thread(&thread).await;
-        if let Some(message) = &appended {
-            self.cache.append_message(message).await;
-        }
-        tracing::info!(
-            input_tokens = usage.input_tokens,
-            output_tokens = usage.output_tokens,
-            "run finished"
-        );
-
-        // The thread's queued runs are counted in `active_runs` (kept under
-        // its row lock): with none left, there is nothing to hand over.
-        if thread.active_runs > 0 {
-            queue::hand_off(&self.pool, &self.queue, run.thread_id)
-                .await
-                .context("handing the thread to its next run")?;
+        .context("ending the run")?;
+        if finished == Finished::NotHeld {
+            tracing::warn!("the run is no longer this attempt's; its result is dropped");
         }
         Ok(())
     }

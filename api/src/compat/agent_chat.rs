@@ -159,6 +159,7 @@ fn sse(
         run_id: String,
         thread_id: String,
         ended: bool,
+        guard: super::TextGuard,
     }
     let first = tokio::time::Instant::now() + KEEP_ALIVE;
     let mut heartbeat = tokio::time::interval_at(first, KEEP_ALIVE);
@@ -169,6 +170,8 @@ fn sse(
         run_id,
         thread_id,
         ended: false,
+        // Its answer is one text: a restart after text ends the stream.
+        guard: super::TextGuard::new(super::Restarts::EndText),
     };
     let body = stream::unfold(relay, |mut relay| async move {
         if relay.ended {
@@ -176,11 +179,18 @@ fn sse(
         }
         let data = tokio::select! {
             event = relay.events.recv() => match event {
-                Some(event) => {
-                    let data = translate(&event.event, &relay.run_id, &relay.thread_id);
-                    relay.ended = event.event.is_terminal();
-                    data
-                }
+                Some(event) => match relay.guard.check(&event.event) {
+                    None => {
+                        let data = translate(&event.event, &relay.run_id, &relay.thread_id);
+                        relay.ended = event.event.is_terminal();
+                        data
+                    }
+                    Some(cut) => {
+                        relay.ended = true;
+                        Some(json!({"type": "error", "run_id": relay.run_id,
+                                    "code": "unavailable", "error": cut.message()}))
+                    }
+                },
                 None => {
                     relay.ended = true;
                     Some(json!({"type": "error", "run_id": relay.run_id, "code": "unavailable",

@@ -241,13 +241,14 @@ pub async fn resume(
 fn ui_stream(events: mpsc::Receiver<SequencedEvent>, run_id: RunId) -> Response {
     let mut parts = Parts::default();
     let start = json!({"type": "start", "messageId": run_id.to_string()});
-    let body = super::to_the_end(events)
+    // A new attempt opens a step of its own, with a text part of its own.
+    let body = super::to_the_end(events, super::Restarts::Shown)
         .map(move |event| {
             let mut out = match &event {
-                Some(event) => parts.of(event),
-                None => vec![json!({"type": "error", "errorText": super::CUT_SHORT})],
+                Ok(event) => parts.of(event),
+                Err(cut) => vec![json!({"type": "error", "errorText": cut.message()})],
             };
-            if event.as_ref().is_none_or(RunEvent::is_terminal) {
+            if event.as_ref().map_or(true, RunEvent::is_terminal) {
                 out.push(Value::String("[DONE]".into()));
             }
             stream::iter(out.into_iter().map(|data| {
@@ -286,7 +287,15 @@ impl Parts {
     fn of(&mut self, event: &RunEvent) -> Vec<Value> {
         let mut out = Vec::new();
         match event {
-            RunEvent::RunStarted { .. } => self.open_step(&mut out),
+            RunEvent::RunStarted { attempt, .. } => {
+                // A new attempt (the last one's worker was lost) answers
+                // anew: in a step and a text part of its own.
+                if *attempt > 1 {
+                    self.close_step(&mut out);
+                    self.after_tool = false;
+                }
+                self.open_step(&mut out);
+            }
             RunEvent::MessageDelta { message_id, delta } => {
                 if self.after_tool {
                     self.close_step(&mut out);
@@ -368,5 +377,48 @@ impl Parts {
             out.push(json!({"type": "finish-step"}));
             self.step_open = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_attempt_answers_in_a_step_and_text_part_of_its_own() {
+        let run_id = RunId::new();
+        let (first, second) = (MessageId::new(), MessageId::new());
+        let mut parts = Parts::default();
+        let mut stream = Vec::new();
+        for event in [
+            RunEvent::RunStarted { run_id, attempt: 1 },
+            RunEvent::MessageDelta {
+                message_id: first,
+                delta: "Hel".into(),
+            },
+            RunEvent::RunStarted { run_id, attempt: 2 },
+            RunEvent::MessageDelta {
+                message_id: second,
+                delta: "Hi".into(),
+            },
+        ] {
+            stream.extend(parts.of(&event));
+        }
+        let kinds: Vec<&str> = stream.iter().map(|p| p["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "start-step",
+                "text-start",
+                "text-delta",
+                "text-end",
+                "finish-step",
+                "start-step",
+                "text-start",
+                "text-delta"
+            ]
+        );
+        assert_eq!(stream[1]["id"], first.to_string());
+        assert_eq!(stream[6]["id"], second.to_string());
     }
 }

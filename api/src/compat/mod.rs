@@ -104,21 +104,89 @@ pub fn ids_headers(started: &Started) -> HeaderMap {
     headers
 }
 
+/// How a surface shows a run that starts again (its worker was lost
+/// mid-answer, and the next attempt answers anew).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restarts {
+    /// The surface shows each attempt's answer as parts of their own (the
+    /// AI SDK's steps and text parts): every event goes through.
+    Shown,
+    /// The surface's answer is one text that its client concatenates: once
+    /// text was sent, a new attempt ends the stream with [`Cut::Restarted`]
+    /// rather than append a second answer to the first.
+    EndText,
+}
+
+/// Why a surface's stream of a run stops before the run's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// The server is shutting down, or the relay failed.
+    Short,
+    /// The run started again after text was sent ([`Restarts::EndText`]).
+    Restarted,
+}
+
+impl Cut {
+    /// What the surface tells its client, in its protocol's error.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Short => CUT_SHORT,
+            Self::Restarted => RESTARTED,
+        }
+    }
+}
+
+/// Watches a run's events for a restart after text (see [`Restarts`]).
+#[derive(Debug)]
+pub struct TextGuard {
+    restarts: Restarts,
+    sent_text: bool,
+}
+
+impl TextGuard {
+    pub fn new(restarts: Restarts) -> Self {
+        Self {
+            restarts,
+            sent_text: false,
+        }
+    }
+
+    /// `Some(Cut::Restarted)` if the stream must end before `event`.
+    pub fn check(&mut self, event: &RunEvent) -> Option<Cut> {
+        match event {
+            RunEvent::MessageDelta { delta, .. } if !delta.is_empty() => self.sent_text = true,
+            RunEvent::RunStarted { attempt, .. }
+                if *attempt > 1 && self.sent_text && self.restarts == Restarts::EndText =>
+            {
+                return Some(Cut::Restarted);
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
 /// A run's events up to its terminal one; then, if they stopped before it
-/// (the server is shutting down, or the relay failed), one `None`, so that
-/// each surface tells its client in its protocol's words rather than end
-/// as if the answer were whole.
+/// (the server is shutting down, or the relay failed, or the run started
+/// again after text was sent and the surface cannot show that), one
+/// [`Cut`], so that each surface tells its client in its protocol's words
+/// rather than end as if the answer were whole.
 pub fn to_the_end(
     events: tokio::sync::mpsc::Receiver<SequencedEvent>,
-) -> impl futures::Stream<Item = Option<RunEvent>> {
-    futures::stream::unfold(Some(events), |events| async move {
-        let mut events = events?;
+    restarts: Restarts,
+) -> impl futures::Stream<Item = Result<RunEvent, Cut>> {
+    let guard = TextGuard::new(restarts);
+    futures::stream::unfold(Some((events, guard)), |state| async move {
+        let (mut events, mut guard) = state?;
         match events.recv().await {
             Some(event) => {
+                if let Some(cut) = guard.check(&event.event) {
+                    return Some((Err(cut), None));
+                }
                 let terminal = event.event.is_terminal();
-                Some((Some(event.event), (!terminal).then_some(events)))
+                Some((Ok(event.event), (!terminal).then_some((events, guard))))
             }
-            None => Some((None, None)),
+            None => Some((Err(Cut::Short), None)),
         }
     })
 }
@@ -126,6 +194,11 @@ pub fn to_the_end(
 /// What a surface tells its client when a run's events stop short.
 pub const CUT_SHORT: &str = "the answer was cut short: the server is shutting down or lost the \
     run's events; the run goes on, read it again";
+
+/// What a text-only surface tells its client when the run starts again
+/// after some of its answer was sent.
+pub const RESTARTED: &str = "the answer was cut short: the run's worker was lost and the run \
+    started again, so the text sent so far is void; the run goes on, read its answer again";
 
 /// The assistant's answer to a run a surface waited for.
 #[derive(Debug)]
@@ -182,4 +255,88 @@ fn failed(error: &RunError) -> Response {
 /// A run's error in the contract's error shape, with the run's own code.
 pub fn run_error_body(error: &RunError) -> serde_json::Value {
     serde_json::json!({"error": {"code": error.code, "message": error.message}})
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt as _;
+    use switchyard_common::domain::{MessageId, RunId, Usage};
+
+    use super::*;
+
+    /// A run whose first attempt said "Hel" before its worker was lost, and
+    /// whose second said "Hi" (or, with `text_first` false, whose first
+    /// attempt was lost before it said anything).
+    fn restarted_run(text_first: bool) -> Vec<RunEvent> {
+        let run_id = RunId::new();
+        let (first, second) = (MessageId::new(), MessageId::new());
+        let mut events = vec![RunEvent::RunStarted { run_id, attempt: 1 }];
+        if text_first {
+            events.push(RunEvent::MessageDelta {
+                message_id: first,
+                delta: "Hel".into(),
+            });
+        }
+        events.extend([
+            RunEvent::RunStarted { run_id, attempt: 2 },
+            RunEvent::MessageDelta {
+                message_id: second,
+                delta: "Hi".into(),
+            },
+            RunEvent::RunCompleted {
+                run_id,
+                message_id: second,
+                usage: Usage::default(),
+                cost_usd: None,
+            },
+        ]);
+        events
+    }
+
+    async fn through(events: Vec<RunEvent>, restarts: Restarts) -> Vec<Result<RunEvent, Cut>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        for (seq, event) in (1..).zip(events) {
+            sender.send(SequencedEvent { seq, event }).await.unwrap();
+        }
+        drop(sender);
+        to_the_end(receiver, restarts).collect().await
+    }
+
+    #[tokio::test]
+    async fn a_text_only_surface_ends_at_a_restart_after_text() {
+        let events = restarted_run(true);
+        let relayed = through(events.clone(), Restarts::EndText).await;
+        assert_eq!(
+            relayed,
+            vec![
+                Ok(events[0].clone()),
+                Ok(events[1].clone()),
+                Err(Cut::Restarted)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restart_before_any_text_goes_on_seamlessly() {
+        let events = restarted_run(false);
+        let relayed = through(events.clone(), Restarts::EndText).await;
+        assert_eq!(relayed, events.into_iter().map(Ok).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_surface_that_shows_restarts_gets_every_event() {
+        let events = restarted_run(true);
+        let relayed = through(events.clone(), Restarts::Shown).await;
+        assert_eq!(relayed, events.into_iter().map(Ok).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn events_that_stop_short_of_the_end_say_so() {
+        let mut events = restarted_run(false);
+        events.truncate(2);
+        let relayed = through(events.clone(), Restarts::EndText).await;
+        let mut expected: Vec<_> = events.into_iter().map(Ok).collect();
+        expected.push(Err(Cut::Short));
+        assert_eq!(relayed, expected);
+    }
 }

@@ -329,28 +329,28 @@ impl Chunks {
         started: Started,
     ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
         let first = self.chunk(json!({"role": "assistant", "content": ""}), None);
-        let body = super::to_the_end(started.follow(app))
+        let body = super::to_the_end(started.follow(app), super::Restarts::EndText)
             .map(move |event| {
-                let ended = event.as_ref().is_none_or(RunEvent::is_terminal);
+                let ended = event.as_ref().map_or(true, RunEvent::is_terminal);
                 let data: Vec<Value> = match event {
-                    Some(RunEvent::MessageDelta { delta, .. }) => {
+                    Ok(RunEvent::MessageDelta { delta, .. }) => {
                         vec![self.chunk(json!({"content": delta}), None)]
                     }
-                    Some(RunEvent::RunCompleted { usage, .. }) => {
+                    Ok(RunEvent::RunCompleted { usage, .. }) => {
                         let mut out = vec![self.chunk(json!({}), Some("stop"))];
                         if self.include_usage {
                             out.push(self.usage(usage));
                         }
                         out
                     }
-                    Some(RunEvent::RunFailed { error, .. }) => vec![super::run_error_body(&error)],
-                    Some(RunEvent::RunCancelled { reason, .. }) => {
+                    Ok(RunEvent::RunFailed { error, .. }) => vec![super::run_error_body(&error)],
+                    Ok(RunEvent::RunCancelled { reason, .. }) => {
                         vec![json!({"error": {"code": "cancelled",
                             "message": format!("the run was cancelled ({reason})")}})]
                     }
-                    Some(_) => Vec::new(),
-                    None => vec![json!({"error": {"code": "unavailable",
-                        "message": super::CUT_SHORT}})],
+                    Ok(_) => Vec::new(),
+                    Err(cut) => vec![json!({"error": {"code": "unavailable",
+                        "message": cut.message()}})],
                 };
                 let mut out: Vec<Event> = data
                     .into_iter()

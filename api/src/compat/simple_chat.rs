@@ -233,28 +233,30 @@ fn relay(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let conversation_id = started.run.thread_id;
     let request_id = started.run.id;
-    let events = super::to_the_end(started.follow(app)).filter_map(move |event| async move {
-        let said = match event {
-            // An empty `data` is no event to a reader: nothing to send.
-            Some(RunEvent::MessageDelta { delta, .. }) if delta.is_empty() => return None,
-            Some(RunEvent::MessageDelta { delta, .. }) => Said::Token(delta),
-            Some(RunEvent::RunCompleted {
-                message_id,
-                usage,
-                cost_usd,
-                ..
-            }) => Said::Done(json!({
+    let events = super::to_the_end(started.follow(app), super::Restarts::EndText).filter_map(
+        move |event| async move {
+            let said = match event {
+                // An empty `data` is no event to a reader: nothing to send.
+                Ok(RunEvent::MessageDelta { delta, .. }) if delta.is_empty() => return None,
+                Ok(RunEvent::MessageDelta { delta, .. }) => Said::Token(delta),
+                Ok(RunEvent::RunCompleted {
+                    message_id,
+                    usage,
+                    cost_usd,
+                    ..
+                }) => Said::Done(json!({
                 "conversation_id": conversation_id, "request_id": request_id,
                 "message_id": message_id, "usage": usage, "cost_usd": cost_usd})),
-            Some(RunEvent::RunFailed { error, .. }) => Said::Error(error.message),
-            Some(RunEvent::RunCancelled { reason, .. }) => {
-                Said::Error(format!("the request was cancelled ({reason})"))
-            }
-            Some(_) => return None,
-            None => Said::Error(super::CUT_SHORT.into()),
-        };
-        Some(Ok(format.event(said)))
-    });
+                Ok(RunEvent::RunFailed { error, .. }) => Said::Error(error.message),
+                Ok(RunEvent::RunCancelled { reason, .. }) => {
+                    Said::Error(format!("the request was cancelled ({reason})"))
+                }
+                Ok(_) => return None,
+                Err(cut) => Said::Error(cut.message().into()),
+            };
+            Some(Ok(format.event(said)))
+        },
+    );
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
 

@@ -26,7 +26,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
-use switchyard_common::db;
+use switchyard_common::bus;
+use switchyard_common::db::{self, runs::RunRow};
 use switchyard_common::domain::RunId;
 use switchyard_common::events::SequencedEvent;
 use tokio::sync::mpsc;
@@ -71,7 +72,9 @@ pub struct EventParams {
            ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
     responses((status = 200, content_type = "text/event-stream",
                description = "`id: n`, `event: type`, `data: json` per event"),
-              (status = 404, body = ErrorBody)))]
+              (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody,
+               description = "`Last-Event-ID` (or `after`) is past the run's last event")))]
 pub async fn events(
     State(app): State<AppState>,
     user: CurrentUser,
@@ -93,10 +96,39 @@ pub async fn events(
     if params.after.is_some_and(|n| n < 0) {
         return Err(ApiError::Validation("after: must be 0 or more".into()));
     }
-    super::runs::load_readable(&app, &user, run_id).await?;
-    let slot = app.limiter.open_stream(&user).await?;
+    let run = super::runs::load_readable(&app, &user, run_id).await?;
     let after = last_event_id.or(params.after).unwrap_or(0);
+    if after > 0 {
+        check_position(&app, &run, after).await?;
+    }
+    let slot = app.limiter.open_stream(&user).await?;
     Ok(stream(app, run_id, Start::After(after), slot).into_response())
+}
+
+/// Refuse to resume after an id the server does not have: one of an
+/// ended run's events, or one that PostgreSQL and the run's Redis stream
+/// both lack (it came from a worker lost together with Redis's copy, and
+/// the run's next events may be numbered again from what was kept). The
+/// client is told so rather than fed ids it may already hold.
+async fn check_position(app: &AppState, run: &RunRow, after: i64) -> ApiResult<()> {
+    let stored = db::events::last_seq(&app.pool, run.id).await?;
+    if after <= stored {
+        return Ok(());
+    }
+    if !run.status.is_terminal() {
+        let mut conn = app.redis.clone();
+        match bus::last_published(&mut conn, &app.keys, run.id).await {
+            Ok(Some(published)) if after <= published => return Ok(()),
+            Ok(_) => {}
+            // Redis cannot tell: the client may well be right.
+            Err(_) => return Ok(()),
+        }
+    }
+    Err(ApiError::Conflict(format!(
+        "Last-Event-ID {after} is past the run's last event the server has ({stored}); \
+         events after it were lost and may be numbered again: read the run from 0 \
+         (or from {stored})"
+    )))
 }
 
 /// Where a stream starts.

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use switchyard_common::bus::{self, tail};
+use switchyard_common::bus::{self, tail, wire};
 use switchyard_common::db::{self, runs::CancelReason, runs::RunRow};
 use switchyard_common::domain::{AgentStatus, Multitask, Run, RunId, RunStatus, Step, ThreadId};
 use switchyard_common::events::SequencedEvent;
@@ -317,7 +317,7 @@ pub async fn start(
             app.cache.put_thread(&thread).await;
             app.cache.append_message(&message).await;
             for (stopped, event) in &interrupted.stopped {
-                announce(app, *stopped, event).await;
+                announce(app, *stopped, wire::ENDED, event).await;
             }
             for requested in interrupted.requested {
                 app.queue
@@ -331,7 +331,7 @@ pub async fn start(
             // The run's stream starts with its `run.queued`, before a worker
             // can add to it: a quiet follower then finds the run in Redis
             // rather than asking PostgreSQL.
-            announce(app, run.id, &queued).await;
+            announce(app, run.id, wire::CREATION, &queued).await;
             if enqueue {
                 app.queue
                     .enqueue(&app.pool, RunJob::traced(run.id, trace))
@@ -414,7 +414,7 @@ pub async fn cancel(
 pub async fn stop(app: &AppState, user: &CurrentUser, id: RunId) -> ApiResult<RunRow> {
     let current = load(app, user, id).await?;
     if current.status == RunStatus::Queued && current.attempt > 0 {
-        adopt_lost_events(app, &[id]).await?;
+        adopt_lost_events(app, &[(id, current.attempt)]).await?;
     }
     Ok(
         match db::runs::cancel(&app.pool, user.id, id, CancelReason::Requested).await? {
@@ -424,7 +424,7 @@ pub async fn stop(app: &AppState, user: &CurrentUser, id: RunId) -> ApiResult<Ru
             }
             db::runs::Cancelled::Stopped { run, thread, event } => {
                 app.cache.put_thread(&thread).await;
-                announce(app, id, &event).await;
+                announce(app, id, wire::ENDED, &event).await;
                 queue::hand_off(&app.pool, &app.queue, thread.id).await?;
                 run
             }
@@ -438,20 +438,22 @@ pub async fn stop(app: &AppState, user: &CurrentUser, id: RunId) -> ApiResult<Ru
 
 /// Store what the lost workers of queued runs published but had not
 /// stored, before the API ends them with an event of its own: its id must
-/// come after every id a client may have seen.
-async fn adopt_lost_events(app: &AppState, runs: &[RunId]) -> ApiResult<()> {
+/// come after every id a client may have seen. Each run comes with its
+/// last attempt, which can no longer write once this has read its stream.
+async fn adopt_lost_events(app: &AppState, runs: &[(RunId, i32)]) -> ApiResult<()> {
     let mut conn = app.redis.clone();
-    for &run_id in runs {
+    for &(run_id, attempt) in runs {
         let stored = db::events::last_seq(&app.pool, run_id).await?;
-        bus::adopt_published(&mut conn, &app.keys, &app.pool, run_id, stored).await?;
+        bus::adopt_published(&mut conn, &app.keys, &app.pool, run_id, attempt + 1, stored).await?;
     }
     Ok(())
 }
 
-/// Tell a run's live followers of an event the API stored itself.
-async fn announce(app: &AppState, run_id: RunId, event: &SequencedEvent) {
+/// Tell a run's live followers of an event the API stored itself, as
+/// writer generation `generation` (see [`wire`]).
+async fn announce(app: &AppState, run_id: RunId, generation: i32, event: &SequencedEvent) {
     let mut conn = app.redis.clone();
-    if let Err(error) = tail::announce(&mut conn, &app.keys, run_id, event).await {
+    if let Err(error) = tail::announce(&mut conn, &app.keys, run_id, generation, event).await {
         tracing::debug!(%error, run.id = %run_id, "announcing an event failed");
     }
 }

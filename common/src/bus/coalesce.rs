@@ -17,6 +17,8 @@ use super::EventWriter;
 /// at [`RunEvents::deadline`].
 pub struct RunEvents {
     run_id: RunId,
+    /// The attempt writing (see [`super::wire`]'s fencing).
+    attempt: i32,
     writer: EventWriter,
     last_seq: i64,
     flush_interval: Duration,
@@ -28,6 +30,7 @@ pub struct RunEvents {
 impl RunEvents {
     pub fn new(
         run_id: RunId,
+        attempt: i32,
         writer: EventWriter,
         last_seq: i64,
         flush_interval: Duration,
@@ -35,6 +38,7 @@ impl RunEvents {
     ) -> Self {
         Self {
             run_id,
+            attempt,
             writer,
             last_seq,
             flush_interval,
@@ -48,7 +52,8 @@ impl RunEvents {
     pub fn emit(&mut self, event: RunEvent) {
         self.flush();
         self.last_seq += 1;
-        self.writer.write(self.run_id, self.last_seq, event);
+        self.writer
+            .write(self.run_id, self.attempt, self.last_seq, event);
     }
 
     /// Reserve the next sequence number for an event the caller stores itself
@@ -61,7 +66,8 @@ impl RunEvents {
 
     /// Publish an event already stored in PostgreSQL under a reserved number.
     pub fn publish_stored(&self, seq: i64, event: RunEvent) {
-        self.writer.publish_only(self.run_id, seq, event);
+        self.writer
+            .publish_only(self.run_id, self.attempt, seq, event);
     }
 
     /// Add text to the message being streamed.
@@ -102,6 +108,7 @@ impl RunEvents {
             self.last_seq += 1;
             self.writer.write(
                 self.run_id,
+                self.attempt,
                 self.last_seq,
                 RunEvent::MessageDelta { message_id, delta },
             );

@@ -12,35 +12,21 @@
 
 mod coalesce;
 pub mod tail;
+pub mod wire;
 mod writer;
 
 pub use coalesce::RunEvents;
+pub use wire::{decode_entry, entry_id};
 pub use writer::EventWriter;
 
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamId, StreamRangeReply};
+use redis::streams::StreamRangeReply;
 use sqlx::PgPool;
 
 use crate::db;
 use crate::domain::RunId;
-use crate::events::{RunEvent, SequencedEvent};
+use crate::events::SequencedEvent;
 use crate::redis_conn::Keys;
-
-/// The stream entry id of event `seq`: `seq-0`, so that `XRANGE key (n-0 +`
-/// is "every event after n".
-pub fn entry_id(seq: i64) -> String {
-    format!("{seq}-0")
-}
-
-/// Decode a stream entry written by [`EventWriter`].
-pub fn decode_entry(entry: &StreamId) -> Option<SequencedEvent> {
-    let seq = entry.id.split_once('-')?.0.parse().ok()?;
-    let kind: String = entry.get("k")?;
-    let data: String = entry.get("d")?;
-    let data = serde_json::from_str(&data).ok()?;
-    let event = RunEvent::from_parts(&kind, data).ok()?;
-    Some(SequencedEvent { seq, event })
-}
 
 /// What a run's Redis stream holds after event `after`, in order.
 pub async fn stream_after(
@@ -62,6 +48,26 @@ fn range_after(keys: &Keys, run_id: RunId, after: i64) -> redis::Cmd {
     cmd
 }
 
+/// The last event id in a run's Redis stream (`None`: no stream).
+pub async fn last_published(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    run_id: RunId,
+) -> redis::RedisResult<Option<i64>> {
+    let reply: StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(keys.run_events(run_id))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(reply
+        .ids
+        .first()
+        .and_then(|entry| entry.id.split_once('-')?.0.parse().ok()))
+}
+
 /// What a run's Redis stream holds after event `after`, or `None` when
 /// there is no such stream (never written, or expired).
 pub async fn stream_news(
@@ -79,19 +85,26 @@ pub async fn stream_news(
     Ok(exists.then(|| reply.ids.iter().filter_map(decode_entry).collect()))
 }
 
-/// Take over the events a lost worker published but did not store: copy
-/// what the run's Redis stream holds after `stored` (the last event in
-/// PostgreSQL) into PostgreSQL. Returns the run's last event, from which a
-/// new attempt numbers on, so that no id a client may have seen is reused
+/// Take over the events a lost attempt published but did not store, as
+/// the writer of generation `generation` (see [`wire`]): raise the run's
+/// fence, so that the lost attempt can add nothing more, then copy what
+/// the run's Redis stream holds after `stored` (the last event in
+/// PostgreSQL) into PostgreSQL. Returns the run's last event, from which the
+/// new writer numbers on, so that no id a client may have seen is reused
 /// and PostgreSQL stays gap-free. If Redis cannot be read, `stored`.
 pub async fn adopt_published(
     conn: &mut ConnectionManager,
     keys: &Keys,
     pool: &PgPool,
     run_id: RunId,
+    generation: i32,
     stored: i64,
 ) -> Result<i64, sqlx::Error> {
-    let published = match stream_after(conn, keys, run_id, stored).await {
+    let published = match wire::fence(conn, keys, run_id, generation).await {
+        Ok(_) => stream_after(conn, keys, run_id, stored).await,
+        Err(error) => Err(error),
+    };
+    let published = match published {
         Ok(published) => published,
         Err(error) => {
             tracing::warn!(%error, run.id = %run_id, "reading the run's stream failed; numbering after PostgreSQL");

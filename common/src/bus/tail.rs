@@ -19,13 +19,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, PubSubSink};
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::domain::RunId;
-use crate::events::{RunEvent, SequencedEvent};
+use crate::events::SequencedEvent;
 use crate::redis_conn::Keys;
 
 /// Events a slow client may have outstanding before it is cut loose.
@@ -276,7 +275,7 @@ impl TailHub {
         let events = match message
             .get_payload::<String>()
             .ok()
-            .and_then(|p| decode_batch(&p))
+            .and_then(|p| super::wire::decode_live_batch(&p))
         {
             Some(events) => events,
             None => {
@@ -295,74 +294,26 @@ impl TailHub {
     }
 }
 
-/// One event of a live-channel message; a message is a JSON array of them:
-/// `[[seq, kind, data], …]`.
-pub fn live_item(seq: i64, kind: &str, data: Value) -> Value {
-    serde_json::json!([seq, kind, data])
-}
-
 /// Announce one event stored by this process (not by a run's worker): add
 /// it to the run's stream and publish it to the run's live followers, as
-/// the worker's writer does with its events. The event is durable
-/// already; a lost announcement only delays it until the followers look
-/// at PostgreSQL.
+/// the worker's writer does with its events, as writer generation
+/// `generation` (see [`super::wire`]). The event is durable already; a
+/// lost announcement only delays it until the followers look at
+/// PostgreSQL.
 pub async fn announce(
     conn: &mut ConnectionManager,
     keys: &Keys,
     run_id: RunId,
+    generation: i32,
     event: &SequencedEvent,
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
-    super::writer::append_events(&mut pipe, keys, run_id, &[(event.seq, &event.event)]);
-    pipe.query_async(conn).await
-}
-
-fn decode_batch(payload: &str) -> Option<Vec<SequencedEvent>> {
-    let items: Vec<(i64, String, Value)> = serde_json::from_str(payload).ok()?;
-    items
-        .into_iter()
-        .map(|(seq, kind, data)| {
-            RunEvent::from_parts(&kind, data)
-                .ok()
-                .map(|event| SequencedEvent { seq, event })
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::MessageId;
-
-    #[test]
-    fn batches_round_trip() {
-        let delta = RunEvent::MessageDelta {
-            message_id: MessageId::new(),
-            delta: "hi \"there\"\n".into(),
-        };
-        let started = RunEvent::RunStarted {
-            run_id: RunId::new(),
-            attempt: 2,
-        };
-        let payload = Value::Array(vec![
-            live_item(3, started.kind(), started.data()),
-            live_item(4, delta.kind(), delta.data()),
-        ])
-        .to_string();
-        let decoded = decode_batch(&payload).expect("decodes");
-        assert_eq!(
-            decoded,
-            vec![
-                SequencedEvent {
-                    seq: 3,
-                    event: started
-                },
-                SequencedEvent {
-                    seq: 4,
-                    event: delta
-                },
-            ]
-        );
-        assert_eq!(decode_batch("[[1, \"no.such.event\", {}]]"), None);
-    }
+    super::wire::append(
+        &mut pipe,
+        keys,
+        run_id,
+        generation,
+        &[(event.seq, &event.event)],
+    );
+    super::wire::run_appends(conn, &pipe).await.map(drop)
 }

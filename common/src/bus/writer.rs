@@ -8,25 +8,21 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-use crate::db::events::{EventRecord, insert_batch};
+use crate::db::events::{EventRecord, insert_fenced};
 use crate::domain::RunId;
 use crate::events::RunEvent;
 use crate::redis_conn::Keys;
 
-use super::entry_id;
-use super::tail::live_item;
+use super::wire;
 
-/// Live streams are kept this long after their last event; PostgreSQL keeps
-/// the events for as long as the run exists.
-const STREAM_TTL_SECS: i64 = 24 * 3600;
-/// Bound on a stream's length (approximate trimming).
-const STREAM_MAX_LEN: usize = 10_000;
 /// Most events written in one batch.
 const BATCH: usize = 512;
 
 #[derive(Clone)]
 struct Item {
     run_id: RunId,
+    /// The attempt writing: refused once a later attempt holds the run.
+    attempt: i32,
     seq: i64,
     event: std::sync::Arc<RunEvent>,
 }
@@ -45,27 +41,32 @@ pub struct EventWriter {
 }
 
 impl EventWriter {
-    /// Start the writer tasks on `tracker`. They end when every handle is dropped.
+    /// Start the writer tasks on `tracker`. They end when every handle is
+    /// dropped. A run whose writes are refused because a later attempt holds
+    /// it is sent on `fenced` (once per refused batch), so that its work
+    /// here stops.
     pub fn start(
         pool: PgPool,
         redis: ConnectionManager,
         keys: Keys,
+        fenced: mpsc::UnboundedSender<RunId>,
         tracker: &TaskTracker,
     ) -> Self {
         let (redis_tx, redis_rx) = mpsc::unbounded_channel();
         let (pg_tx, pg_rx) = mpsc::unbounded_channel();
-        tracker.spawn(redis_loop(redis, keys, redis_rx));
-        tracker.spawn(pg_loop(pool, pg_rx));
+        tracker.spawn(redis_loop(redis, keys, redis_rx, fenced.clone()));
+        tracker.spawn(pg_loop(pool, pg_rx, fenced));
         Self {
             redis: redis_tx,
             pg: pg_tx,
         }
     }
 
-    /// Queue an event for both stores.
-    pub fn write(&self, run_id: RunId, seq: i64, event: RunEvent) {
+    /// Queue an event of `attempt` for both stores.
+    pub fn write(&self, run_id: RunId, attempt: i32, seq: i64, event: RunEvent) {
         let item = Item {
             run_id,
+            attempt,
             seq,
             event: std::sync::Arc::new(event),
         };
@@ -77,15 +78,16 @@ impl EventWriter {
 
     /// Publish to Redis only: for events already committed to PostgreSQL
     /// in the caller's own transaction.
-    pub fn publish_only(&self, run_id: RunId, seq: i64, event: RunEvent) {
+    pub fn publish_only(&self, run_id: RunId, attempt: i32, seq: i64, event: RunEvent) {
         let _ = self.redis.send(Item {
             run_id,
+            attempt,
             seq,
             event: std::sync::Arc::new(event),
         });
     }
 
-    /// Wait until every event written so far is in PostgreSQL.
+    /// Wait until every event written so far is in PostgreSQL (or refused).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.pg.send(PgCommand::Flush(tx)).is_ok() {
@@ -98,75 +100,45 @@ async fn redis_loop(
     mut conn: ConnectionManager,
     keys: Keys,
     mut rx: mpsc::UnboundedReceiver<Item>,
+    fenced: mpsc::UnboundedSender<RunId>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
-        // Per run (consecutive items of one run): append to its stream, then
-        // publish the same events on its live channel.
-        for group in batch.chunk_by(|a, b| a.run_id == b.run_id) {
-            append_and_publish(&mut pipe, &keys, group);
+        // Per run (consecutive items of one run and attempt): append to its
+        // stream, then publish the same events on its live channel.
+        let groups: Vec<&[Item]> = batch
+            .chunk_by(|a, b| a.run_id == b.run_id && a.attempt == b.attempt)
+            .collect();
+        for group in &groups {
+            let events: Vec<(i64, &RunEvent)> = group.iter().map(|i| (i.seq, &*i.event)).collect();
+            wire::append(&mut pipe, &keys, group[0].run_id, group[0].attempt, &events);
         }
         // Redis is the fast path only: on failure live readers fall back to
         // PostgreSQL, so the batch is not retried.
-        if let Err(error) = pipe.query_async::<()>(&mut conn).await {
-            tracing::warn!(%error, events = batch.len(), "publishing run events to Redis failed");
+        match wire::run_appends(&mut conn, &pipe).await {
+            Ok(replies) => {
+                for (group, reply) in groups.iter().zip(replies) {
+                    if reply == 0 {
+                        tracing::warn!(run.id = %group[0].run_id, attempt = group[0].attempt,
+                            "a later attempt holds the run; its events from here were refused");
+                        let _ = fenced.send(group[0].run_id);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, events = batch.len(), "publishing run events to Redis failed");
+            }
         }
         batch.clear();
     }
 }
 
-fn append_and_publish(pipe: &mut redis::Pipeline, keys: &Keys, group: &[Item]) {
-    let Some(first) = group.first() else {
-        return;
-    };
-    let events: Vec<(i64, &RunEvent)> = group.iter().map(|i| (i.seq, &*i.event)).collect();
-    append_events(pipe, keys, first.run_id, &events);
-}
-
-/// Add to `pipe`: append `events` (consecutive, of one run) to the run's
-/// stream, then publish them on its live channel.
-pub(super) fn append_events(
-    pipe: &mut redis::Pipeline,
-    keys: &Keys,
-    run_id: RunId,
-    events: &[(i64, &RunEvent)],
+async fn pg_loop(
+    pool: PgPool,
+    mut rx: mpsc::UnboundedReceiver<PgCommand>,
+    fenced: mpsc::UnboundedSender<RunId>,
 ) {
-    let key = keys.run_events(run_id);
-    let mut live = Vec::with_capacity(events.len());
-    for (seq, event) in events {
-        let data = event.data();
-        pipe.cmd("XADD")
-            .arg(&key)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(STREAM_MAX_LEN)
-            .arg(entry_id(*seq))
-            .arg("k")
-            .arg(event.kind())
-            .arg("d")
-            .arg(data.to_string())
-            .ignore();
-        // A stream's expiry is set when its run is queued and when it
-        // starts (so that the stream of a run that never ran, or whose
-        // worker died, still goes away) and renewed when it ends; not on
-        // every event.
-        if matches!(
-            event,
-            RunEvent::RunQueued { .. } | RunEvent::RunStarted { .. }
-        ) || event.is_terminal()
-        {
-            pipe.cmd("EXPIRE").arg(&key).arg(STREAM_TTL_SECS).ignore();
-        }
-        live.push(live_item(*seq, event.kind(), data));
-    }
-    pipe.cmd("PUBLISH")
-        .arg(keys.run_live(run_id))
-        .arg(serde_json::Value::Array(live).to_string())
-        .ignore();
-}
-
-async fn pg_loop(pool: PgPool, mut rx: mpsc::UnboundedReceiver<PgCommand>) {
     let mut commands = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut commands, BATCH).await > 0 {
         let mut items = Vec::with_capacity(commands.len());
@@ -177,23 +149,32 @@ async fn pg_loop(pool: PgPool, mut rx: mpsc::UnboundedReceiver<PgCommand>) {
                 PgCommand::Flush(done) => waiters.push(done),
             }
         }
-        let records: Vec<EventRecord<'_>> = items
+        let records: Vec<(EventRecord<'_>, i32)> = items
             .iter()
-            .map(|i| EventRecord {
-                run_id: i.run_id,
-                seq: i.seq,
-                event: &i.event,
+            .map(|i| {
+                let record = EventRecord {
+                    run_id: i.run_id,
+                    seq: i.seq,
+                    event: &i.event,
+                };
+                (record, i.attempt)
             })
             .collect();
         // Nothing accepted is lost: keep retrying while PostgreSQL is away.
         let mut delay = Duration::from_millis(50);
         loop {
             let result = match pool.acquire().await {
-                Ok(mut conn) => insert_batch(&mut conn, &records).await,
+                Ok(mut conn) => insert_fenced(&mut conn, &records).await,
                 Err(e) => Err(e),
             };
             match result {
-                Ok(()) => break,
+                Ok(refused) => {
+                    for run_id in refused {
+                        tracing::warn!(run.id = %run_id, "a later attempt holds the run; its events were not stored");
+                        let _ = fenced.send(run_id);
+                    }
+                    break;
+                }
                 Err(error) => {
                     tracing::error!(%error, events = records.len(), "storing run events failed; retrying");
                     tokio::time::sleep(delay).await;

@@ -56,6 +56,51 @@ pub async fn insert_batch(
     Ok(())
 }
 
+/// Store a worker's events (of any runs), each as written by an attempt
+/// of its run: an event is stored only while its attempt holds the run
+/// (in progress, not taken back or over by a later attempt). The runs' rows
+/// are share-locked, so a claim or a take-back waits for this statement and
+/// nothing of an earlier attempt lands after it. Returns the runs whose
+/// events were refused.
+pub async fn insert_fenced(
+    conn: &mut PgConnection,
+    records: &[(EventRecord<'_>, i32)],
+) -> Result<Vec<RunId>, sqlx::Error> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let run_ids: Vec<uuid::Uuid> = records.iter().map(|(r, _)| r.run_id.0).collect();
+    let seqs: Vec<i64> = records.iter().map(|(r, _)| r.seq).collect();
+    let kinds: Vec<&str> = records.iter().map(|(r, _)| r.event.kind()).collect();
+    let data: Vec<serde_json::Value> = records.iter().map(|(r, _)| r.event.data()).collect();
+    let attempts: Vec<i32> = records.iter().map(|(_, attempt)| *attempt).collect();
+    sqlx::query_scalar(
+        "with input as (
+             select * from unnest($1::uuid[], $2::int8[], $3::text[], $4::jsonb[], $5::int4[])
+                 as i(run_id, seq, kind, data, attempt)
+         ), holders as (
+             select r.id, r.attempt from runs r
+             where r.id in (select run_id from input) and r.status = 'in_progress'
+             order by r.id
+             for share
+         ), stored as (
+             insert into run_events (run_id, seq, kind, data)
+             select i.run_id, i.seq, i.kind, i.data
+             from input i join holders h on h.id = i.run_id and h.attempt = i.attempt
+             on conflict (run_id, seq) do nothing
+         )
+         select distinct i.run_id from input i
+         where not exists (select 1 from holders h where h.id = i.run_id and h.attempt = i.attempt)",
+    )
+    .bind(run_ids)
+    .bind(seqs)
+    .bind(kinds)
+    .bind(data)
+    .bind(attempts)
+    .fetch_all(conn)
+    .await
+}
+
 /// Events of a run after `after`, in order, at most `limit`.
 pub async fn list_after(
     pool: &PgPool,

@@ -3,6 +3,7 @@
 mod agent;
 mod ids;
 mod resources;
+mod run_error;
 mod status;
 pub mod text;
 
@@ -12,6 +13,7 @@ pub use agent::{
 };
 pub use ids::{MessageId, RunId, StepId, ThreadId, UserId};
 pub use resources::{Message, Run, RunError, Step, Thread, ThreadStatus, Usage};
+pub use run_error::RunErrorCode;
 pub use status::{
     AgentStatus, MessageRole, Multitask, RunStatus, StepKind, StepStatus, Visibility,
 };

@@ -67,7 +67,7 @@ impl std::ops::AddAssign for Usage {
 /// Why a run failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RunError {
-    pub code: String,
+    pub code: super::RunErrorCode,
     pub message: String,
 }
 

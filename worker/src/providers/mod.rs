@@ -18,6 +18,7 @@ pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_common::domain::RunErrorCode;
 
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
@@ -143,16 +144,16 @@ impl ProviderError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> RunErrorCode {
         match self {
-            Self::RateLimited { .. } => "provider_rate_limited",
-            Self::Overloaded { .. } => "provider_overloaded",
+            Self::RateLimited { .. } => RunErrorCode::ProviderRateLimited,
+            Self::Overloaded { .. } => RunErrorCode::ProviderOverloaded,
             Self::Server { .. } | Self::Transport(_) | Self::Protocol(_) | Self::Local(_) => {
-                "provider_error"
+                RunErrorCode::ProviderError
             }
-            Self::Timeout => "provider_timeout",
-            Self::BadRequest(_) => "provider_bad_request",
-            Self::Auth(_) => "provider_auth",
+            Self::Timeout => RunErrorCode::ProviderTimeout,
+            Self::BadRequest(_) => RunErrorCode::ProviderBadRequest,
+            Self::Auth(_) => RunErrorCode::ProviderAuth,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! An agent's tool loop.
 
 use std::sync::Arc;
+use switchyard_common::domain::RunErrorCode;
 
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -152,7 +153,7 @@ pub(crate) async fn converse(
         }
     }
     Err(Failure::new(
-        "max_iterations",
+        RunErrorCode::MaxIterations,
         format!(
             "agent {:?} did not answer within {} model turns",
             agent.spec.id, agent.spec.workflow.max_iterations
@@ -170,7 +171,7 @@ pub(crate) async fn answer(
     match converse(scope, agent, control, messages).await? {
         Ending::Answered { text } => Ok(text),
         Ending::HandOff { to, .. } => Err(Failure::new(
-            "internal",
+            RunErrorCode::Internal,
             format!(
                 "agent {:?} handed off to {:?} outside a triage",
                 agent.spec.id, to.id

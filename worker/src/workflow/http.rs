@@ -20,6 +20,7 @@
 //! the request, which closes the connection to the upstream.
 
 use std::collections::HashMap;
+use switchyard_common::domain::RunErrorCode;
 
 use serde_json::{Value, json};
 use switchyard_common::db::{
@@ -44,7 +45,7 @@ pub(crate) async fn run(
 ) -> Result<(), Failure> {
     let unavailable = |problem: String| {
         Failure::new(
-            "agent_unavailable",
+            RunErrorCode::AgentUnavailable,
             format!("agent {:?}: {problem}", agent.id),
         )
     };
@@ -154,7 +155,7 @@ impl Relay {
                 pending.step.finish(scope, result, true).await?;
             }
             return Err(Failure::new(
-                "upstream_client_tool",
+                RunErrorCode::UpstreamClientTool,
                 format!(
                     "the upstream asked its client to run the tool {name:?}; \
                      an http agent runs no tools"
@@ -200,7 +201,7 @@ impl Relay {
             } => {
                 let Some(pending) = self.pending.remove(&id) else {
                     return Err(Failure::new(
-                        "upstream_protocol",
+                        RunErrorCode::UpstreamProtocol,
                         format!("the upstream sent the output of an unknown tool call {id:?}"),
                     ));
                 };
@@ -216,7 +217,7 @@ impl Relay {
             UpstreamEvent::Usage(usage) => self.usage += usage,
             UpstreamEvent::Failed(message) => {
                 return Err(Failure::new(
-                    "upstream_error",
+                    RunErrorCode::UpstreamError,
                     format!("the upstream reported an error: {message}"),
                 ));
             }
@@ -242,16 +243,16 @@ impl Relay {
 /// A failed upstream call as the run's error.
 fn failure(error: &ProviderError) -> Failure {
     let code = match error {
-        ProviderError::RateLimited { .. } => "upstream_rate_limited",
-        ProviderError::Timeout => "upstream_timeout",
-        ProviderError::Protocol(_) => "upstream_protocol",
-        ProviderError::Auth(_) => "upstream_auth",
-        ProviderError::BadRequest(_) => "upstream_bad_request",
+        ProviderError::RateLimited { .. } => RunErrorCode::UpstreamRateLimited,
+        ProviderError::Timeout => RunErrorCode::UpstreamTimeout,
+        ProviderError::Protocol(_) => RunErrorCode::UpstreamProtocol,
+        ProviderError::Auth(_) => RunErrorCode::UpstreamAuth,
+        ProviderError::BadRequest(_) => RunErrorCode::UpstreamBadRequest,
         // `Local` is the embedded model's and never comes from an upstream.
         ProviderError::Overloaded { .. }
         | ProviderError::Server { .. }
         | ProviderError::Transport(_)
-        | ProviderError::Local(_) => "upstream_error",
+        | ProviderError::Local(_) => RunErrorCode::UpstreamError,
     };
     let message = error.to_string().replace("the provider", "the upstream");
     Failure::new(code, message)

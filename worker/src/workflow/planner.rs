@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use switchyard_common::domain::RunErrorCode;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
@@ -255,7 +256,9 @@ async fn run_task(
         .iter()
         .find(|s| s.id == task.agent)
         .cloned()
-        .ok_or_else(|| Failure::new("internal", format!("no agent {:?}", task.agent)))?;
+        .ok_or_else(|| {
+            Failure::new(RunErrorCode::Internal, format!("no agent {:?}", task.agent))
+        })?;
     let input = json!({"task_id": task.id, "task": task.task, "depends_on": task.depends_on});
     let step_id = steps::start_agent(scope, &specialist.id, Some(plan_step), &input).await?;
     let mut prompt = task.task.clone();

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use switchyard_common::domain::RunErrorCode;
 
 use futures::{Stream, StreamExt};
 use serde_json::Value;
@@ -10,6 +11,7 @@ use switchyard_common::bus::RunEvents;
 use switchyard_common::db::{self, messages::ToolTurn, runs::RunRow};
 use switchyard_common::domain::{AgentSpec, MessageId, StepId, Usage, text};
 use switchyard_common::events::RunEvent;
+use switchyard_common::lifecycle::Produced;
 
 use crate::providers::{Provider, ProviderError};
 use crate::runner::Runner;
@@ -18,14 +20,14 @@ use crate::tools::Tool;
 /// Why a run ends early, as the run's `error`.
 #[derive(Debug, Clone)]
 pub(crate) struct Failure {
-    pub code: &'static str,
+    pub code: RunErrorCode,
     pub message: String,
 }
 
 impl Failure {
     /// `message` often quotes a provider, an upstream or a tool: it is
     /// stored as the run's error, so a NUL in it is replaced.
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: RunErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: text::without_nul(message.into()),
@@ -35,14 +37,14 @@ impl Failure {
     /// The agent `id` was deleted (or never existed).
     pub fn agent_gone(id: &str) -> Self {
         Self::new(
-            "agent_unavailable",
+            RunErrorCode::AgentUnavailable,
             format!("agent {id:?} does not exist any more"),
         )
     }
 
     /// Failures of our own infrastructure, as opposed to the agent's work.
     pub fn is_internal(&self) -> bool {
-        self.code == "internal"
+        self.code == RunErrorCode::Internal
     }
 }
 
@@ -55,7 +57,7 @@ impl From<ProviderError> for Failure {
 /// A database failure while running: logged in full, reported plainly.
 pub(crate) fn internal(what: &str, error: sqlx::Error) -> Failure {
     tracing::error!(%error, "{what} failed");
-    Failure::new("internal", format!("{what} failed"))
+    Failure::new(RunErrorCode::Internal, format!("{what} failed"))
 }
 
 /// The run's shared state: its events, its answer so far, its bill.
@@ -70,17 +72,10 @@ pub(crate) struct Scope<'a> {
     reused: Mutex<HashSet<StepId>>,
 }
 
-/// What a run has produced so far.
-#[derive(Default)]
-pub(crate) struct State {
-    /// The text streamed to the user: the answer.
-    pub content: String,
-    /// The tool use that led to the answer, turn by turn.
-    pub tool_turns: Vec<ToolTurn>,
-    pub usage: Usage,
-    /// The cost of the LLM calls so far; `None` once a call had no price.
-    pub cost_usd: Option<f64>,
-}
+/// What a run has produced so far: the text streamed to the user (the
+/// answer), the tool use that led to it turn by turn, the usage, and the
+/// cost of the LLM calls (`None` once a call had no price).
+pub(crate) type State = Produced;
 
 impl<'a> Scope<'a> {
     pub fn new(runner: &'a Runner, run: &'a RunRow, events: RunEvents) -> Self {
@@ -223,7 +218,7 @@ impl<'a> Scope<'a> {
             .cloned()
             .ok_or_else(|| {
                 Failure::new(
-                    "agent_unavailable",
+                    RunErrorCode::AgentUnavailable,
                     format!(
                         "agent {:?} uses provider {:?}, which is not configured",
                         agent.id, agent.provider
@@ -240,7 +235,7 @@ impl<'a> Scope<'a> {
             .for_agent(&agent.tools, &agent.tool_settings)
             .map_err(|error| {
                 Failure::new(
-                    "agent_unavailable",
+                    RunErrorCode::AgentUnavailable,
                     format!("agent {:?}: {}", agent.id, error.0),
                 )
             })

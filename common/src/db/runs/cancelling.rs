@@ -1,6 +1,7 @@
 //! Cancelling runs: a queued run at once, an in-progress run by a request
 //! its worker carries out.
 
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
 use super::{RunRow, get};
@@ -8,12 +9,18 @@ use crate::db::threads::{ThreadRow, thread_columns};
 use crate::domain::{RunId, RunStatus, ThreadId, UserId};
 use crate::events::{RunEvent, SequencedEvent};
 
-/// Why a run is cancelled, as its `cancel_reason` and `run.cancelled` reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a run is cancelled, as its `cancel_reason` (a text column) and
+/// `run.cancelled` reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "text")]
 pub enum CancelReason {
     /// `POST /v1/runs/{id}/cancel`.
+    #[serde(rename = "cancelled")]
+    #[sqlx(rename = "cancelled")]
     Requested,
     /// A newer run on the thread asked for `multitask: interrupt`.
+    #[serde(rename = "interrupted")]
+    #[sqlx(rename = "interrupted")]
     Interrupted,
 }
 
@@ -22,14 +29,6 @@ impl CancelReason {
         match self {
             Self::Requested => "cancelled",
             Self::Interrupted => "interrupted",
-        }
-    }
-
-    pub fn parse(text: &str) -> Self {
-        if text == "interrupted" {
-            Self::Interrupted
-        } else {
-            Self::Requested
         }
     }
 }
@@ -52,7 +51,8 @@ pub enum Cancelled {
         thread: ThreadRow,
         event: SequencedEvent,
     },
-    /// An in-progress run: its worker is asked to stop it.
+    /// An in-progress run: its worker is asked to stop it, and will end it
+    /// `cancelled` (the run as read after the request may be so already).
     Requested(RunRow),
 }
 
@@ -71,23 +71,34 @@ pub async fn cancel(
             .bind(owner)
             .fetch_optional(&mut *tx)
             .await?;
-    let stopped = match status {
+    #[expect(clippy::large_enum_variant, reason = "one per request, on the stack")]
+    enum Did {
+        Stopped(ThreadRow, SequencedEvent),
+        Requested,
+        Nothing,
+    }
+    let did = match status {
         None => return Ok(Cancelled::NotFound),
-        Some(RunStatus::Queued) => Some(stop_queued(&mut tx, id, reason).await?),
+        Some(RunStatus::Queued) => {
+            let (thread, event) = stop_queued(&mut tx, id, reason).await?;
+            Did::Stopped(thread, event)
+        }
         Some(RunStatus::InProgress) => {
             request_cancel(&mut tx, id, reason).await?;
-            None
+            Did::Requested
         }
-        Some(_) => None,
+        Some(_) => Did::Nothing,
     };
     tx.commit().await?;
+    // Read after the commit: a requested run may have ended since (it ends
+    // `cancelled`, whatever it was doing: see `lifecycle::finish`).
     let Some(run) = get(pool, owner, id).await? else {
         return Ok(Cancelled::NotFound);
     };
-    Ok(match (stopped, run.status) {
-        (Some((thread, event)), _) => Cancelled::Stopped { run, thread, event },
-        (None, RunStatus::InProgress) => Cancelled::Requested(run),
-        (None, _) => Cancelled::Finished(run),
+    Ok(match did {
+        Did::Stopped(thread, event) => Cancelled::Stopped { run, thread, event },
+        Did::Requested => Cancelled::Requested(run),
+        Did::Nothing => Cancelled::Finished(run),
     })
 }
 
@@ -109,7 +120,7 @@ pub(super) async fn stop_queued(
         thread_columns!()
     ))
     .bind(id)
-    .bind(reason.as_str())
+    .bind(reason)
     .fetch_one(&mut *tx)
     .await?;
     let seq: i64 =
@@ -137,7 +148,7 @@ pub(super) async fn request_cancel(
          where id = $1",
     )
     .bind(id)
-    .bind(reason.as_str())
+    .bind(reason)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -148,30 +159,25 @@ pub async fn cancel_requests(
     pool: &PgPool,
     ids: &[RunId],
 ) -> Result<Vec<(RunId, CancelReason)>, sqlx::Error> {
-    let rows: Vec<(RunId, Option<String>)> = sqlx::query_as(
-        "select id, cancel_reason from runs
+    sqlx::query_as(
+        "select id, coalesce(cancel_reason, 'cancelled') from runs
          where id = any($1) and cancel_requested_at is not null",
     )
     .bind(ids)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, reason)| {
-            (
-                id,
-                CancelReason::parse(reason.as_deref().unwrap_or_default()),
-            )
-        })
-        .collect())
+    .await
 }
 
 /// A thread's queued runs that an earlier attempt started (their worker
 /// was lost): before the API ends one, the events that worker published
 /// but did not store must be stored, so that ids are not reused.
-pub async fn queued_retries(pool: &PgPool, thread_id: ThreadId) -> Result<Vec<RunId>, sqlx::Error> {
-    sqlx::query_scalar(
-        "select id from runs where thread_id = $1 and status = 'queued' and attempt > 0",
+/// Returns each with its last attempt.
+pub async fn queued_retries(
+    pool: &PgPool,
+    thread_id: ThreadId,
+) -> Result<Vec<(RunId, i32)>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, attempt from runs where thread_id = $1 and status = 'queued' and attempt > 0",
     )
     .bind(thread_id)
     .fetch_all(pool)

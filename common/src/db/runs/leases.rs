@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
-use crate::domain::RunId;
+use super::CancelReason;
+use crate::domain::{RunId, ThreadId};
 
 /// Renew `worker`'s leases on `ids`; returns the runs it still holds (a
 /// run missing from the answer was taken back: its work must stop).
@@ -70,4 +71,32 @@ pub async fn release(pool: &PgPool, id: RunId, attempt: i32) -> Result<bool, sql
     .execute(pool)
     .await?;
     Ok(released.rows_affected() == 1)
+}
+
+/// Lock a run for its end by attempt `attempt`: its thread first, then the
+/// run (the order in which a run interrupting the thread takes them).
+/// `None` if that attempt does not hold the run (it is not in progress, or
+/// a later attempt has it); otherwise the cancel requested of it, if any.
+pub async fn lock_held(
+    tx: &mut PgConnection,
+    thread_id: ThreadId,
+    id: RunId,
+    attempt: i32,
+) -> Result<Option<Option<CancelReason>>, sqlx::Error> {
+    sqlx::query("select 1 from threads where id = $1 for update")
+        .bind(thread_id)
+        .execute(&mut *tx)
+        .await?;
+    let held: Option<(Option<CancelReason>,)> = sqlx::query_as(
+        "select case when cancel_requested_at is not null
+                     then coalesce(cancel_reason, 'cancelled') end
+         from runs
+         where id = $1 and status = 'in_progress' and attempt = $2
+         for update",
+    )
+    .bind(id)
+    .bind(attempt)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(held.map(|(reason,)| reason))
 }

@@ -18,7 +18,7 @@ pub use activity::{
 };
 pub use cancelling::{CancelReason, Cancelled, cancel, cancel_requests, queued_retries};
 use cancelling::{request_cancel, stop_queued};
-pub use leases::{release, renew_leases, requeue_expired};
+pub use leases::{lock_held, release, renew_leases, requeue_expired};
 use queueing::queue_position;
 pub use queueing::{
     Claim, claim, clear_enqueued, mark_unenqueued, next_in_line, take_for_enqueue, take_unenqueued,
@@ -28,7 +28,8 @@ use super::Page;
 use super::messages::{self, MessageRow, NewMessage};
 use super::threads::{ThreadRow, thread_columns};
 use crate::domain::{
-    MessageId, MessageRole, Multitask, Run, RunError, RunId, RunStatus, ThreadId, Usage, UserId,
+    MessageId, MessageRole, Multitask, Run, RunError, RunErrorCode, RunId, RunStatus, ThreadId,
+    Usage, UserId,
 };
 use crate::events::{RunEvent, SequencedEvent};
 use crate::telemetry::TraceContext;
@@ -49,7 +50,7 @@ pub struct RunRow {
     pub output_tokens: i64,
     pub cached_input_tokens: i64,
     pub cost_usd: Option<f64>,
-    pub error_code: Option<String>,
+    pub error_code: Option<RunErrorCode>,
     pub error_message: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -78,7 +79,7 @@ impl RunRow {
             cost_usd: self.cost_usd,
             error: match (&self.error_code, &self.error_message) {
                 (Some(code), message) => Some(RunError {
-                    code: code.clone(),
+                    code: *code,
                     message: message.clone().unwrap_or_default(),
                 }),
                 _ => None,
@@ -550,7 +551,7 @@ pub async fn finish(
     .bind(finish.usage.input_tokens)
     .bind(finish.usage.output_tokens)
     .bind(finish.cost_usd)
-    .bind(error.as_ref().map(|e| e.code.clone()))
+    .bind(error.as_ref().map(|e| e.code))
     .bind(error.map(|e| e.message))
     .bind(finish.usage.cached_input_tokens)
     .bind(finish.attempt)

@@ -112,9 +112,7 @@ pub async fn claim(pool: &PgPool, worker: &str, lease: Duration) -> Result<Claim
             input_seq: claimed.input_seq,
             message_count: claimed.message_count,
             agent: claimed.agent.map(|row| Agent::from(row.0)),
-            cancel: claimed
-                .cancel_requested
-                .map(|reason| CancelReason::parse(&reason)),
+            cancel: claimed.cancel_requested,
             trace: claimed.trace_context.map(|t| t.0).unwrap_or_default(),
         },
         None => Claim::Empty,
@@ -129,7 +127,7 @@ struct Claimed {
     input_seq: i64,
     message_count: i64,
     agent: Option<Json<AgentRow>>,
-    cancel_requested: Option<String>,
+    cancel_requested: Option<CancelReason>,
     trace_context: Option<Json<TraceContext>>,
 }
 
