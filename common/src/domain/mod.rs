@@ -15,5 +15,5 @@ pub use ids::{MessageId, RunId, StepId, ThreadId, UserId};
 pub use resources::{Message, Run, RunError, Step, Thread, ThreadStatus, Usage};
 pub use run_error::RunErrorCode;
 pub use status::{
-    AgentStatus, MessageRole, Multitask, RunStatus, StepKind, StepStatus, Visibility,
+    AgentStatus, CancelReason, MessageRole, Multitask, RunStatus, StepKind, StepStatus, Visibility,
 };

@@ -114,3 +114,35 @@ pub enum Multitask {
     /// Cancel the active run, then run.
     Interrupt,
 }
+
+/// Why a run is cancelled, as its `cancel_reason` (a text column) and
+/// `run.cancelled` reason.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text")]
+pub enum CancelReason {
+    /// `POST /v1/runs/{id}/cancel`.
+    #[serde(rename = "cancelled")]
+    #[sqlx(rename = "cancelled")]
+    Requested,
+    /// A newer run on the thread asked for `multitask: interrupt`.
+    #[serde(rename = "interrupted")]
+    #[sqlx(rename = "interrupted")]
+    Interrupted,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "cancelled",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -12,8 +12,8 @@ use sqlx::PgPool;
 
 use crate::bus::RunEvents;
 use crate::cache::Cache;
-use crate::db::{self, messages::ToolTurn, runs::CancelReason, runs::RunRow};
-use crate::domain::{MessageId, MessageRole, RunError, RunStatus, Usage};
+use crate::db::{self, messages::ToolTurn, runs::RunRow};
+use crate::domain::{CancelReason, MessageId, MessageRole, RunError, RunStatus, Usage};
 use crate::events::RunEvent;
 use crate::queue::{self, RunQueue};
 
@@ -140,7 +140,7 @@ pub async fn finish(
             tracing::info!(reason = reason.as_str(), "run cancelled");
             terminal.push(RunEvent::RunCancelled {
                 run_id: run.id,
-                reason: reason.as_str().to_owned(),
+                reason,
             });
             (
                 RunStatus::Cancelled,

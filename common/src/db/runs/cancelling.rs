@@ -1,37 +1,12 @@
 //! Cancelling runs: a queued run at once, an in-progress run by a request
 //! its worker carries out.
 
-use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
 use super::{RunRow, get};
 use crate::db::threads::{ThreadRow, thread_columns};
-use crate::domain::{RunId, RunStatus, ThreadId, UserId};
+use crate::domain::{CancelReason, RunId, RunStatus, ThreadId, UserId};
 use crate::events::{RunEvent, SequencedEvent};
-
-/// Why a run is cancelled, as its `cancel_reason` (a text column) and
-/// `run.cancelled` reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
-#[sqlx(type_name = "text")]
-pub enum CancelReason {
-    /// `POST /v1/runs/{id}/cancel`.
-    #[serde(rename = "cancelled")]
-    #[sqlx(rename = "cancelled")]
-    Requested,
-    /// A newer run on the thread asked for `multitask: interrupt`.
-    #[serde(rename = "interrupted")]
-    #[sqlx(rename = "interrupted")]
-    Interrupted,
-}
-
-impl CancelReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Requested => "cancelled",
-            Self::Interrupted => "interrupted",
-        }
-    }
-}
 
 /// What a cancel request did.
 #[derive(Debug)]
@@ -128,10 +103,7 @@ pub(super) async fn stop_queued(
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
-    let event = RunEvent::RunCancelled {
-        run_id: id,
-        reason: reason.as_str().to_owned(),
-    };
+    let event = RunEvent::RunCancelled { run_id: id, reason };
     crate::db::events::insert(&mut *tx, id, seq, &event).await?;
     Ok((thread, SequencedEvent { seq, event }))
 }

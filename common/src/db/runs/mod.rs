@@ -13,10 +13,11 @@ mod cancelling;
 mod leases;
 mod queueing;
 
+pub use crate::domain::CancelReason;
 pub use activity::{
     active_counts, active_in_thread, active_of, active_or_after, active_users, latest_in_thread,
 };
-pub use cancelling::{CancelReason, Cancelled, cancel, cancel_requests, queued_retries};
+pub use cancelling::{Cancelled, cancel, cancel_requests, queued_retries};
 use cancelling::{request_cancel, stop_queued};
 pub use leases::{lock_held, release, renew_leases, requeue_expired};
 use queueing::queue_position;
