@@ -182,6 +182,8 @@ pub fn default_model_path(lookup: impl Fn(&str) -> Option<String>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ProviderKind;
+    use crate::config::catalog::testing::parse;
 
     #[test]
     fn the_model_dir_follows_the_environment() {
@@ -216,5 +218,41 @@ mod tests {
         assert!(bad(|s| s.stop = vec![String::new()]).contains("stop"));
         assert!(bad(|s| s.context_tokens = 100_000).contains("context_tokens"));
         assert_eq!(LocalSettings::default().problem(), None);
+    }
+
+    #[test]
+    fn local_providers_parse_and_bad_settings_are_refused() {
+        let catalog = parse(
+            r#"
+[[providers]]
+name = "small"
+kind = "local"
+model_path = "m.gguf"
+temperature = 0
+seed = 7
+max_tokens = 64
+stop = ["User:"]
+
+[[agents]]
+id = "a"
+name = "A"
+provider = "small"
+model = "smollm2"
+instructions = "Hi."
+"#,
+        )
+        .unwrap();
+        let ProviderKind::Local(local) = &catalog.providers[0].kind else {
+            panic!("expected a local provider");
+        };
+        assert_eq!(local.seed, Some(7));
+        assert_eq!(local.max_tokens, 64);
+        assert_eq!(local.requantize, Requantize::Q8_0);
+        let error = parse(
+            "[[providers]]\nname = \"small\"\nkind = \"local\"\ntop_p = 2\n\n[[agents]]\nid = \"a\"\nname = \"A\"\nprovider = \"small\"\nmodel = \"m\"\ninstructions = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("top_p"), "{error}");
     }
 }
