@@ -128,7 +128,7 @@ pub use priority::DEFAULT_PRIORITY_AGING;
 pub use providers::{ProviderConfig, ProviderKind};
 pub use scripted::{ScriptedReply, ScriptedSettings};
 pub use sweeper::{LeaseSettings, SweeperLeader};
-pub use tools::{BUILTIN_TOOLS, HttpRequestSettings, SqlQuerySettings, ToolSettings};
+pub use tools::{BuiltinTool, HttpRequestSettings, SqlQuerySettings, ToolSettings};
 use upstream::is_env_name;
 pub use upstream::{DEFAULT_UPSTREAM_TIMEOUT_SECS, Upstream, UpstreamProtocol};
 

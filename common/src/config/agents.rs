@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{BUILTIN_TOOLS, ProviderConfig, ToolSettings, Upstream};
+use super::{BuiltinTool, ProviderConfig, ToolSettings, Upstream};
 use crate::domain::{
     AgentSpec, AgentStatus, DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_ITERATIONS, Workflow, WorkflowKind,
 };
@@ -72,17 +72,10 @@ pub fn check_agent(
             ),
         ));
     }
-    if let Some(tool) = spec
-        .tools
-        .iter()
-        .find(|t| !BUILTIN_TOOLS.contains(&t.as_str()))
-    {
+    if let Some(tool) = spec.tools.iter().find(|t| BuiltinTool::named(t).is_none()) {
         return Err(AgentProblem::new(
             "tools",
-            format!(
-                "unknown tool {tool:?} (known: {})",
-                BUILTIN_TOOLS.join(", ")
-            ),
+            format!("unknown tool {tool:?} (known: {})", BuiltinTool::names()),
         ));
     }
     // A tool listed twice would be offered to the model twice, which

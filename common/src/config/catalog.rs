@@ -223,7 +223,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_issue_example_parses() {
+    fn the_documented_example_parses() {
         let catalog = parse(
             r#"
 [[providers]]

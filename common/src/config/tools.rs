@@ -5,8 +5,50 @@ use serde::{Deserialize, Serialize};
 
 use super::is_env_name;
 
-/// The tools every deployment has.
-pub const BUILTIN_TOOLS: &[&str] = &["calculator", "current_time", "http_request", "sql_query"];
+/// The tools every deployment has, by the names agents list them under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuiltinTool {
+    Calculator,
+    CurrentTime,
+    HttpRequest,
+    SqlQuery,
+}
+
+impl BuiltinTool {
+    pub const ALL: [Self; 4] = [
+        Self::Calculator,
+        Self::CurrentTime,
+        Self::HttpRequest,
+        Self::SqlQuery,
+    ];
+
+    /// The name agents list it under, and the model calls it by.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Calculator => "calculator",
+            Self::CurrentTime => "current_time",
+            Self::HttpRequest => "http_request",
+            Self::SqlQuery => "sql_query",
+        }
+    }
+
+    /// The built-in tool called `name`, if there is one.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|tool| tool.as_str() == name)
+    }
+
+    /// Every name, for messages: `calculator, current_time, …`.
+    pub fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+}
+
+impl std::fmt::Display for BuiltinTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What an agent's tools may reach: tools that touch the outside world
 /// need to be told where (TOML `[agents.tool_settings.http_request]`, JSON
@@ -78,8 +120,8 @@ impl ToolSettings {
     /// has them, within bounds. Settings of a tool the agent does not use
     /// are allowed (it may be re-enabled).
     pub fn validate(&self, tools: &[String]) -> Result<(), String> {
-        let uses = |name: &str| tools.iter().any(|t| t == name);
-        if uses("http_request") && self.http_request.is_none() {
+        let uses = |tool: BuiltinTool| tools.iter().any(|t| t == tool.as_str());
+        if uses(BuiltinTool::HttpRequest) && self.http_request.is_none() {
             return Err(
                 "the http_request tool needs tool_settings.http_request.allow_hosts \
                  (the hosts it may call)"
@@ -89,7 +131,7 @@ impl ToolSettings {
         if let Some(http) = &self.http_request {
             http.validate()?;
         }
-        if uses("sql_query") && self.sql_query.is_none() {
+        if uses(BuiltinTool::SqlQuery) && self.sql_query.is_none() {
             return Err(
                 "the sql_query tool needs tool_settings.sql_query.database_url_env \
                  (the environment variable holding the database URL)"
@@ -175,6 +217,15 @@ impl SqlQuerySettings {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn builtin_tools_are_named_as_serde_names_them() {
+        for tool in super::BuiltinTool::ALL {
+            assert_eq!(serde_json::to_value(tool).unwrap(), tool.as_str());
+            assert_eq!(super::BuiltinTool::named(tool.as_str()), Some(tool));
+        }
+        assert_eq!(super::BuiltinTool::named("shell"), None);
+    }
+
     use super::*;
     use crate::config::catalog::testing::{parse, with_agent};
 

@@ -20,6 +20,7 @@
 //! Syntax errors give the 1-based character position.
 
 use std::fmt;
+use switchyard_common::config::BuiltinTool;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -39,7 +40,7 @@ pub struct Calculator;
 
 impl Tool for Calculator {
     fn name(&self) -> &'static str {
-        "calculator"
+        BuiltinTool::Calculator.as_str()
     }
 
     fn description(&self) -> &'static str {

@@ -3,6 +3,7 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
+use switchyard_common::config::BuiltinTool;
 
 use super::{Tool, ToolError};
 
@@ -10,7 +11,7 @@ pub struct CurrentTime;
 
 impl Tool for CurrentTime {
     fn name(&self) -> &'static str {
-        "current_time"
+        BuiltinTool::CurrentTime.as_str()
     }
 
     fn description(&self) -> &'static str {

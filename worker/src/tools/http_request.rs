@@ -23,6 +23,7 @@ use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_common::config::BuiltinTool;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -107,7 +108,7 @@ impl HttpRequest {
 
 impl Tool for HttpRequest {
     fn name(&self) -> &'static str {
-        "http_request"
+        BuiltinTool::HttpRequest.as_str()
     }
 
     fn description(&self) -> &'static str {

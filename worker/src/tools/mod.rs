@@ -20,6 +20,7 @@ mod sql_query;
 
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_common::config::BuiltinTool;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -109,14 +110,19 @@ impl Toolbox {
         env: &impl Fn(&str) -> Option<String>,
     ) -> Result<Arc<dyn Tool>, ToolError> {
         let missing = || ToolError(format!("{name} needs tool_settings.{name}"));
-        Ok(match name {
-            "calculator" => Arc::new(calculator::Calculator),
-            "current_time" => Arc::new(current_time::CurrentTime),
-            "http_request" => {
+        let Some(tool) = BuiltinTool::named(name) else {
+            return Err(ToolError(format!(
+                "there is no built-in tool called {name:?}"
+            )));
+        };
+        Ok(match tool {
+            BuiltinTool::Calculator => Arc::new(calculator::Calculator),
+            BuiltinTool::CurrentTime => Arc::new(current_time::CurrentTime),
+            BuiltinTool::HttpRequest => {
                 let http = settings.http_request.as_ref().ok_or_else(missing)?;
                 Arc::new(http_request::HttpRequest::new(&self.http, http))
             }
-            "sql_query" => {
+            BuiltinTool::SqlQuery => {
                 let sql = settings.sql_query.as_ref().ok_or_else(missing)?;
                 let var = &sql.database_url_env;
                 let url = env(var).filter(|url| !url.trim().is_empty()).ok_or_else(|| {
@@ -138,11 +144,6 @@ impl Toolbox {
                     ))
                 })?;
                 Arc::new(sql_query::SqlQuery::new(pool, sql))
-            }
-            _ => {
-                return Err(ToolError(format!(
-                    "there is no built-in tool called {name:?}"
-                )));
             }
         })
     }
@@ -222,7 +223,7 @@ mod tests {
     #[tokio::test]
     async fn every_tool_is_built_in_order_with_a_supported_schema() {
         let toolbox = Toolbox::new("postgres://switchyard@db.invalid/switchyard").unwrap();
-        let all: Vec<&str> = switchyard_common::config::BUILTIN_TOOLS.to_vec();
+        let all: Vec<&str> = BuiltinTool::ALL.map(BuiltinTool::as_str).to_vec();
         let tools = toolbox
             .for_agent_with(&names(&all), &full_settings(), env)
             .unwrap();

@@ -43,6 +43,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use switchyard_common::config::BuiltinTool;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -149,7 +150,7 @@ impl SqlQuery {
 
 impl Tool for SqlQuery {
     fn name(&self) -> &'static str {
-        "sql_query"
+        BuiltinTool::SqlQuery.as_str()
     }
 
     fn description(&self) -> &'static str {
