@@ -404,8 +404,11 @@ async fn the_builtin_assistant_answers_everyday_questions_without_repeating_itse
     let path = local_model().await;
     // The built-in assistant draws a new seed for every answer; a fixed one
     // makes the answers, and so this test, the same on every run.
-    let catalog = switchyard_common::config::builtin_text_with_local(&path)
-        .replacen("kind = \"local\"", "kind = \"local\"\nseed = 7", 1);
+    let catalog = switchyard_common::config::builtin_text_with_local(&path).replacen(
+        "kind = \"local\"",
+        "kind = \"local\"\nseed = 7",
+        1,
+    );
     assert!(catalog.contains("seed = 7"), "{catalog}");
     let app = TestApp::spawn_with(Options {
         catalog,
