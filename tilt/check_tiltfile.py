@@ -1,4 +1,4 @@
-"""Runs the Tiltfile without Tilt, for tests/tests/delivery.rs.
+"""Runs the Tiltfile without Tilt, for tests/tests/suite/delivery.rs.
 
     check_tiltfile.py REPO [TILT ARGS...]      e.g. --deps=external --build=docker
 

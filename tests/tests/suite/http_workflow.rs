@@ -206,14 +206,20 @@ fn text_parts(text: &[&str]) -> Vec<Value> {
     parts
 }
 
-/// Re-run the test `name` in a child process with `TOKEN_VAR` set (the
-/// worker reads credentials from its environment); true in the parent.
+/// Re-run this module's test `name` in a child process with `TOKEN_VAR`
+/// set (the worker reads credentials from its environment, which a test
+/// sharing its process with others must not change); true in the parent.
 fn ran_in_child_with_token(name: &str) -> bool {
     if std::env::var(TOKEN_VAR).is_ok() {
         return false;
     }
+    // The harness names a test by its module path within the binary.
+    let test = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::{name}"),
+        None => name.to_owned(),
+    };
     let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture"])
+        .args([test.as_str(), "--exact", "--nocapture"])
         .env(TOKEN_VAR, TOKEN)
         .output()
         .expect("rerun the test binary");
