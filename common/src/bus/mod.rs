@@ -9,6 +9,8 @@
 //!
 //! Readers ([`tail::TailHub`]) follow live channels with one Pub/Sub
 //! connection per process and fill any gap from the stream or PostgreSQL.
+//! How events look in Redis, and the fence that keeps an attempt that lost
+//! its run from reaching readers, is [`wire`].
 
 mod coalesce;
 pub mod tail;
