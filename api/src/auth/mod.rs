@@ -48,6 +48,8 @@ use sqlx::PgPool;
 use switchyard_common::config::{AuthMethod, AuthSettings, LimitPolicy, Limits};
 use switchyard_common::db;
 use switchyard_common::domain::UserId;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -171,6 +173,8 @@ impl Authenticator {
         settings: AuthSettings,
         policy: LimitPolicy,
         pool: PgPool,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !settings.methods.is_empty(),
@@ -193,7 +197,7 @@ impl Authenticator {
         };
         let oidc = match &settings.oidc {
             Some(oidc) => {
-                let verifier = oidc::Verifier::new(oidc.clone())?;
+                let verifier = oidc::Verifier::new(oidc.clone(), tasks, shutdown)?;
                 verifier.prefetch().await;
                 Some(verifier)
             }
