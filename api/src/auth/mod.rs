@@ -35,7 +35,7 @@ pub mod oidc;
 pub use end_user::{END_USER_HEADER, for_end_user};
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -352,18 +352,24 @@ impl Authenticator {
         name: &str,
     ) -> Result<UserId, ApiError> {
         let key = (method, subject.to_owned());
-        if let Some((id, known_name)) = self.users.lock().expect("users lock").get(&key)
+        if let Some((id, known_name)) = self.remembered().get(&key)
             && known_name == name
         {
             return Ok(*id);
         }
         let id = db::users::ensure(&self.pool, method, subject, name).await?;
-        let mut users = self.users.lock().expect("users lock");
+        let mut users = self.remembered();
         if users.len() >= REMEMBERED_USERS {
             users.clear();
         }
         users.insert(key, (id, name.to_owned()));
         Ok(id)
+    }
+
+    /// The users seen lately: a cache of the database, so still usable
+    /// after a panic elsewhere poisoned its lock.
+    fn remembered(&self) -> MutexGuard<'_, Remembered> {
+        self.users.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
