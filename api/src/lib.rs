@@ -155,7 +155,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
             routes::service::metrics_router(state.clone()),
             shutdown.clone(),
         );
-        tokio::spawn(server::run(metrics, router, header_timeout, shutdown));
+        tasks.spawn(server::run(metrics, router, header_timeout, shutdown));
     }
     server::run(listener, router(state), header_timeout, shutdown).await;
     tasks.close();

@@ -23,6 +23,9 @@ use std::time::Duration;
 use redis::Script;
 use redis::aio::ConnectionManager;
 use switchyard_common::redis_conn::Keys;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::auth::CurrentUser;
@@ -90,6 +93,9 @@ return 0"
 pub struct Limiter {
     redis: ConnectionManager,
     keys: Keys,
+    /// Where stream slots are renewed and released: waited for on shutdown.
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 /// A message counted against `messages_per_day`; handed back with
@@ -98,8 +104,8 @@ pub struct MessageTicket(Option<(String, String)>);
 
 /// An open stream counted against `open_streams`; counts until dropped.
 pub struct StreamSlot {
-    renewer: Option<tokio::task::JoinHandle<()>>,
-    entry: Option<(ConnectionManager, String, String)>,
+    renewer: Option<JoinHandle<()>>,
+    entry: Option<(Limiter, String, String)>,
 }
 
 impl StreamSlot {
@@ -118,16 +124,27 @@ impl Drop for StreamSlot {
         if let Some(renewer) = self.renewer.take() {
             renewer.abort();
         }
-        if let Some((redis, key, member)) = self.entry.take() {
+        if let Some((limiter, key, member)) = self.entry.take() {
             // If this fails, the lease runs out instead.
-            tokio::spawn(async move { remove_entry(redis, &key, &member).await });
+            let Limiter { redis, tasks, .. } = limiter;
+            tasks.spawn(async move { remove_entry(redis, &key, &member).await });
         }
     }
 }
 
 impl Limiter {
-    pub fn new(redis: ConnectionManager, keys: Keys) -> Self {
-        Self { redis, keys }
+    pub fn new(
+        redis: ConnectionManager,
+        keys: Keys,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            redis,
+            keys,
+            tasks,
+            shutdown,
+        }
     }
 
     /// Count a request against `requests_per_minute`.
@@ -196,11 +213,15 @@ impl Limiter {
         )?;
         let renewer = {
             let (mut redis, key, member) = (self.redis.clone(), key.clone(), member.clone());
-            tokio::spawn(async move {
+            let shutdown = self.shutdown.clone();
+            self.tasks.spawn(async move {
                 let mut ticker = tokio::time::interval(STREAM_RENEW);
                 ticker.tick().await;
                 loop {
-                    ticker.tick().await;
+                    tokio::select! {
+                        _ = ticker.tick() => {}
+                        () = shutdown.cancelled() => return,
+                    }
                     let renewed: redis::RedisResult<i64> = RENEW
                         .key(&key)
                         .arg(STREAM_LEASE.as_millis() as u64)
@@ -216,7 +237,7 @@ impl Limiter {
         };
         Ok(StreamSlot {
             renewer: Some(renewer),
-            entry: Some((self.redis.clone(), key, member)),
+            entry: Some((self.clone(), key, member)),
         })
     }
 

@@ -26,6 +26,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 /// How often an HTTP/2 connection is pinged, and how long a ping may go
@@ -50,6 +51,7 @@ pub async fn run(
         .keep_alive_interval(H2_KEEP_ALIVE)
         .keep_alive_timeout(H2_KEEP_ALIVE);
     let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -79,7 +81,7 @@ pub async fn run(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(error) = connection.await {
                 // Timeouts and clients going away are routine.
                 tracing::debug!(error = %error, "connection ended with an error");
@@ -88,4 +90,6 @@ pub async fn run(
     }
     drop(listener);
     graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
 }

@@ -53,6 +53,8 @@ impl AppState {
             config.auth.clone(),
             config.catalog.limits.clone(),
             pool.clone(),
+            tasks.clone(),
+            shutdown.clone(),
         )
         .await?;
         if config.catalog.limits.is_unlimited() && !config.auth.enabled(AuthMethod::Dev) {
@@ -71,7 +73,7 @@ impl AppState {
         Ok(Self {
             cache: Cache::new(redis.clone(), keys.clone()),
             queue: RunQueue::new(redis.clone(), &keys),
-            limiter: Limiter::new(redis.clone(), keys.clone()),
+            limiter: Limiter::new(redis.clone(), keys.clone(), tasks.clone(), shutdown.clone()),
             keys,
             pool,
             redis,

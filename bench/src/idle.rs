@@ -19,6 +19,13 @@
 //! Each stream is one TCP connection of this process: with 10,000 streams
 //! both processes need more than 10,000 open files (`ulimit -n`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "measurement tooling: a panic ends the measurement, and its tasks end with the program"
+)]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

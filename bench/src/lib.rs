@@ -4,6 +4,13 @@
 //! percentiles ([`stats`]) and process and server counters ([`sys`]).
 //! See `bench/README.md`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "measurement tooling: a panic ends the measurement, and its tasks end with the program"
+)]
+
 pub mod load;
 pub mod stack;
 pub mod stats;

@@ -7,6 +7,13 @@
 //! the process's peak RSS. Set `CANDLE_NUM_THREADS` to choose the CPU
 //! threads of one generation.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "measurement tooling: a panic ends the measurement, and its tasks end with the program"
+)]
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;

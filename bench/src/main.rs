@@ -20,6 +20,13 @@
 //! that scenarios do not see each other's data and peak RSS is per
 //! scenario. See `bench/README.md`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "measurement tooling: a panic ends the measurement, and its tasks end with the program"
+)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use switchyard_common::config::{Config, Defaults};
 use switchyard_common::{db, telemetry};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -75,7 +76,7 @@ async fn main() -> ExitCode {
             };
             serve_from_env(roles).await
         }
-        Command::Dev => dev(signalled()).await,
+        Command::Dev => with_signals(dev).await,
         Command::Migrate => migrate().await,
         Command::Chat(_) | Command::Keys(_) | Command::Model(_) => {
             unreachable!("handled above")
@@ -145,7 +146,7 @@ async fn migrate() -> anyhow::Result<()> {
 async fn serve_from_env(roles: Roles) -> anyhow::Result<()> {
     let config = load_config(Defaults::default())?;
     check_services(&config, true).await?;
-    serve(config, roles, signalled()).await
+    with_signals(|stop| serve(config, roles, stop)).await
 }
 
 /// `switchyard dev`: the built-in agents (with the local model when it
@@ -212,6 +213,8 @@ async fn serve(config: Arc<Config>, roles: Roles, stop: CancellationToken) -> an
     }
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    // The HTTP servers, each ending at `shutdown`.
+    let mut servers = JoinSet::new();
 
     let worker = if roles.worker {
         Some(
@@ -230,16 +233,17 @@ async fn serve(config: Arc<Config>, roles: Roles, stop: CancellationToken) -> an
             .with_context(|| format!("listening on {address} for metrics"))?;
         tracing::info!(%address, "worker metrics at /metrics");
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        servers.spawn(async move {
             let served = axum::serve(listener, worker_metrics())
                 .with_graceful_shutdown(async move { shutdown.cancelled().await })
                 .await;
             if let Err(error) = served {
                 tracing::warn!(%error, "the metrics listener stopped");
             }
+            Ok(())
         });
     }
-    let api = if roles.api {
+    if roles.api {
         let state = switchyard_api::AppState::new(
             config.clone(),
             pool.clone(),
@@ -251,16 +255,18 @@ async fn serve(config: Arc<Config>, roles: Roles, stop: CancellationToken) -> an
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         tracing::info!(address = %config.listen, "API listening; docs at /docs");
-        Some(tokio::spawn(switchyard_api::serve(listener, state)))
-    } else {
-        None
-    };
+        servers.spawn(async move {
+            switchyard_api::serve(listener, state)
+                .await
+                .context("serving the API")
+        });
+    }
 
     stop.cancelled().await;
     tracing::info!("shutting down");
     shutdown.cancel();
-    if let Some(api) = api {
-        api.await.context("API task")?.context("serving the API")?;
+    while let Some(served) = servers.join_next().await {
+        served.context("server task")??;
     }
     if let Some(worker) = worker {
         worker.wait().await;
@@ -288,15 +294,19 @@ fn worker_metrics() -> axum::Router {
         )
 }
 
-/// A token cancelled at the first SIGTERM or Ctrl-C; listening starts now.
-fn signalled() -> CancellationToken {
+/// Run `command` with a token cancelled at the first SIGTERM or Ctrl-C;
+/// listening starts with the command.
+async fn with_signals<F>(command: impl FnOnce(CancellationToken) -> F) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
     let stop = CancellationToken::new();
-    let cancel = stop.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        cancel.cancel();
-    });
-    stop
+    let mut run = std::pin::pin!(command(stop.clone()));
+    tokio::select! {
+        result = &mut run => return result,
+        () = shutdown_signal() => stop.cancel(),
+    }
+    run.await
 }
 
 async fn shutdown_signal() {

@@ -4,6 +4,13 @@
 //! with one line saying what to do when it can have neither. The official
 //! OpenAI SDK talks to it with a placeholder key.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
+)]
+
 mod support;
 
 use std::io::{BufRead, BufReader};

@@ -1,6 +1,13 @@
 //! Switchyard as deployed: `switchyard api` and `switchyard worker` as
 //! separate processes, killed for real.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
+)]
+
 mod support;
 
 use std::process::Stdio;

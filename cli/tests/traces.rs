@@ -4,6 +4,13 @@
 //! queue and the worker's run, to each LLM call, tool call and the
 //! provider's HTTP request.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
+)]
+
 mod support;
 
 use std::io::Read as _;

@@ -255,13 +255,13 @@ impl Config {
             None => {
                 let model = default_model_path(&lookup);
                 if model.is_file() {
-                    Catalog::builtin_with_local(&model)
+                    Catalog::builtin_with_local(&model)?
                 } else {
                     tracing::info!(
                         "no local model at {} (`switchyard model fetch` gets it): the built-in assistant uses the scripted model",
                         model.display()
                     );
-                    Catalog::builtin()
+                    Catalog::builtin()?
                 }
             }
         };

@@ -60,6 +60,7 @@ use axum::serve::ListenerExt;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::task::JoinSet;
 
 pub use reply::{FakeToolCall, Reply, STREAM_WORDS, stream_text};
 
@@ -68,7 +69,8 @@ pub use reply::{FakeToolCall, Reply, STREAM_WORDS, stream_text};
 pub struct FakeLlm {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<()>,
+    /// The accept loop, held to be aborted when dropped.
+    _server: JoinSet<()>,
 }
 
 /// One request as the fake received it.
@@ -126,7 +128,8 @@ impl FakeLlm {
             .route("/api/chat", post(ollama_chat))
             .fallback(|| async { error_response(Format::OpenAi, 404, "unknown path", None) })
             .with_state(Arc::clone(&shared));
-        let server = tokio::spawn(async move {
+        let mut server = JoinSet::new();
+        server.spawn(async move {
             // Only fails if accepting fails for good; the fake then just stops.
             // Each chunk must leave as it is written, as a real provider's does.
             let listener = listener.tap_io(|tcp| {
@@ -137,7 +140,7 @@ impl FakeLlm {
         Ok(Self {
             addr,
             shared,
-            server,
+            _server: server,
         })
     }
 
@@ -177,12 +180,6 @@ impl FakeLlm {
     /// was `content` was handed to the connection.
     pub fn first_token_at(&self, content: &str) -> Option<Instant> {
         lock(&self.shared.first_tokens).get(content).copied()
-    }
-}
-
-impl Drop for FakeLlm {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 

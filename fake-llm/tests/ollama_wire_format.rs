@@ -1,6 +1,13 @@
 //! The bytes the fake sends on Ollama's `POST /api/chat`, checked against
 //! Ollama's documented streaming format with a plain HTTP client.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
+)]
+
 use std::time::Duration;
 
 use serde_json::{Value, json};

@@ -6,6 +6,13 @@
 //! names the server where per-test databases are created; `TEST_REDIS_URL`
 //! (default `redis://127.0.0.1:6379`) the Redis.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "test tooling: a panic is the failure report, and its tasks end with the test runtime"
+)]
+
 pub mod clients;
 pub mod proxy;
 

@@ -3,6 +3,13 @@
 //! generation, cancellation, context fitting, an end-to-end run through
 //! the API, and the fetch's failures.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -21,6 +21,13 @@
 //! directory of its own, removed at the end with the pods, the images, the
 //! database and the Redis keys, whether the test passed or not.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
+)]
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Read;

@@ -43,6 +43,7 @@ use switchyard_common::queue::{self, RunJob, RunQueue};
 use switchyard_common::redis_conn::{self, Keys};
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -223,7 +224,10 @@ async fn consume(
 ) {
     let (first_tx, _) = mpsc::channel(1);
     let wake = Arc::new(Mutex::new(first_tx));
-    let listener = tokio::spawn(listen_for_wakeups(
+    // Ends at shutdown; stopped outright (it may be connecting) once the
+    // consuming is over.
+    let mut listener = JoinSet::new();
+    listener.spawn(listen_for_wakeups(
         client,
         keys.run_queue_wake(),
         wake.clone(),
@@ -258,7 +262,7 @@ async fn consume(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    listener.abort();
+    listener.shutdown().await;
 }
 
 /// Turn the queue's wake-up messages into a stream of `()` for the poller;

@@ -3,6 +3,13 @@
 //! cutting of JSON lines from reads that end anywhere, and error
 //! classification all run for real.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
+)]
+
 mod support;
 
 use std::collections::HashMap;

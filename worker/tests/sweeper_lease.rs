@@ -3,6 +3,13 @@
 //! (`fake_kube`), so kube-lease-manager's requests, the client's settings
 //! and the elector's handling of an unreachable API server all run for real.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
+)]
+
 mod fake_kube;
 
 use std::time::{Duration, Instant};

@@ -35,7 +35,7 @@ pub mod oidc;
 pub use end_user::{END_USER_HEADER, for_end_user};
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -48,6 +48,8 @@ use sqlx::PgPool;
 use switchyard_common::config::{AuthMethod, AuthSettings, LimitPolicy, Limits};
 use switchyard_common::db;
 use switchyard_common::domain::UserId;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -171,6 +173,8 @@ impl Authenticator {
         settings: AuthSettings,
         policy: LimitPolicy,
         pool: PgPool,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !settings.methods.is_empty(),
@@ -193,7 +197,7 @@ impl Authenticator {
         };
         let oidc = match &settings.oidc {
             Some(oidc) => {
-                let verifier = oidc::Verifier::new(oidc.clone())?;
+                let verifier = oidc::Verifier::new(oidc.clone(), tasks, shutdown)?;
                 verifier.prefetch().await;
                 Some(verifier)
             }
@@ -348,18 +352,24 @@ impl Authenticator {
         name: &str,
     ) -> Result<UserId, ApiError> {
         let key = (method, subject.to_owned());
-        if let Some((id, known_name)) = self.users.lock().expect("users lock").get(&key)
+        if let Some((id, known_name)) = self.remembered().get(&key)
             && known_name == name
         {
             return Ok(*id);
         }
         let id = db::users::ensure(&self.pool, method, subject, name).await?;
-        let mut users = self.users.lock().expect("users lock");
+        let mut users = self.remembered();
         if users.len() >= REMEMBERED_USERS {
             users.clear();
         }
         users.insert(key, (id, name.to_owned()));
         Ok(id)
+    }
+
+    /// The users seen lately: a cache of the database, so still usable
+    /// after a panic elsewhere poisoned its lock.
+    fn remembered(&self) -> MutexGuard<'_, Remembered> {
+        self.users.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

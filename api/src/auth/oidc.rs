@@ -28,6 +28,8 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
 use switchyard_common::config::OidcSettings;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Least time between two fetches of the key set for unknown kids.
 const MIN_REFRESH: Duration = Duration::from_secs(10);
@@ -122,6 +124,9 @@ struct Keys {
     http: reqwest::Client,
     cached: RwLock<Option<KeySet>>,
     fetching: Mutex<FetchState>,
+    /// Where fetches run, until `shutdown`: waited for on shutdown.
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 #[derive(Default)]
@@ -133,7 +138,11 @@ struct FetchState {
 }
 
 impl Verifier {
-    pub fn new(settings: OidcSettings) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: OidcSettings,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(FETCH_TIMEOUT).build()?;
         Ok(Self {
             keys: Arc::new(Keys {
@@ -141,6 +150,8 @@ impl Verifier {
                 http,
                 cached: RwLock::new(None),
                 fetching: Mutex::new(FetchState::default()),
+                tasks,
+                shutdown,
             }),
             settings,
         })
@@ -256,9 +267,9 @@ impl Keys {
     }
 
     /// The fetch under way, or a new one (run by its own task, so that it
-    /// ends even if every waiter leaves), unless the last failed too
-    /// recently or `why` is an unknown key and one was fetched for that
-    /// less than [`MIN_REFRESH`] ago.
+    /// ends even if every waiter leaves; shutdown stops it), unless the
+    /// last failed too recently or `why` is an unknown key and one was
+    /// fetched for that less than [`MIN_REFRESH`] ago.
     fn fetch(self: &Arc<Self>, why: Refresh) -> Fetching {
         let mut state = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(fetch) = &state.under_way {
@@ -285,7 +296,9 @@ impl Keys {
         .boxed()
         .shared();
         state.under_way = Some(fetch.clone());
-        tokio::spawn(fetch.clone());
+        let (shutdown, run) = (self.shutdown.clone(), fetch.clone());
+        self.tasks
+            .spawn(async move { shutdown.run_until_cancelled(run).await });
         Fetching::Under(fetch)
     }
 

@@ -376,8 +376,7 @@ fn limit_error(reached: db::runs::LimitReached) -> ApiError {
         db::runs::LimitReached::TokensPerDay { budget, spent } => {
             let now = Utc::now();
             let midnight = (now.date_naive() + chrono::Days::new(1))
-                .and_hms_opt(0, 0, 0)
-                .expect("midnight exists")
+                .and_time(chrono::NaiveTime::MIN)
                 .and_utc();
             ApiError::RateLimited {
                 limit: "tokens_per_day",

@@ -17,6 +17,13 @@
 //! with 2 under `--strict` when a latency target was missed. See
 //! `bench/README.md`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "measurement tooling: a panic ends the measurement, and its tasks end with the program"
+)]
+
 mod analysis;
 mod client;
 mod faults;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::Catalog;
+use super::{Catalog, ConfigError};
 
 /// The text of the built-in catalog (see [`Catalog::builtin`]).
 pub const BUILTIN_CATALOG: &str = include_str!("builtin.toml");
@@ -29,19 +29,17 @@ pub fn builtin_text_with_local(model: &Path) -> String {
 impl Catalog {
     /// The built-in catalog with its `assistant` agent on the local model
     /// at `model` (the other agents stay scripted: they need tool calls).
-    pub fn builtin_with_local(model: &Path) -> Self {
+    pub fn builtin_with_local(model: &Path) -> Result<Self, ConfigError> {
         Self::parse(
             &builtin_text_with_local(model),
             Path::new("<built-in catalog>"),
         )
-        .expect("the built-in catalog with the local model is valid")
     }
 
     /// The catalog used when `SWITCHYARD_CONFIG` is not set: works offline.
-    pub fn builtin() -> Self {
-        // The built-in text is a constant checked by the `builtin_catalog_is_valid` test.
+    /// Its text is a constant, checked by the `builtin_catalog_is_valid` test.
+    pub fn builtin() -> Result<Self, ConfigError> {
         Self::parse(BUILTIN_CATALOG, Path::new("<built-in catalog>"))
-            .expect("the built-in catalog is valid")
     }
 }
 
@@ -52,14 +50,14 @@ mod tests {
 
     #[test]
     fn builtin_catalog_is_valid() {
-        let catalog = Catalog::builtin();
+        let catalog = Catalog::builtin().unwrap();
         assert_eq!(catalog.agents[0].id, "assistant");
         assert!(BUILTIN_CATALOG.contains(BUILTIN_ASSISTANT_SCRIPTED));
     }
 
     #[test]
     fn the_builtin_assistant_moves_to_the_local_model() {
-        let catalog = Catalog::builtin_with_local(Path::new("/models/a \"b\".gguf"));
+        let catalog = Catalog::builtin_with_local(Path::new("/models/a \"b\".gguf")).unwrap();
         let assistant = catalog.agent("assistant").unwrap();
         assert_eq!(assistant.provider, "local");
         let Some(ProviderKind::Local(local)) = catalog.provider("local").map(|p| &p.kind) else {
@@ -67,6 +65,9 @@ mod tests {
         };
         assert_eq!(local.model_file(), Path::new("/models/a \"b\".gguf"));
         assert_eq!(catalog.agent("billing").unwrap().provider, "scripted");
-        assert_eq!(catalog.agents.len(), Catalog::builtin().agents.len());
+        assert_eq!(
+            catalog.agents.len(),
+            Catalog::builtin().unwrap().agents.len()
+        );
     }
 }

@@ -12,6 +12,10 @@ use super::*;
 use crate::tools::invoke;
 
 /// A server on 127.0.0.1; its port.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test's server ends with the test's runtime"
+)]
 async fn serve() -> u16 {
     let app = Router::new()
         .route(
