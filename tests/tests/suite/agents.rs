@@ -5,13 +5,6 @@
 //! the refusal of other users (`403 forbidden`) is unit-tested with the
 //! guard in the API crate.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use switchyard_tests::{Options, TestApp};

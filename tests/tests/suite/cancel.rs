@@ -1,13 +1,6 @@
 //! Stopping runs: cancel in each phase, `multitask: interrupt`, the per-run
 //! time limit.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use std::time::{Duration, Instant};
 
 use axum::Router;

@@ -13,13 +13,6 @@
 //! puts them in `.tools/` (or set `SWITCHYARD_HELM` and
 //! `SWITCHYARD_KUBERNETES_VALIDATE`). Without them these tests fail, saying so.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -3,13 +3,6 @@
 //! line) and whole, and the agent's thread list, thread and delete; what
 //! each call leaves is checked through the native API.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use std::time::Duration;
 
 use serde_json::{Value, json};

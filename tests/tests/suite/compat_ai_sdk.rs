@@ -3,13 +3,6 @@
 //! stream and finds none to resume; the raw stream's framing, refusals and
 //! ownership are checked here; the chats' data through the native API.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};

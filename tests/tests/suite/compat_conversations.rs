@@ -3,13 +3,6 @@
 //! (`data:` JSON events read line by line), and the user, models and
 //! settings; what each call leaves is checked through the native API.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use serde_json::{Value, json};
 use switchyard_common::config::BUILTIN_CATALOG;
 use switchyard_tests::{Options, TestApp, sse_json};

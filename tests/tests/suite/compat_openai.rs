@@ -3,13 +3,6 @@
 //! stream's rules: `data:` lines, JSON chunks, `[DONE]`), `GET /v1/models`;
 //! what each call leaves is checked through the native API.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use serde_json::{Value, json};
 use switchyard_fake_llm::{FakeLlm, Reply};
 use switchyard_tests::{Options, TestApp, one_agent_catalog, sse_data};

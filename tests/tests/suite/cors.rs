@@ -3,13 +3,6 @@
 //! the others; and a real page in headless Chromium streaming a run from
 //! Switchyard on another origin, and refused when its origin is not allowed.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};

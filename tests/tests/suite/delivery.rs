@@ -5,13 +5,6 @@
 //! unprivileged as the chart expects, and the Tiltfile, run by the Starlark
 //! interpreter Tilt embeds, deploys the images it builds.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -4,13 +4,6 @@
 //! to, is isolated for and is limited per that end user, namespaced under
 //! the service; anyone else naming a user is refused.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use serde_json::{Value, json};
 use switchyard_tests::{Options, SCRIPTED_CATALOG, TestApp, clients};
 

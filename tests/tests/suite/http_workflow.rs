@@ -4,13 +4,6 @@
 //! AI SDK's UI message stream (a fake Next.js route, below) and OpenAI's
 //! streamed chat completions (`switchyard-fake-llm`).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -2,13 +2,6 @@
 //! which PostgreSQL's text cannot hold, and thread metadata beyond its
 //! bounds. Each is refused with `validation_failed` and leaves nothing.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use serde_json::{Value, json};
 use switchyard_tests::TestApp;
 

@@ -7,13 +7,6 @@
 //! Deployments are isolated too: every Redis key one writes carries its
 //! `SWITCHYARD_REDIS_PREFIX`, so that two can share a Redis.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use serde_json::{Value, json};
 use switchyard_tests::{Options, TestApp};
 

@@ -1,13 +1,6 @@
 //! A run's life at its edges: a cancel racing the run's end, and a worker
 //! that keeps going after a later attempt took its run.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;

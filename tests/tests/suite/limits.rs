@@ -2,13 +2,6 @@
 //! `429 rate_limited` with `Retry-After` and the limit's name and stores
 //! nothing; one user's flood leaves another user's requests alone.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use std::time::Duration;
 
 use serde_json::{Value, json};

@@ -3,13 +3,6 @@
 //! The registry is the process's, shared by the tests of this binary, so
 //! figures are checked as lower bounds.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use serde_json::json;
 use switchyard_tests::{Options, SCRIPTED_CATALOG, TestApp};
 

@@ -1,13 +1,6 @@
 //! Runs on an `openai` provider, against a local server that speaks the
 //! real chat-completions streaming wire format.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use serde_json::{Value, json};
 use switchyard_fake_llm::{FakeLlm, Reply};
 use switchyard_tests::{Options, TestApp, deltas_of};

@@ -1,13 +1,6 @@
 //! Outages of one dependency, through a proxy the test cuts: nothing
 //! accepted is lost, and the service recovers by itself.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use std::time::Duration;
 
 use serde_json::json;

@@ -2,13 +2,6 @@
 //! order, a thread's runs in their order; aging keeps the least urgent from
 //! waiting forever; `queue_position` follows the queue.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,13 +1,6 @@
 //! Runs end to end on each provider kind, against the local fake speaking
 //! that provider's wire format: API → queue → worker → provider → events.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use serde_json::{Value, json};
 use switchyard_fake_llm::{FakeLlm, FakeToolCall, Reply};
 use switchyard_tests::{Options, TestApp, deltas_of};

@@ -1,12 +1,5 @@
 //! Runs end to end: API → queue → worker → events → SSE, all real.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use serde_json::{Value, json};
 use switchyard_tests::{SseEvent, TestApp, deltas_of, read_sse};
 

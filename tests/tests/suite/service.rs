@@ -1,12 +1,5 @@
 //! Health, readiness and the API's self-description.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use switchyard_tests::{Options, TestApp};
 
 #[tokio::test]

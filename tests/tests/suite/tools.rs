@@ -2,13 +2,6 @@
 //! failure goes back to the model (the run goes on), and the SSRF guard
 //! holds end to end.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,13 +1,6 @@
 //! Workflows end to end on the built-in catalog's scripted agents: the
 //! events and steps of triage and planner runs, in order; usage and cost.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods,
-    reason = "test code, helpers included (which allow-unwrap-in-tests misses in integration tests): a panic is the failure report, and spawned servers end with the test runtime"
-)]
-
 use serde_json::{Value, json};
 use switchyard_common::config::BUILTIN_CATALOG;
 use switchyard_tests::{Options, SseEvent, TestApp, deltas_of};
